@@ -1,0 +1,4 @@
+import * as initial from './0001-initial.js';
+
+/** Every migration, in order. The server runs the pending ones at start. */
+export const migrations: ReadonlyArray<{ name: string; up: string[] }> = [initial];

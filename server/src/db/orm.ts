@@ -1,0 +1,58 @@
+import path from 'node:path';
+import { mkdirSync } from 'node:fs';
+import { MikroORM, type Options } from '@mikro-orm/core';
+import { Migration, Migrator } from '@mikro-orm/migrations';
+import { PostgreSqlDriver } from '@mikro-orm/postgresql';
+import { PgliteDriver } from '@mikro-orm/pglite';
+import type { SqlEntityManager } from '@mikro-orm/sql';
+import { migrations } from '../../../migrations/index.js';
+import { allEntities } from './entities.js';
+
+export type Orm = MikroORM;
+export type Em = SqlEntityManager;
+
+export interface DbOptions {
+  /** PostgreSQL URL; absent → embedded PGlite under `dataDir`. */
+  databaseUrl?: string | undefined;
+  dataDir: string;
+  debug?: boolean;
+}
+
+/** One MikroORM migration class per SQL module in migrations/, so both drivers run the same statements. */
+function migrationClasses() {
+  return migrations.map((m) => ({
+    name: m.name,
+    class: class extends Migration {
+      override up(): void {
+        for (const sql of m.up) this.addSql(sql);
+      }
+    },
+  }));
+}
+
+/** Opens the database (PostgreSQL or PGlite) and runs pending migrations. */
+export async function openDatabase(opts: DbOptions): Promise<Orm> {
+  const common: Partial<Options> = {
+    entities: allEntities,
+    extensions: [Migrator],
+    migrations: { migrationsList: migrationClasses(), snapshot: false, snapshotOnMigrate: false, silent: true, tableName: 'schema_migrations' },
+    debug: opts.debug ?? false,
+    allowGlobalContext: false,
+    ensureDatabase: false,
+  };
+  let orm: MikroORM;
+  if (opts.databaseUrl) {
+    orm = await MikroORM.init({ ...common, driver: PostgreSqlDriver, clientUrl: opts.databaseUrl, pool: { min: 0, max: 10 } } as Options);
+  } else {
+    const dir = path.resolve(opts.dataDir, 'pglite');
+    mkdirSync(dir, { recursive: true });
+    orm = await MikroORM.init({ ...common, driver: PgliteDriver, dbName: dir } as Options);
+  }
+  await orm.migrator.up();
+  return orm;
+}
+
+/** A fresh entity manager for one unit of work (no global identity map). */
+export function em(orm: Orm): Em {
+  return orm.em.fork() as Em;
+}

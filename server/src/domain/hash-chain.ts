@@ -1,0 +1,35 @@
+import { createHash } from 'node:crypto';
+
+/** The fields of an audit row that its hash covers. */
+export interface ChainedFields {
+  id: string;
+  runId: string | null;
+  seq: number;
+  sessionId: string | null;
+  correlationId: string;
+  actorType: string;
+  actorId: string;
+  action: string;
+  result: string;
+  at: string;
+  metadata: unknown;
+}
+
+/** Deterministic JSON: object keys sorted at every depth, so equal rows hash equally. */
+export function canonicalJson(value: unknown): string {
+  if (value === null || typeof value !== 'object') return JSON.stringify(value) ?? 'null';
+  if (Array.isArray(value)) return `[${value.map(canonicalJson).join(',')}]`;
+  const entries = Object.entries(value as Record<string, unknown>)
+    .filter(([, v]) => v !== undefined)
+    .sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0));
+  return `{${entries.map(([k, v]) => `${JSON.stringify(k)}:${canonicalJson(v)}`).join(',')}}`;
+}
+
+/** sha-256 over the previous hash and the row's canonical encoding (hex). */
+export function chainHash(prevHash: string | null, row: ChainedFields): string {
+  return createHash('sha256')
+    .update(prevHash ?? '')
+    .update('\n')
+    .update(canonicalJson(row))
+    .digest('hex');
+}

@@ -1,0 +1,60 @@
+import { existsSync } from 'node:fs';
+import path from 'node:path';
+import express, { type Express } from 'express';
+import type { Logger } from 'pino';
+import { AppError, ErrorCode, type Whoami } from '@handoff/shared';
+import type { AuthService } from '../services/auth.js';
+import type { RunService } from '../services/runs.js';
+import { authenticate, principalOf } from './auth.js';
+import { errorBoundary } from './errors.js';
+import { taskRunsRoutes } from './task-runs-routes.js';
+
+export interface AppDeps {
+  auth: AuthService;
+  runs: RunService;
+  log: Logger;
+  /** Readiness probe of the hub's dependencies (DB, Redis). */
+  ready: () => Promise<Record<string, boolean>>;
+  /** Built dashboard assets; served with an index.html fallback when present. */
+  webDir?: string | undefined;
+}
+
+export function createApp(deps: AppDeps): Express {
+  const app = express();
+  app.disable('x-powered-by');
+  app.set('trust proxy', false);
+
+  app.get('/healthz', (_req, res) => {
+    res.json({ ok: true });
+  });
+  app.get('/readyz', async (_req, res) => {
+    const checks = await deps.ready();
+    const ok = Object.values(checks).every(Boolean);
+    res.status(ok ? 200 : 503).json({ ok, checks });
+  });
+
+  const api = express.Router();
+  api.use(express.json({ limit: '256kb' }));
+  api.use(authenticate(deps.auth));
+  api.get('/auth/whoami', (_req, res) => {
+    const p = principalOf(res)!;
+    const body: Whoami = { kind: p.kind, id: p.id, name: p.name, role: p.kind === 'user' ? p.role : null };
+    res.json(body);
+  });
+  api.use('/task-runs', taskRunsRoutes(deps.runs));
+  api.use((req) => {
+    throw new AppError({ code: ErrorCode.NOT_FOUND, message: `no route ${req.method} /api${req.path}` });
+  });
+  app.use('/api', api);
+
+  if (deps.webDir && existsSync(path.join(deps.webDir, 'index.html'))) {
+    const webDir = path.resolve(deps.webDir);
+    app.use(express.static(webDir, { index: 'index.html', maxAge: '1h' }));
+    app.get(/^\/(?!api\/|socket\.io\/).*/, (_req, res) => {
+      res.sendFile(path.join(webDir, 'index.html'));
+    });
+  }
+
+  app.use(errorBoundary(deps.log));
+  return app;
+}

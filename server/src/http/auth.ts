@@ -1,0 +1,35 @@
+import type { NextFunction, Request, Response } from 'express';
+import { AppError, ErrorCode, type Role } from '@handoff/shared';
+import { roleAtLeast } from '../domain/roles.js';
+import type { Actor } from '../services/audit.js';
+import type { AuthService, Principal } from '../services/auth.js';
+
+/** The authenticated principal of a request (set by `authenticate`). */
+export function principalOf(res: Response): Principal | undefined {
+  return res.locals.principal as Principal | undefined;
+}
+
+/** Reads the bearer token from `Authorization: Bearer <token>`. */
+export function bearerToken(header: string | undefined): string | undefined {
+  const match = /^Bearer\s+(\S+)$/i.exec(header ?? '');
+  return match?.[1];
+}
+
+/** Authenticates every /api request; an unknown or missing token is 401 UNAUTHENTICATED. */
+export function authenticate(auth: AuthService) {
+  return async (req: Request, res: Response, next: NextFunction) => {
+    const principal = await auth.authenticate(bearerToken(req.headers.authorization));
+    if (!principal) throw new AppError({ code: ErrorCode.UNAUTHENTICATED, message: 'a valid bearer token is required' });
+    res.locals.principal = principal;
+    next();
+  };
+}
+
+/** The calling user, with at least `role`; workers never use dashboard routes. */
+export function requireUser(res: Response, role: Role): Actor & { role: Role; name: string } {
+  const p = principalOf(res);
+  if (!p) throw new AppError({ code: ErrorCode.UNAUTHENTICATED, message: 'a valid bearer token is required' });
+  if (p.kind !== 'user') throw new AppError({ code: ErrorCode.FORBIDDEN, message: 'worker tokens cannot use the dashboard API' });
+  if (!roleAtLeast(p.role, role)) throw new AppError({ code: ErrorCode.FORBIDDEN, message: `requires role ${role} (you are ${p.role})` });
+  return { type: 'operator', id: p.id, role: p.role, name: p.name };
+}

@@ -1,0 +1,115 @@
+import { createServer, type Server as HttpServer } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { Server } from 'socket.io';
+import { createAdapter } from '@socket.io/redis-adapter';
+import { Redis } from 'ioredis';
+import { NAMESPACE } from '@handoff/shared';
+import type { ServerConfig } from './config.js';
+import { em, openDatabase, type Orm } from './db/orm.js';
+import { createApp } from './http/app.js';
+import { createLogger, type Logger } from './logger.js';
+import { AuthService } from './services/auth.js';
+import { LiveSessionService } from './services/live-sessions.js';
+import { RunService } from './services/runs.js';
+import { Scheduler } from './services/scheduler.js';
+import { TerminalService } from './services/terminal.js';
+import { setupDashboardNamespace } from './socket/dashboard-namespace.js';
+import { SocketNotifier } from './socket/socket-notifier.js';
+import { setupWorkerNamespace } from './socket/worker-namespace.js';
+
+const DEFAULT_WEB_DIR = fileURLToPath(new URL('../../web/dist', import.meta.url));
+
+/** How often the scheduler re-checks the queue even without a push (safety net). */
+const SCHEDULER_TICK_MS = 5000;
+
+export interface Hub {
+  url: string;
+  port: number;
+  orm: Orm;
+  io: Server;
+  http: HttpServer;
+  auth: AuthService;
+  runs: RunService;
+  terminal: TerminalService;
+  log: Logger;
+  close(): Promise<void>;
+}
+
+/** Starts one hub node: database (migrated), HTTP API, socket namespaces, scheduler. */
+export async function createHub(config: ServerConfig, opts: { logger?: Logger } = {}): Promise<Hub> {
+  const log = opts.logger ?? createLogger(config.LOG_LEVEL);
+  const orm = await openDatabase({ databaseUrl: config.DATABASE_URL, dataDir: config.HANDOFF_DATA_DIR });
+
+  const http = createServer();
+  const io = new Server(http, {
+    transports: ['websocket'],
+    // Frames are ≤ 32 KiB; the largest client message is a batch of resent frames.
+    maxHttpBufferSize: 8 * 1024 * 1024,
+    serveClient: false,
+  });
+  let redis: { pub: Redis; sub: Redis } | null = null;
+  if (config.REDIS_URL) {
+    const pub = new Redis(config.REDIS_URL, { lazyConnect: false, maxRetriesPerRequest: 2 });
+    const sub = pub.duplicate();
+    redis = { pub, sub };
+    io.adapter(createAdapter(pub, sub));
+  }
+  const dashboardNsp = io.of(NAMESPACE.dashboard);
+  const workerNsp = io.of(NAMESPACE.worker);
+
+  let scheduler: Scheduler | undefined;
+  const notifier = new SocketNotifier(dashboardNsp, workerNsp, !!redis, () => void scheduler?.kick());
+  const auth = new AuthService(orm);
+  const runs = new RunService(orm, notifier, { liveSessionDefault: config.LIVE_SESSION_ENABLED_DEFAULT });
+  runs.sessions = new LiveSessionService(orm, notifier, { ttlMs: config.LIVE_SESSION_TTL });
+  const terminal = new TerminalService(orm, notifier, log.child({ module: 'terminal' }));
+  scheduler = new Scheduler(orm, runs, log.child({ module: 'scheduler' }));
+
+  setupDashboardNamespace(dashboardNsp, { auth, runs, terminal, log });
+  setupWorkerNamespace(workerNsp, {
+    orm, auth, runs, scheduler, terminal, log,
+    heartbeatIntervalMs: config.HEARTBEAT_INTERVAL,
+    assignAckTimeoutMs: config.ASSIGN_ACK_TIMEOUT,
+  });
+
+  const app = createApp({
+    auth, runs, log,
+    webDir: config.HANDOFF_WEB_DIR ?? DEFAULT_WEB_DIR,
+    ready: async () => {
+      const checks: Record<string, boolean> = {};
+      checks.database = await em(orm).execute('select 1').then(() => true, () => false);
+      if (redis) checks.redis = await redis.pub.ping().then((r) => r === 'PONG', () => false);
+      return checks;
+    },
+  });
+  http.on('request', app);
+
+  await new Promise<void>((resolve, reject) => {
+    http.once('error', reject);
+    http.listen(config.PORT, config.HOST, () => resolve());
+  });
+  const port = (http.address() as AddressInfo).port;
+  const tick = setInterval(() => void scheduler.kick(), SCHEDULER_TICK_MS);
+  tick.unref();
+  log.info({ port, database: config.DATABASE_URL ? 'postgresql' : 'pglite', redis: !!redis }, 'hub listening');
+
+  return {
+    url: `http://${config.HOST === '0.0.0.0' ? '127.0.0.1' : config.HOST}:${port}`,
+    port, orm, io, http, auth, runs, terminal, log,
+    async close() {
+      clearInterval(tick);
+      io.disconnectSockets(true);
+      await new Promise<void>((resolve) => io.close(() => resolve()));
+      await terminal.closeAll();
+      if (redis) {
+        redis.pub.disconnect();
+        redis.sub.disconnect();
+      }
+      await orm.close();
+    },
+  };
+}
+
+export const webDirDefault = path.resolve(DEFAULT_WEB_DIR);

@@ -1,0 +1,194 @@
+import { AppError, ErrorCode, type CreateRunBody, type ListRunsQuery, type Run, type RunList, type RunStatus } from '@handoff/shared';
+import { LiveSessionSchema, RunSchema, type RunRow } from '../db/entities.js';
+import { em, type Em, type Orm } from '../db/orm.js';
+import { exitEvent, RunEvent, runStatesAllowing, runTransition } from '../domain/run-machine.js';
+import { appendAudit, type Actor } from './audit.js';
+import { uuidv7 } from './ids.js';
+import type { LiveSessionService } from './live-sessions.js';
+import type { Notifier } from './notifier.js';
+import { runView } from './views.js';
+
+export interface RunServiceOptions {
+  liveSessionDefault: boolean;
+}
+
+function notFound(id: string): AppError {
+  return new AppError({ code: ErrorCode.NOT_FOUND, message: `run ${id} not found` });
+}
+
+function encodeCursor(r: RunRow): string {
+  return Buffer.from(`${r.createdAt.toISOString()}|${r.id}`).toString('base64url');
+}
+function decodeCursor(cursor: string): { createdAt: Date; id: string } {
+  const [at, id] = Buffer.from(cursor, 'base64url').toString().split('|');
+  const createdAt = new Date(at ?? '');
+  if (!id || Number.isNaN(createdAt.getTime())) {
+    throw new AppError({ code: ErrorCode.VALIDATION, message: 'invalid cursor' });
+  }
+  return { createdAt, id };
+}
+
+/**
+ * Applies a run event as a conditional update (`WHERE status IN <states allowing it>`),
+ * so concurrent hub nodes can never double-apply. Returns the updated row, or null
+ * when the run was not in a state that allows the event.
+ */
+export async function applyRunEvent(
+  tx: Em,
+  runId: string,
+  event: RunEvent,
+  changes: Partial<RunRow>,
+  extraWhere: Record<string, unknown> = {},
+): Promise<RunRow | null> {
+  const from = runStatesAllowing(event);
+  const row = await tx.findOne(RunSchema, { id: runId, status: { $in: from }, ...extraWhere });
+  if (!row) return null;
+  const next = runTransition(row.status as RunStatus, event);
+  const updated = await tx.nativeUpdate(RunSchema, { id: runId, status: row.status }, { ...changes, status: next });
+  if (updated !== 1) return null;
+  Object.assign(row, changes, { status: next });
+  return row;
+}
+
+export class RunService {
+  /** Set after construction: the two services refer to each other. */
+  sessions!: LiveSessionService;
+
+  constructor(
+    private readonly orm: Orm,
+    private readonly notifier: Notifier,
+    private readonly options: RunServiceOptions,
+  ) {}
+
+  async view(runId: string, tx: Em = em(this.orm)): Promise<Run> {
+    const row = await tx.findOne(RunSchema, { id: runId });
+    if (!row) throw notFound(runId);
+    const sessions = await tx.find(LiveSessionSchema, { runId }, { orderBy: { createdAt: 'asc' } });
+    return runView(row, sessions);
+  }
+
+  async publish(runId: string): Promise<Run> {
+    const run = await this.view(runId);
+    this.notifier.runUpdated(run);
+    return run;
+  }
+
+  async create(actor: Actor, body: CreateRunBody): Promise<Run> {
+    const id = uuidv7();
+    const title = body.title ?? ('argv' in body.command ? body.command.argv.join(' ') : body.command.script.split('\n')[0]!).slice(0, 200);
+    await em(this.orm).transactional(async (tx) => {
+      tx.create(RunSchema, {
+        id, title, command: body.command, cwd: body.cwd ?? null, env: body.env ?? {}, labels: body.labels ?? {},
+        status: 'queued', createdBy: actor.id, workerId: null, exitCode: null, errorMessage: null,
+        controlState: 'agent', controlMode: null, controlSeq: 0, controlAppliedSeq: 0, controllerId: null,
+        needsOperatorReason: null, needsOperatorAt: null,
+        liveSessionEnabled: body.liveSession ?? this.options.liveSessionDefault,
+        createdAt: new Date(), assignedAt: null, startedAt: null, endedAt: null,
+      });
+      await tx.flush();
+      // Env values are not recorded: only their names.
+      await appendAudit(tx, { runId: id, actor, action: 'run.create', metadata: { title, envNames: Object.keys(body.env ?? {}) } });
+    });
+    const run = await this.publish(id);
+    this.notifier.kickSchedulers();
+    return run;
+  }
+
+  async list(query: ListRunsQuery): Promise<RunList> {
+    const tx = em(this.orm);
+    const where: Record<string, unknown> = {};
+    if (query.status) where.status = query.status;
+    if (query.cursor) {
+      const c = decodeCursor(query.cursor);
+      where.$or = [{ createdAt: { $lt: c.createdAt } }, { createdAt: c.createdAt, id: { $lt: c.id } }];
+    }
+    const rows = await tx.find(RunSchema, where, { orderBy: [{ createdAt: 'desc' }, { id: 'desc' }], limit: query.limit + 1 });
+    const page = rows.slice(0, query.limit);
+    const sessions = page.length ? await tx.find(LiveSessionSchema, { runId: { $in: page.map((r) => r.id) } }, { orderBy: { createdAt: 'asc' } }) : [];
+    return {
+      runs: page.map((r) => runView(r, sessions.filter((s) => s.runId === r.id))),
+      nextCursor: rows.length > query.limit && page.length ? encodeCursor(page[page.length - 1]!) : null,
+    };
+  }
+
+  async cancel(actor: Actor, runId: string, reason?: string): Promise<Run> {
+    const row = await em(this.orm).transactional(async (tx) => {
+      const current = await tx.findOne(RunSchema, { id: runId });
+      if (!current) throw notFound(runId);
+      runTransition(current.status as RunStatus, RunEvent.cancel); // STATE_CONFLICT for finished runs
+      const updated = await applyRunEvent(tx, runId, RunEvent.cancel, { endedAt: new Date(), errorMessage: reason ? `cancelled: ${reason}` : 'cancelled' });
+      if (!updated) throw new AppError({ code: ErrorCode.STATE_CONFLICT, message: `run ${runId} changed state meanwhile; retry` });
+      await appendAudit(tx, { runId, actor, action: 'run.cancel', metadata: { from: current.status, reason: reason ?? null } });
+      return updated;
+    });
+    if (row.workerId) this.notifier.cancelOnWorker(row.workerId, runId);
+    await this.sessions.endAllForRun(runId, 'run-cancelled');
+    return this.publish(runId);
+  }
+
+  /** The worker started the run's process. Only the assigned worker may report. */
+  async reportStarted(workerId: string, runId: string): Promise<void> {
+    await this.assertOwned(workerId, runId);
+    const started = await em(this.orm).transactional(async (tx) => {
+      const row = await applyRunEvent(tx, runId, RunEvent.start, { startedAt: new Date() }, { workerId });
+      if (row) await appendAudit(tx, { runId, actor: { type: 'worker', id: workerId }, action: 'run.start' });
+      return row;
+    });
+    if (started) {
+      await this.sessions.onRunStarted(started);
+      await this.publish(runId);
+    }
+  }
+
+  /** The run's process exited (or never started). Idempotent: a repeated report changes nothing. */
+  async reportExited(workerId: string, runId: string, exitCode: number | null, error?: string): Promise<void> {
+    await this.assertOwned(workerId, runId);
+    const tx = em(this.orm);
+    const ended = await tx.transactional(async (t) => {
+      const row = await applyRunEvent(t, runId, exitEvent(exitCode), { exitCode, endedAt: new Date(), errorMessage: error ?? null }, { workerId });
+      if (row) {
+        await appendAudit(t, { runId, actor: { type: 'worker', id: workerId }, action: 'run.exit', metadata: { exitCode, error: error ?? null } });
+        return row;
+      }
+      // A cancelled run still gets its real exit code recorded.
+      await t.nativeUpdate(RunSchema, { id: runId, status: 'cancelled', exitCode: null }, { exitCode });
+      return null;
+    });
+    await this.sessions.endAllForRun(runId, ended ? 'run-ended' : 'run-cancelled');
+    await this.publish(runId);
+    this.notifier.kickSchedulers();
+  }
+
+  /**
+   * A (re)connecting worker lists the runs it still has. Runs the hub thinks it has but
+   * it no longer does (it crashed and restarted) are lost.
+   */
+  async reconcileWorker(workerId: string, stillRunning: string[]): Promise<string[]> {
+    const tx = em(this.orm);
+    const mine = await tx.find(RunSchema, { workerId, status: { $in: ['assigned', 'running'] } });
+    const lost: string[] = [];
+    for (const run of mine.filter((r) => !stillRunning.includes(r.id))) {
+      const row = await tx.transactional(async (t) => {
+        const updated = await applyRunEvent(t, run.id, RunEvent.lose, { endedAt: new Date(), errorMessage: 'worker restarted without this run' }, { workerId });
+        if (updated) await appendAudit(t, { runId: run.id, actor: { type: 'worker', id: workerId }, action: 'run.lost', metadata: { reason: 'worker-restarted' } });
+        return updated;
+      });
+      if (row) {
+        lost.push(run.id);
+        await this.sessions.endAllForRun(run.id, 'run-lost', 'ERROR');
+        await this.publish(run.id);
+      }
+    }
+    return lost;
+  }
+
+  /** FORBIDDEN unless `runId` is assigned to `workerId` (a worker acts only for its own runs). */
+  async assertOwned(workerId: string, runId: string): Promise<RunRow> {
+    const row = await em(this.orm).findOne(RunSchema, { id: runId });
+    if (!row) throw notFound(runId);
+    if (row.workerId !== workerId) {
+      throw new AppError({ code: ErrorCode.FORBIDDEN, message: `run ${runId} is not assigned to this worker` });
+    }
+    return row;
+  }
+}

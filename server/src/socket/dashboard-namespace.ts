@@ -1,0 +1,63 @@
+import type { Namespace, Socket } from 'socket.io';
+import type { Logger } from 'pino';
+import { dashboardClientEvents as events, ErrorCode, rooms } from '@handoff/shared';
+import type { AuthService } from '../services/auth.js';
+import type { RunService } from '../services/runs.js';
+import type { TerminalService } from '../services/terminal.js';
+import { handshakeError, on } from './on.js';
+
+export interface DashboardDeps {
+  auth: AuthService;
+  runs: RunService;
+  terminal: TerminalService;
+  log: Logger;
+}
+
+/** `/dashboard`: users (observer and up) watch runs; every event is validated and acked. */
+export function setupDashboardNamespace(nsp: Namespace, deps: DashboardDeps): void {
+  const log = deps.log.child({ module: 'dashboard-socket' });
+
+  nsp.use(async (socket, next) => {
+    try {
+      const principal = await deps.auth.authenticate(tokenOf(socket));
+      if (!principal) return next(handshakeError(ErrorCode.UNAUTHENTICATED, 'a valid token is required'));
+      if (principal.kind !== 'user') return next(handshakeError(ErrorCode.FORBIDDEN, 'worker tokens cannot join /dashboard'));
+      socket.data.principal = principal;
+      next();
+    } catch (err) {
+      log.error({ err }, 'dashboard handshake failed');
+      next(handshakeError(ErrorCode.INTERNAL, 'internal error'));
+    }
+  });
+
+  nsp.on('connection', (socket) => {
+    on(socket, events, 'runs:subscribe', log, async () => {
+      await socket.join(rooms.runs);
+      return {};
+    });
+    on(socket, events, 'run:subscribe', log, async ({ runId }) => {
+      const run = await deps.runs.view(runId);
+      await socket.join(rooms.run(runId));
+      return { run };
+    });
+    on(socket, events, 'run:unsubscribe', log, async ({ runId }) => {
+      await socket.leave(rooms.run(runId));
+      return {};
+    });
+    on(socket, events, 'term:subscribe', log, async ({ runId, afterSeq }) => {
+      await deps.runs.view(runId); // NOT_FOUND for unknown runs
+      // Join first, then read: every frame is either live after the join or in the scrollback.
+      await socket.join(rooms.term(runId));
+      return deps.terminal.scrollback(runId, afterSeq);
+    });
+    on(socket, events, 'term:unsubscribe', log, async ({ runId }) => {
+      await socket.leave(rooms.term(runId));
+      return {};
+    });
+  });
+}
+
+export function tokenOf(socket: Socket): string | undefined {
+  const token: unknown = socket.handshake.auth?.token;
+  return typeof token === 'string' ? token : undefined;
+}

@@ -1,0 +1,42 @@
+import type { Socket } from 'socket.io';
+import type { Logger } from 'pino';
+import type { z } from 'zod';
+import { AppError, ErrorCode, validationError, type Ack } from '@handoff/shared';
+
+type Table = Record<string, { payload: z.ZodType; response: z.ZodType }>;
+type Handler<T extends Table, K extends keyof T> = (payload: z.output<T[K]['payload']>) => Promise<z.input<T[K]['response']>>;
+
+/**
+ * Registers a client→server event: the payload is parsed by its schema, the handler
+ * sees typed data, and the client always gets the ack envelope. A bad payload or a
+ * failing handler never throws out of here, never changes state, never drops the socket.
+ */
+export function on<T extends Table, K extends keyof T & string>(
+  socket: Socket,
+  table: T,
+  event: K,
+  log: Logger,
+  handler: Handler<T, K>,
+): void {
+  const listener = (async (...args: unknown[]) => {
+    const last = args[args.length - 1];
+    const ack = typeof last === 'function' ? (last as (r: Ack<unknown>) => void) : () => {};
+    const payload = args.length > 1 || typeof last !== 'function' ? args[0] : undefined;
+    try {
+      const parsed = table[event]!.payload.safeParse(payload ?? {});
+      if (!parsed.success) throw validationError(parsed.error, `${event} payload`);
+      const data = await handler(parsed.data as z.output<T[K]['payload']>);
+      ack({ ok: true, data });
+    } catch (err) {
+      const appErr = err instanceof AppError ? err : new AppError({ code: ErrorCode.INTERNAL, message: 'internal error', cause: err });
+      if (appErr.code === ErrorCode.INTERNAL) log.error({ err, event }, 'socket handler failed');
+      ack({ ok: false, error: { code: appErr.code, message: appErr.message } });
+    }
+  }) as (...args: unknown[]) => void;
+  socket.on(event as string, listener);
+}
+
+/** Handshake auth failures carry the error code for the client (`err.data.code`). */
+export function handshakeError(code: ErrorCode, message: string): Error & { data: { code: ErrorCode } } {
+  return Object.assign(new Error(message), { data: { code } });
+}

@@ -1,0 +1,114 @@
+import type { Namespace } from 'socket.io';
+import type { Logger } from 'pino';
+import { AppError, ErrorCode, rooms, workerClientEvents as events, type Ack, type RunAssignment } from '@handoff/shared';
+import { WorkerSchema } from '../db/entities.js';
+import { em, type Orm } from '../db/orm.js';
+import type { AuthService } from '../services/auth.js';
+import type { RunService } from '../services/runs.js';
+import type { Scheduler } from '../services/scheduler.js';
+import type { TerminalService } from '../services/terminal.js';
+import { tokenOf } from './dashboard-namespace.js';
+import { handshakeError, on } from './on.js';
+import { KICK_EVENT } from './socket-notifier.js';
+
+export interface WorkerNamespaceDeps {
+  orm: Orm;
+  auth: AuthService;
+  runs: RunService;
+  scheduler: Scheduler;
+  terminal: TerminalService;
+  log: Logger;
+  heartbeatIntervalMs: number;
+  assignAckTimeoutMs: number;
+}
+
+/** `/worker`: workers authenticate with a worker token and act only for their own runs. */
+export function setupWorkerNamespace(nsp: Namespace, deps: WorkerNamespaceDeps): void {
+  const log = deps.log.child({ module: 'worker-socket' });
+
+  nsp.use(async (socket, next) => {
+    try {
+      const principal = await deps.auth.authenticate(tokenOf(socket));
+      if (!principal) return next(handshakeError(ErrorCode.UNAUTHENTICATED, 'a valid worker token is required'));
+      if (principal.kind !== 'worker') return next(handshakeError(ErrorCode.FORBIDDEN, 'only worker tokens can join /worker'));
+      socket.data.principal = principal;
+      next();
+    } catch (err) {
+      log.error({ err }, 'worker handshake failed');
+      next(handshakeError(ErrorCode.INTERNAL, 'internal error'));
+    }
+  });
+
+  // Another node created a run or freed capacity: try to place work on our workers.
+  nsp.on(KICK_EVENT, () => void deps.scheduler.kick());
+
+  nsp.on('connection', (socket) => {
+    const worker = socket.data.principal as { id: string; name: string };
+    const wlog = log.child({ workerId: worker.id, worker: worker.name });
+    let helloDone = false;
+    const owned = new Set<string>();
+    const requireHello = () => {
+      if (!helloDone) throw new AppError({ code: ErrorCode.STATE_CONFLICT, message: 'send worker:hello first' });
+    };
+
+    on(socket, events, 'worker:hello', wlog, async ({ capacity, runs, version }) => {
+      await em(deps.orm).nativeUpdate(WorkerSchema, { id: worker.id }, { capacity, version, status: 'online', connectedAt: new Date(), lastHeartbeatAt: new Date() });
+      await socket.join(rooms.worker(worker.id));
+      const lost = await deps.runs.reconcileWorker(worker.id, runs);
+      if (lost.length) wlog.warn({ lost }, 'worker no longer has these runs; marked lost');
+      helloDone = true;
+      deps.scheduler.addWorker({
+        id: worker.id,
+        capacity,
+        assign: (assignment: RunAssignment) =>
+          new Promise<void>((resolve, reject) => {
+            socket.timeout(deps.assignAckTimeoutMs).emit('run:assign', assignment, (err: Error | null, res: Ack<object>) => {
+              if (err) reject(new Error('worker did not ack the assignment in time'));
+              else if (!res?.ok) reject(new Error(res?.error?.message ?? 'worker refused the assignment'));
+              else resolve();
+            });
+          }),
+      });
+      wlog.info({ capacity, version, runs: runs.length }, 'worker connected');
+      return { workerId: worker.id, name: worker.name, heartbeatIntervalMs: deps.heartbeatIntervalMs };
+    });
+
+    on(socket, events, 'worker:heartbeat', wlog, async () => {
+      requireHello();
+      await em(deps.orm).nativeUpdate(WorkerSchema, { id: worker.id }, { lastHeartbeatAt: new Date() });
+      return {};
+    });
+
+    on(socket, events, 'run:started', wlog, async ({ runId }) => {
+      requireHello();
+      await deps.runs.reportStarted(worker.id, runId);
+      return {};
+    });
+
+    on(socket, events, 'run:output', wlog, async ({ runId, frames }) => {
+      requireHello();
+      // Ownership is checked once per run and connection, not on every frame.
+      if (!owned.has(runId)) {
+        await deps.runs.assertOwned(worker.id, runId);
+        owned.add(runId);
+      }
+      return { lastSeq: await deps.terminal.ingest(runId, frames) };
+    });
+
+    on(socket, events, 'run:exited', wlog, async ({ runId, exitCode, error }) => {
+      requireHello();
+      await deps.runs.reportExited(worker.id, runId, exitCode, error);
+      await deps.terminal.close(runId);
+      owned.delete(runId);
+      return {};
+    });
+
+    socket.on('disconnect', async (reason) => {
+      deps.scheduler.removeWorker(worker.id);
+      wlog.info({ reason }, 'worker disconnected');
+      // Only mark offline if it has not already reconnected (possibly to another node).
+      const others = await nsp.in(rooms.worker(worker.id)).fetchSockets().catch(() => []);
+      if (others.length === 0) await em(deps.orm).nativeUpdate(WorkerSchema, { id: worker.id }, { status: 'offline' }).catch(() => {});
+    });
+  });
+}

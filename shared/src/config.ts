@@ -1,0 +1,86 @@
+import { z } from 'zod';
+import { duration } from './duration.js';
+import { providerSchema } from './domain.js';
+
+const bool = (def: boolean) =>
+  z
+    .enum(['true', 'false', '1', '0', 'yes', 'no'])
+    .default(def ? 'true' : 'false')
+    .transform((v) => v === 'true' || v === '1' || v === 'yes');
+const int = (def: number, min: number, max: number) => z.coerce.number().int().min(min).max(max).default(def);
+const optionalUrl = z.string().url().optional();
+
+/** Hub configuration (DESIGN.md §5). Parsed once from the environment at start. */
+export const serverConfigSchema = z.object({
+  /** HTTP port; 0 picks a free one. Default 3000. */
+  PORT: int(3000, 0, 65_535),
+  /** Bind address. Default 127.0.0.1 (set 0.0.0.0 in containers). */
+  HOST: z.string().default('127.0.0.1'),
+  /** PostgreSQL URL; unset → embedded PGlite under HANDOFF_DATA_DIR. */
+  DATABASE_URL: optionalUrl,
+  /** Redis URL; unset → single node with the in-memory socket.io adapter. */
+  REDIS_URL: optionalUrl,
+  /** Where PGlite, generated keys and local state live. Default ./.data */
+  HANDOFF_DATA_DIR: z.string().default('.data'),
+  /** 32-byte key (hex or base64) for secrets at rest; generated into the data dir if unset. */
+  HANDOFF_SECRET_KEY: z.string().optional(),
+  /** Policy file (YAML or JSON); unset → the shipped default policy. */
+  HANDOFF_POLICY: z.string().optional(),
+  /** Directory of built dashboard assets to serve; unset → web/dist if present. */
+  HANDOFF_WEB_DIR: z.string().optional(),
+  /** Allowed dashboard origins (comma separated); unset → same origin only. */
+  HANDOFF_ALLOWED_ORIGINS: z.string().optional(),
+  LIVE_SESSION_ENABLED_DEFAULT: bool(true),
+  LIVE_SESSION_PROVIDER: providerSchema.default('web'),
+  LIVE_SESSION_TTL: duration('60m'),
+  LIVE_SESSION_MAX_TTL: duration('4h'),
+  LIVE_GRACE: duration('5m'),
+  LIVE_RW_GRANT_TTL: duration('15m'),
+  LIVE_RW_GRANT_MAX_TTL: duration('4h'),
+  LIVE_ALLOW_WEB: bool(false),
+  LIVE_RELAY_HOST: z.string().optional(),
+  LIVE_RELAY_PORT: z.coerce.number().int().min(1).max(65_535).optional(),
+  LIVE_PROVIDER_START_TIMEOUT: duration('15s'),
+  LIVE_MAX_SHARES_PER_RUN: int(3, 1, 100),
+  LIVE_MAX_CONCURRENT_PER_WORKER: int(4, 1, 1000),
+  HEARTBEAT_INTERVAL: duration('5s'),
+  WORKER_LOST_AFTER: duration('15s'),
+  PAUSE_SOFT_GRACE: duration('10s'),
+  APPROVAL_TIMEOUT: duration('10m'),
+  /** Assignment ack timeout: a worker that does not accept a pushed run in time loses it. Default 10s. */
+  ASSIGN_ACK_TIMEOUT: duration('10s'),
+  /** pino level. Default info. */
+  LOG_LEVEL: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
+});
+export type ServerConfigInput = z.input<typeof serverConfigSchema>;
+export type ServerConfig = z.output<typeof serverConfigSchema>;
+
+/** Worker configuration. */
+export const workerConfigSchema = z.object({
+  /** Hub base URL, e.g. http://127.0.0.1:3000 */
+  HANDOFF_URL: z.string().url(),
+  /** Worker token printed by `pnpm handoff worker-token`. */
+  HANDOFF_WORKER_TOKEN: z.string().min(10),
+  /** How many runs this worker runs at once. Default 2. */
+  WORKER_CAPACITY: int(2, 1, 256),
+  /** Where per-run tmux sockets, inboxes and logs live. Default /tmp/handoff-worker-<uid>. */
+  WORKER_RUN_DIR: z.string().optional(),
+  /** Terminal size of each run's tmux window. */
+  WORKER_COLS: int(120, 20, 1000),
+  WORKER_ROWS: int(32, 5, 500),
+  /** Output batching: flush a frame after this many ms (≤ 16 per DESIGN.md §4). */
+  FRAME_FLUSH_MS: int(16, 1, 1000),
+  LOG_LEVEL: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
+});
+export type WorkerConfig = z.output<typeof workerConfigSchema>;
+
+/** Parses an env-like record; throws an Error listing every bad variable. */
+export function parseConfig<S extends z.ZodType>(schema: S, env: Record<string, string | undefined>): z.output<S> {
+  const cleaned = Object.fromEntries(Object.entries(env).filter(([, v]) => v !== undefined && v !== ''));
+  const result = schema.safeParse(cleaned);
+  if (!result.success) {
+    const lines = result.error.issues.map((i) => `  ${i.path.join('.')}: ${i.message}`);
+    throw new Error(`invalid configuration:\n${lines.join('\n')}`);
+  }
+  return Object.freeze(result.data) as z.output<S>;
+}

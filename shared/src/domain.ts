@@ -1,0 +1,119 @@
+import { z } from 'zod';
+
+function enumOf<T extends Record<string, string>>(obj: T) {
+  return z.enum(Object.values(obj) as [T[keyof T], ...T[keyof T][]]);
+}
+
+/** Run lifecycle states (DESIGN.md §2 Run). */
+export const RunStatus = {
+  queued: 'queued',
+  assigned: 'assigned',
+  running: 'running',
+  succeeded: 'succeeded',
+  failed: 'failed',
+  cancelled: 'cancelled',
+  lost: 'lost',
+} as const;
+export type RunStatus = (typeof RunStatus)[keyof typeof RunStatus];
+export const runStatusSchema = enumOf(RunStatus);
+export const FINISHED_RUN_STATUSES: readonly RunStatus[] = ['succeeded', 'failed', 'cancelled', 'lost'];
+export const ACTIVE_RUN_STATUSES: readonly RunStatus[] = ['assigned', 'running'];
+
+/** Who drives a run's terminal. */
+export const ControlState = { agent: 'agent', paused: 'paused', operator: 'operator' } as const;
+export type ControlState = (typeof ControlState)[keyof typeof ControlState];
+export const controlStateSchema = enumOf(ControlState);
+
+/** Live session (terminal share) lifecycle. */
+export const SessionStatus = {
+  DISABLED: 'DISABLED',
+  STARTING: 'STARTING',
+  READY: 'READY',
+  REVOKED: 'REVOKED',
+  ENDED: 'ENDED',
+  ERROR: 'ERROR',
+} as const;
+export type SessionStatus = (typeof SessionStatus)[keyof typeof SessionStatus];
+export const sessionStatusSchema = enumOf(SessionStatus);
+export const ACTIVE_SESSION_STATUSES: readonly SessionStatus[] = ['STARTING', 'READY'];
+
+export const Provider = { web: 'web', tmate: 'tmate', upterm: 'upterm' } as const;
+export type Provider = (typeof Provider)[keyof typeof Provider];
+export const providerSchema = enumOf(Provider);
+
+/** Roles, in increasing power: observer < operator < admin. */
+export const Role = { observer: 'observer', operator: 'operator', admin: 'admin' } as const;
+export type Role = (typeof Role)[keyof typeof Role];
+export const roleSchema = enumOf(Role);
+export const ROLE_RANK: Record<Role, number> = { observer: 0, operator: 1, admin: 2 };
+
+export const ActorType = { operator: 'operator', worker: 'worker', agent: 'agent', system: 'system' } as const;
+export type ActorType = (typeof ActorType)[keyof typeof ActorType];
+export const actorTypeSchema = enumOf(ActorType);
+
+export const AuditResult = { ok: 'ok', denied: 'denied', error: 'error', pending: 'pending' } as const;
+export type AuditResult = (typeof AuditResult)[keyof typeof AuditResult];
+export const auditResultSchema = enumOf(AuditResult);
+
+export const GrantStatus = { active: 'active', revoked: 'revoked', expired: 'expired' } as const;
+export type GrantStatus = (typeof GrantStatus)[keyof typeof GrantStatus];
+
+export const ApprovalStatus = { pending: 'pending', approved: 'approved', denied: 'denied', expired: 'expired' } as const;
+export type ApprovalStatus = (typeof ApprovalStatus)[keyof typeof ApprovalStatus];
+
+/** A run's command: an argv vector (exec'd directly) or a shell script (run by `sh -c`). */
+export const commandSchema = z.union([
+  z.strictObject({ argv: z.array(z.string().min(1).max(4096)).min(1).max(256) }),
+  z.strictObject({ script: z.string().min(1).max(65_536) }),
+]);
+export type Command = z.infer<typeof commandSchema>;
+
+const isoDate = z.string();
+
+export const liveSessionSchema = z.object({
+  id: z.string(),
+  runId: z.string(),
+  provider: providerSchema,
+  status: sessionStatusSchema,
+  workerId: z.string().nullable(),
+  correlationId: z.string(),
+  createdAt: isoDate,
+  readyAt: isoDate.nullable(),
+  endedAt: isoDate.nullable(),
+  expiresAt: isoDate,
+  graceWarnedAt: isoDate.nullable(),
+  lastHeartbeatAt: isoDate.nullable(),
+  endReason: z.string().nullable(),
+  errorMessage: z.string().nullable(),
+  /** Read-only attach data, visible to every authorized viewer. */
+  attachRo: z.record(z.string(), z.string()).nullable(),
+});
+export type LiveSession = z.infer<typeof liveSessionSchema>;
+
+export const runSchema = z.object({
+  id: z.string(),
+  title: z.string(),
+  command: commandSchema,
+  cwd: z.string().nullable(),
+  env: z.record(z.string(), z.string()),
+  labels: z.record(z.string(), z.string()),
+  status: runStatusSchema,
+  createdBy: z.string(),
+  workerId: z.string().nullable(),
+  exitCode: z.number().int().nullable(),
+  errorMessage: z.string().nullable(),
+  control: z.object({
+    state: controlStateSchema,
+    seq: z.number().int(),
+    appliedSeq: z.number().int(),
+    controllerId: z.string().nullable(),
+  }),
+  needsOperator: z.object({ reason: z.string(), at: isoDate }).nullable(),
+  liveSessionEnabled: z.boolean(),
+  createdAt: isoDate,
+  assignedAt: isoDate.nullable(),
+  startedAt: isoDate.nullable(),
+  endedAt: isoDate.nullable(),
+  sessions: z.array(liveSessionSchema),
+});
+export type Run = z.infer<typeof runSchema>;

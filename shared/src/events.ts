@@ -1,0 +1,119 @@
+import { z } from 'zod';
+import type { AckCallback } from './errors.js';
+import { commandSchema, liveSessionSchema, runSchema } from './domain.js';
+
+/** One batch of terminal output of a run. `seq` increases by 1 per frame, per run, from 1. */
+export const frameSchema = z.strictObject({
+  seq: z.number().int().min(1),
+  /** Milliseconds since the run started (for the recording). */
+  t: z.number().int().min(0),
+  data: z.string().max(256 * 1024),
+});
+export type Frame = z.infer<typeof frameSchema>;
+
+const runRef = z.strictObject({ runId: z.uuid() });
+
+/** What the hub pushes to a worker when it assigns it a run. */
+export const runAssignmentSchema = z.object({
+  runId: z.string(),
+  command: commandSchema,
+  cwd: z.string().nullable(),
+  env: z.record(z.string(), z.string()),
+});
+export type RunAssignment = z.infer<typeof runAssignmentSchema>;
+
+/**
+ * Socket events, declared once. Each client→server event has a payload schema and
+ * a response schema (the `data` of an ok ack); server→client events have a payload schema.
+ */
+export const workerClientEvents = {
+  /** First message after connecting: capacity and the runs the worker still has. */
+  'worker:hello': {
+    payload: z.strictObject({
+      capacity: z.number().int().min(1).max(256),
+      runs: z.array(z.uuid()).max(256),
+      version: z.string().max(50),
+    }),
+    response: z.object({ workerId: z.string(), name: z.string(), heartbeatIntervalMs: z.number() }),
+  },
+  'worker:heartbeat': { payload: z.strictObject({ activeRuns: z.number().int().min(0).max(256) }), response: z.object({}) },
+  /** The run's process started in its tmux server. */
+  'run:started': { payload: runRef, response: z.object({}) },
+  /** Terminal output frames (possibly several after a reconnect), acked once persisted. */
+  'run:output': {
+    payload: z.strictObject({ runId: z.uuid(), frames: z.array(frameSchema).min(1).max(1000) }),
+    response: z.object({ lastSeq: z.number().int() }),
+  },
+  /** The run's process exited (or failed to start: exitCode null, error set). */
+  'run:exited': {
+    payload: z.strictObject({
+      runId: z.uuid(),
+      exitCode: z.number().int().nullable(),
+      error: z.string().max(2000).optional(),
+    }),
+    response: z.object({}),
+  },
+} as const;
+
+export const workerServerEvents = {
+  /** A queued run pushed to this worker; the worker acks `{ok:true}` to accept it. */
+  'run:assign': { payload: runAssignmentSchema, ack: z.object({}) },
+  /** Stop this run's process tree now. */
+  'run:cancel': { payload: z.object({ runId: z.string() }) },
+} as const;
+
+export const dashboardClientEvents = {
+  /** Join the `runs` room: live run list updates. */
+  'runs:subscribe': { payload: z.strictObject({}), response: z.object({}) },
+  /** Join `run:<id>`: that run's status, control and session events. */
+  'run:subscribe': { payload: runRef, response: z.object({ run: runSchema }) },
+  'run:unsubscribe': { payload: runRef, response: z.object({}) },
+  /**
+   * Join `run:<id>:term` and get the scrollback: every frame with seq > `afterSeq`
+   * (or the recent tail when absent). Live `term:frame`s follow; dedupe by seq.
+   */
+  'term:subscribe': {
+    payload: z.strictObject({ runId: z.uuid(), afterSeq: z.number().int().min(0).optional() }),
+    response: z.object({ frames: z.array(frameSchema), truncated: z.boolean() }),
+  },
+  'term:unsubscribe': { payload: runRef, response: z.object({}) },
+} as const;
+
+export const dashboardServerEvents = {
+  'run:updated': { payload: runSchema },
+  'session:updated': { payload: liveSessionSchema },
+  /** Live terminal frames of a run (to `run:<id>:term`). */
+  'term:frame': { payload: z.object({ runId: z.string(), frames: z.array(frameSchema) }) },
+} as const;
+
+type ClientEventTable = Record<string, { payload: z.ZodType; response: z.ZodType }>;
+type ServerEventTable = Record<string, { payload: z.ZodType; ack?: z.ZodType }>;
+
+/** socket.io `ListenEvents` derived from a client event table: `(payload, ack) => void`. */
+export type ListenEventsOf<T extends ClientEventTable> = {
+  [K in keyof T]: (payload: z.infer<T[K]['payload']>, ack: AckCallback<z.infer<T[K]['response']>>) => void;
+};
+/** socket.io `EmitEvents` derived from a server event table. */
+export type EmitEventsOf<T extends ServerEventTable> = {
+  [K in keyof T]: T[K] extends { ack: z.ZodType }
+    ? (payload: z.infer<T[K]['payload']>, ack: AckCallback<z.infer<T[K]['ack']>>) => void
+    : (payload: z.infer<T[K]['payload']>) => void;
+};
+
+export type WorkerClientEvents = typeof workerClientEvents;
+export type DashboardClientEvents = typeof dashboardClientEvents;
+export type WorkerToHub = ListenEventsOf<WorkerClientEvents>;
+export type HubToWorker = EmitEventsOf<typeof workerServerEvents>;
+export type DashboardToHub = ListenEventsOf<DashboardClientEvents>;
+export type HubToDashboard = EmitEventsOf<typeof dashboardServerEvents>;
+export type EventResponse<T extends ClientEventTable, K extends keyof T> = z.infer<T[K]['response']>;
+
+/** Room names (DESIGN.md §3). */
+export const rooms = {
+  runs: 'runs',
+  run: (runId: string) => `run:${runId}`,
+  term: (runId: string) => `run:${runId}:term`,
+  worker: (workerId: string) => `worker:${workerId}`,
+} as const;
+
+export const NAMESPACE = { dashboard: '/dashboard', worker: '/worker' } as const;

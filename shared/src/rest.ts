@@ -1,0 +1,54 @@
+import { z } from 'zod';
+import { commandSchema, liveSessionSchema, providerSchema, runSchema, runStatusSchema } from './domain.js';
+
+const envName = z.string().regex(/^[A-Za-z_][A-Za-z0-9_]{0,127}$/, 'must be an environment variable name');
+const labelKey = z.string().regex(/^[a-z0-9][a-z0-9._/-]{0,62}$/, 'must be a lowercase label key');
+
+/** `POST /api/task-runs` body. */
+export const createRunBodySchema = z.strictObject({
+  command: commandSchema,
+  /** Display title; defaults to the command. */
+  title: z.string().min(1).max(200).optional(),
+  /** Working directory on the worker (absolute). */
+  cwd: z.string().startsWith('/').max(4096).optional(),
+  /** Non-secret environment for the run. */
+  env: z.record(envName, z.string().max(8192)).refine((e) => Object.keys(e).length <= 100, 'at most 100 entries').optional(),
+  labels: z.record(labelKey, z.string().max(200)).refine((l) => Object.keys(l).length <= 32, 'at most 32 labels').optional(),
+  /** Start a `web` live session when the run starts. Default LIVE_SESSION_ENABLED_DEFAULT. */
+  liveSession: z.boolean().optional(),
+});
+export type CreateRunBody = z.infer<typeof createRunBodySchema>;
+
+/** `GET /api/task-runs` query. */
+export const listRunsQuerySchema = z.strictObject({
+  status: runStatusSchema.optional(),
+  /** Opaque cursor from the previous page's `nextCursor`. */
+  cursor: z.string().max(200).optional(),
+  /** Page size, 1–200. Default 50. */
+  limit: z.coerce.number().int().min(1).max(200).default(50),
+});
+export type ListRunsQuery = z.infer<typeof listRunsQuerySchema>;
+export const runListSchema = z.object({ runs: z.array(runSchema), nextCursor: z.string().nullable() });
+export type RunList = z.infer<typeof runListSchema>;
+
+export const runIdParamsSchema = z.strictObject({ id: z.uuid() });
+
+/** `POST /api/task-runs/:id/cancel` body (optional). */
+export const cancelRunBodySchema = z.strictObject({ reason: z.string().max(500).optional() });
+
+/** `POST /api/task-runs/:id/live-session` body. */
+export const createLiveSessionBodySchema = z.strictObject({
+  provider: providerSchema.optional(),
+  ttlMinutes: z.number().int().min(1).optional(),
+});
+export const sessionResponseSchema = z.object({ session: liveSessionSchema });
+export const sessionsResponseSchema = z.object({ sessions: z.array(liveSessionSchema) });
+
+/** `POST /api/auth/whoami` response. */
+export const whoamiSchema = z.object({
+  kind: z.enum(['user', 'worker']),
+  id: z.string(),
+  name: z.string(),
+  role: z.string().nullable(),
+});
+export type Whoami = z.infer<typeof whoamiSchema>;
