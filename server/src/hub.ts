@@ -59,13 +59,13 @@ export async function createHub(config: ServerConfig, opts: { logger?: Logger } 
   const dashboardNsp = io.of(NAMESPACE.dashboard);
   const workerNsp = io.of(NAMESPACE.worker);
 
-  let scheduler: Scheduler | undefined;
-  const notifier = new SocketNotifier(dashboardNsp, workerNsp, !!redis, () => void scheduler?.kick());
+  // The notifier kicks the scheduler, which is built from services that need the notifier.
+  const notifier = new SocketNotifier(dashboardNsp, workerNsp, !!redis, () => void scheduler.kick());
   const auth = new AuthService(orm);
   const runs = new RunService(orm, notifier, { liveSessionDefault: config.LIVE_SESSION_ENABLED_DEFAULT });
   runs.sessions = new LiveSessionService(orm, notifier, { ttlMs: config.LIVE_SESSION_TTL });
   const terminal = new TerminalService(orm, notifier, log.child({ module: 'terminal' }));
-  scheduler = new Scheduler(orm, runs, log.child({ module: 'scheduler' }));
+  const scheduler = new Scheduler(orm, runs, log.child({ module: 'scheduler' }));
 
   setupDashboardNamespace(dashboardNsp, { auth, runs, terminal, log });
   setupWorkerNamespace(workerNsp, {

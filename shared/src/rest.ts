@@ -44,7 +44,7 @@ export const createLiveSessionBodySchema = z.strictObject({
 export const sessionResponseSchema = z.object({ session: liveSessionSchema });
 export const sessionsResponseSchema = z.object({ sessions: z.array(liveSessionSchema) });
 
-/** `POST /api/auth/whoami` response. */
+/** `GET /api/auth/whoami` response: who the bearer token belongs to. */
 export const whoamiSchema = z.object({
   kind: z.enum(['user', 'worker']),
   id: z.string(),
