@@ -42,6 +42,11 @@ export default tseslint.config(
     },
   },
   {
+    // The browser console is the dashboard's log; it reports, it does not chatter.
+    files: ['web/src/**/*.ts'],
+    rules: { 'no-console': ['error', { allow: ['error', 'warn'] }] },
+  },
+  {
     files: ['scripts/**', 'test/**', '**/*.test.ts', 'worker/src/demo-agent.mjs', 'server/src/cli.ts', 'server/src/main.ts'],
     rules: { 'no-console': 'off' },
   },

@@ -1,0 +1,13 @@
+import { pino, type Logger } from 'pino';
+
+export type { Logger };
+
+/** The worker's one root logger; modules take `logger.child({ module })` from it. */
+export function createLogger(level: string): Logger {
+  return pino({
+    name: 'handoff-worker',
+    level,
+    // Belt and braces: nothing should log a token, but if an object carrying one slips in, it is masked.
+    redact: { paths: ['token', '*.token', 'auth', '*.auth', 'HANDOFF_WORKER_TOKEN', '*.HANDOFF_WORKER_TOKEN'], censor: '[REDACTED]' },
+  });
+}

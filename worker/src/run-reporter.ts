@@ -1,0 +1,240 @@
+import type { Ack, ErrorBody, Frame } from '@handoff/shared';
+import { FrameBatcher, type FrameBatcherOptions } from './frame-batcher.js';
+import { RETRYABLE_CODES, type HubLink } from './hub-link.js';
+import type { Logger } from './logger.js';
+
+export interface RunExit {
+  exitCode: number | null;
+  error?: string;
+}
+
+export interface RunReporterOptions {
+  runId: string;
+  link: HubLink;
+  logger: Logger;
+  batcher: Omit<FrameBatcherOptions, 'onFrame' | 'onDrop' | 'live'>;
+  /** Called once the hub has taken the exit report: the run can be forgotten. */
+  onSettled: () => void;
+  /** Delay before retrying after a timeout or a transient refusal, in ms. Default 2000. */
+  retryMs?: number;
+}
+
+/**
+ * Where a report stands: not due yet, to send, sent and unanswered, waiting for the
+ * retry timer, taken by the hub (or refused for good).
+ */
+type ReportState = 'idle' | 'due' | 'sent' | 'backoff' | 'done';
+
+/** Largest `run:output` payload, in characters of frame data (far below socket.io's 1 MB message cap even when JSON escaping inflates control characters). */
+const MAX_EMIT_CHARS = 64 * 1024;
+const MAX_EMIT_FRAMES = 1000;
+
+/**
+ * Delivers one run's reports to the hub, in order — `run:started`, then `run:output`
+ * frames, then `run:exited` once every frame is acknowledged — and sends again whatever
+ * is unacknowledged after a reconnect, so neither output nor the exit is lost.
+ */
+export class RunReporter {
+  readonly runId: string;
+  private readonly link: HubLink;
+  private readonly log: Logger;
+  private readonly batcher: FrameBatcher;
+  private readonly onSettled: () => void;
+  private readonly retryMs: number;
+
+  private started: ReportState = 'idle';
+  private exited: ReportState = 'idle';
+  private exit: RunExit | null = null;
+  /** Highest seq handed to the link in this round. */
+  private sentThrough = 0;
+  /** Output emits of this round not answered yet. */
+  private outputInFlight = 0;
+  /** An answer of this round showed the hub stopped short of what it was sent. */
+  private hubFellBehind = false;
+  /** ackedSeq when frames were last resent because the hub fell behind. */
+  private ackedAtCatchUp = 0;
+  /** Bumped on every resend: answers to emits of an older round are only used for acks. */
+  private round = 0;
+  private retryTimer: ReturnType<typeof setTimeout> | null = null;
+  private disposed = false;
+
+  constructor(opts: RunReporterOptions) {
+    this.runId = opts.runId;
+    this.link = opts.link;
+    this.log = opts.logger;
+    this.onSettled = opts.onSettled;
+    this.retryMs = opts.retryMs ?? 2000;
+    this.batcher = new FrameBatcher({
+      ...opts.batcher,
+      live: opts.link.ready,
+      onFrame: () => this.pump(),
+      onDrop: (d) => this.log.warn(d, 'hub unreachable for too long: dropped the oldest output'),
+    });
+  }
+
+  /** Whether the hub has taken the exit report. */
+  get settled(): boolean {
+    return this.exited === 'done';
+  }
+
+  reportStarted(): void {
+    if (this.started !== 'idle') return;
+    this.started = 'due';
+    this.pump();
+  }
+
+  output(text: string): void {
+    this.batcher.push(text);
+  }
+
+  /** The run ended: seal the last output, and report the exit once the hub has every frame. */
+  reportExited(exit: RunExit): void {
+    if (this.exit) return;
+    this.exit = exit;
+    this.batcher.flush();
+    this.exited = 'due';
+    this.pump();
+  }
+
+  /** After a (re)connect, or to retry: send everything the hub has not acknowledged, in order. */
+  resend(): void {
+    this.round += 1;
+    this.clearRetry();
+    if (this.started === 'sent' || this.started === 'backoff') this.started = 'due';
+    if (this.exited === 'sent' || this.exited === 'backoff') this.exited = 'due';
+    this.sentThrough = this.batcher.ackedSeq;
+    this.outputInFlight = 0;
+    this.hubFellBehind = false;
+    this.batcher.setLive(this.link.ready);
+    this.pump();
+  }
+
+  /** The connection dropped: output waits (bounded) until `resend()`. */
+  offline(): void {
+    this.batcher.setLive(false);
+  }
+
+  dispose(): void {
+    this.disposed = true;
+    this.clearRetry();
+    this.batcher.dispose();
+  }
+
+  private pump(): void {
+    if (this.disposed || !this.link.ready) return;
+    if (this.started === 'due') this.sendStarted();
+    // The hub learns the run is running before it gets output (unless it never started).
+    const outputOpen = this.started === 'done' || (this.started === 'idle' && this.exit !== null);
+    if (!outputOpen) return;
+    this.sendFrames();
+    if (this.exited === 'due' && !this.batcher.hasUnacked && !this.batcher.hasPending) this.sendExited();
+  }
+
+  private sendStarted(): void {
+    this.started = 'sent';
+    const round = this.round;
+    this.link.send('run:started', { runId: this.runId }, (ack) => {
+      if (round !== this.round || this.started !== 'sent') return;
+      this.started = this.judge(ack, 'run:started');
+      if (this.started === 'done') this.pump();
+    });
+  }
+
+  private sendFrames(): void {
+    const pending = this.batcher.unacked().filter((f) => f.seq > this.sentThrough);
+    while (pending.length > 0) {
+      const frames: Frame[] = [];
+      let chars = 0;
+      while (pending.length > 0 && frames.length < MAX_EMIT_FRAMES) {
+        const next = pending[0]!;
+        if (frames.length > 0 && chars + next.data.length > MAX_EMIT_CHARS) break;
+        frames.push(pending.shift()!);
+        chars += next.data.length;
+      }
+      const through = frames[frames.length - 1]!.seq;
+      this.sentThrough = through;
+      this.outputInFlight += 1;
+      const round = this.round;
+      this.link.send('run:output', { runId: this.runId, frames }, (ack) => {
+        if (ack?.ok) this.batcher.ack(ack.data.lastSeq); // valid whatever the round
+        if (round !== this.round) return;
+        this.outputInFlight -= 1;
+        if (ack?.ok) {
+          if (ack.data.lastSeq < through) this.hubFellBehind = true;
+        } else if (this.judge(ack, 'run:output') === 'done') {
+          this.batcher.ack(through); // refused for good: sending it again would not help
+        }
+        if (this.outputInFlight === 0 && this.hubFellBehind) this.catchUp();
+        this.pump();
+      });
+    }
+  }
+
+  /**
+   * The hub takes only a gapless sequence and answered short of what it was sent (a batch
+   * overtook an earlier one on its side). Once every answer is in, send again from its
+   * lastSeq: at once while that makes progress, after a pause when it does not.
+   */
+  private catchUp(): void {
+    this.hubFellBehind = false;
+    if (this.batcher.ackedSeq > this.ackedAtCatchUp) {
+      this.ackedAtCatchUp = this.batcher.ackedSeq;
+      this.sentThrough = this.batcher.ackedSeq;
+    } else {
+      this.scheduleRetry();
+    }
+  }
+
+  private sendExited(): void {
+    const exit = this.exit!;
+    this.exited = 'sent';
+    const round = this.round;
+    const payload =
+      exit.error === undefined
+        ? { runId: this.runId, exitCode: exit.exitCode }
+        : { runId: this.runId, exitCode: exit.exitCode, error: exit.error.slice(0, 2000) };
+    this.link.send('run:exited', payload, (ack) => {
+      if (round !== this.round || this.exited !== 'sent') return;
+      this.exited = this.judge(ack, 'run:exited');
+      if (this.exited === 'done') {
+        this.clearRetry();
+        this.onSettled();
+      }
+    });
+  }
+
+  /**
+   * Reads an answer of the current round: `done` when taken, or refused for good (logged);
+   * otherwise `backoff` with a retry scheduled — unless the connection dropped, in which
+   * case the reconnect's resend covers it.
+   */
+  private judge(ack: Ack<unknown> | undefined, event: string): 'done' | 'backoff' {
+    if (ack?.ok) return 'done';
+    if (ack && !RETRYABLE_CODES.has(ack.error.code)) {
+      this.log.error({ event, error: errorFields(ack.error) }, 'hub refused a report');
+      return 'done';
+    }
+    if (this.link.ready) {
+      this.log.warn({ event, error: ack ? errorFields(ack.error) : 'no answer' }, 'report not acknowledged; will retry');
+      this.scheduleRetry();
+    }
+    return 'backoff';
+  }
+
+  private scheduleRetry(): void {
+    if (this.retryTimer || this.disposed) return;
+    this.retryTimer = setTimeout(() => {
+      this.retryTimer = null;
+      this.resend();
+    }, this.retryMs);
+  }
+
+  private clearRetry(): void {
+    if (this.retryTimer) clearTimeout(this.retryTimer);
+    this.retryTimer = null;
+  }
+}
+
+function errorFields(error: ErrorBody): { code: string; message: string } {
+  return { code: error.code, message: error.message };
+}

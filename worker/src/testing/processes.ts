@@ -1,0 +1,43 @@
+import { execFileSync } from 'node:child_process';
+import { randomInt } from 'node:crypto';
+
+/**
+ * A `sleep` duration unique to one test (e.g. `1000.48213`), so `pgrep -f` finds exactly
+ * the processes that test started — a plain `sleep 100` would not carry a marker.
+ */
+export function uniqueSleep(): string {
+  return `1000.${randomInt(10_000, 99_999)}`;
+}
+
+/** Pids of live processes whose command line matches `pattern` (pgrep -f; no shell, so the probe never matches itself). */
+export function pgrep(pattern: string): number[] {
+  try {
+    return execFileSync('pgrep', ['-f', pattern], { encoding: 'utf8' })
+      .split('\n')
+      .filter(Boolean)
+      .map(Number);
+  } catch {
+    return []; // pgrep exits 1 when nothing matches
+  }
+}
+
+/** Whether a tmux server answers on `socket`. */
+export function tmuxServerAlive(socket: string): boolean {
+  try {
+    execFileSync('tmux', ['-S', socket, 'list-sessions'], { stdio: 'ignore' });
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+/** Kills what a failed test may have left running (by marker). */
+export function killMatching(pattern: string): void {
+  for (const pid of pgrep(pattern)) {
+    try {
+      process.kill(pid, 'SIGKILL');
+    } catch {
+      // already gone
+    }
+  }
+}

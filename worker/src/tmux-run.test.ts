@@ -1,0 +1,185 @@
+import { existsSync } from 'node:fs';
+import { mkdir, mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { randomUUID } from 'node:crypto';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { pino } from 'pino';
+import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import type { Command } from '@handoff/shared';
+import { TmuxRun, type TmuxRunOptions } from './tmux-run.js';
+import { killMatching, pgrep, tmuxServerAlive, uniqueSleep } from './testing/processes.js';
+
+// These tests drive the real tmux. A pane is a terminal, so its line discipline turns
+// every "\n" the program writes into "\r\n"; comparisons undo exactly that and nothing else.
+const lf = (s: string) => s.replaceAll('\r\n', '\n');
+
+let runsDir: string;
+const started: TmuxRun[] = [];
+const markers: string[] = [];
+
+beforeAll(async () => {
+  runsDir = await mkdtemp(join(tmpdir(), 'handoff-tmux-run-'));
+});
+afterEach(async () => {
+  await Promise.all(started.splice(0).map((r) => r.cancel()));
+  for (const m of markers.splice(0)) killMatching(m);
+});
+afterAll(async () => {
+  await rm(runsDir, { recursive: true, force: true });
+});
+
+async function start(command: Command, opts: Partial<TmuxRunOptions> = {}) {
+  const out = { text: '' };
+  const run = await TmuxRun.start({
+    runId: randomUUID(),
+    runsDir,
+    command,
+    cwd: null,
+    env: { PATH: process.env.PATH, LANG: 'C.UTF-8' },
+    cols: 120,
+    rows: 32,
+    tmuxBin: '/usr/bin/tmux',
+    onOutput: (t) => (out.text += t),
+    logger: pino({ level: 'silent' }),
+    ...opts,
+  });
+  started.push(run);
+  return { run, out };
+}
+
+function marker(): string {
+  const m = uniqueSleep();
+  markers.push(m);
+  return m;
+}
+
+describe('TmuxRun', () => {
+  it('delivers exactly what the script printed and its exit code', async () => {
+    const { run, out } = await start({ script: "printf 'line %s\\n' 1 2 3; echo 'ünïcødé ✓ 😀'; printf 'no newline'" });
+    expect(await run.result).toEqual({ exitCode: 0, cancelled: false });
+    expect(lf(out.text)).toBe('line 1\nline 2\nline 3\nünïcødé ✓ 😀\nno newline');
+  });
+
+  it('records a non-zero exit code, and 128+N for a command killed by signal N', async () => {
+    const three = await start({ script: 'echo failing; exit 3' });
+    expect(await three.run.result).toEqual({ exitCode: 3, cancelled: false });
+    const killed = await start({ script: 'kill -9 $$' });
+    expect((await killed.run.result).exitCode).toBe(137);
+  });
+
+  it('execs argv without any shell interpretation', async () => {
+    const { run, out } = await start({ argv: ['printf', '[%s]\\n', 'a b', "it's", '$HOME', '*', '`id`', ';exit 4'] });
+    expect(await run.result).toEqual({ exitCode: 0, cancelled: false });
+    expect(lf(out.text)).toBe("[a b]\n[it's]\n[$HOME]\n[*]\n[`id`]\n[;exit 4]\n");
+    const builtin = await start({ argv: ['exit', '5'] }); // no builtins: `exit` is looked up on PATH
+    expect((await builtin.run.result).exitCode).toBe(127);
+  });
+
+  it('never splits a multibyte character, even when its bytes arrive apart', async () => {
+    const { run, out } = await start({ script: "printf '\\360\\237'; sleep 0.3; printf '\\230\\200 done\\n'" });
+    await run.result;
+    expect(lf(out.text)).toBe('😀 done\n');
+  });
+
+  it('streams output while the command runs', async () => {
+    const { run, out } = await start({ script: 'echo first; sleep 2; echo second' });
+    await sleep(1000);
+    expect(lf(out.text)).toBe('first\n');
+    await run.result;
+    expect(lf(out.text)).toBe('first\nsecond\n');
+  });
+
+  it('loses nothing at the end of a large, fast output', async () => {
+    const { run, out } = await start({ argv: ['seq', '1', '50000'] });
+    expect((await run.result).exitCode).toBe(0);
+    const expected = Array.from({ length: 50_000 }, (_, i) => `${i + 1}\n`).join('');
+    expect(lf(out.text)).toBe(expected);
+  });
+
+  it('handles a command that ends at once', async () => {
+    const { run, out } = await start({ argv: ['true'] });
+    expect(await run.result).toEqual({ exitCode: 0, cancelled: false });
+    expect(out.text).toBe('');
+  });
+
+  it('runs in cwd, with the run environment plus HANDOFF_RUN_ID and HANDOFF_INBOX', async () => {
+    const cwd = await mkdtemp(join(tmpdir(), 'handoff-cwd-'));
+    try {
+      const { run, out } = await start(
+        { script: 'pwd; echo "$FOO|$HANDOFF_RUN_ID|$HANDOFF_INBOX"; test -f "$HANDOFF_INBOX" && echo inbox-exists' },
+        { cwd, env: { PATH: process.env.PATH, FOO: 'bar baz' } },
+      );
+      const inbox = run.inboxPath;
+      expect((await run.result).exitCode).toBe(0);
+      expect(lf(out.text)).toBe(`${cwd}\nbar baz|${run.runId}|${inbox}\ninbox-exists\n`);
+      expect(inbox).toBe(join(runsDir, run.runId, 'inbox.jsonl'));
+    } finally {
+      await rm(cwd, { recursive: true, force: true });
+    }
+  });
+
+  it('fails clearly, without an exit code, when cwd does not exist', async () => {
+    const { run, out } = await start({ argv: ['echo', 'unreachable'] }, { cwd: '/nonexistent/handoff-dir' });
+    const outcome = await run.result;
+    expect(outcome.exitCode).toBeNull();
+    expect(outcome.error).toBe('handoff: working directory /nonexistent/handoff-dir does not exist or is not accessible');
+    expect(lf(out.text)).toBe(`${outcome.error}\n`);
+  });
+
+  it('removes its tmux server and run directory when the run ends', async () => {
+    const { run } = await start({ script: 'sleep 0.5; echo bye' });
+    const socket = join(run.dir, 'tmux.sock');
+    expect(tmuxServerAlive(socket)).toBe(true);
+    await run.result;
+    expect(tmuxServerAlive(socket)).toBe(false);
+    expect(existsSync(run.dir)).toBe(false);
+  });
+
+  it('cancel kills the whole tree, background jobs included, and leaves nothing behind', async () => {
+    const m = marker();
+    const { run } = await start({ argv: ['sh', '-c', `sleep ${m} & sleep ${m}`] });
+    await sleep(300);
+    expect(pgrep(m)).toHaveLength(3); // the `sh -c` (its command line holds the marker too) and both sleeps
+    const outcome = await run.cancel();
+    expect(outcome).toEqual({ exitCode: 143, cancelled: true });
+    expect(pgrep(m)).toEqual([]);
+    expect(tmuxServerAlive(join(run.dir, 'tmux.sock'))).toBe(false);
+    expect(existsSync(run.dir)).toBe(false);
+  });
+
+  it('cancel escalates to SIGKILL when the run ignores SIGTERM (and SIGHUP)', async () => {
+    const m = marker();
+    const { run } = await start({ script: `trap '' TERM HUP; sleep ${m} & sleep ${m}` }, { killGraceMs: 300 });
+    await sleep(300);
+    expect(pgrep(m)).toHaveLength(3);
+    const t0 = Date.now();
+    expect(await run.cancel()).toEqual({ exitCode: 137, cancelled: true });
+    expect(Date.now() - t0).toBeGreaterThanOrEqual(300);
+    expect(pgrep(m)).toEqual([]);
+  });
+
+  it('a run that exits leaves no background process behind, even a nohup one', async () => {
+    const m = marker();
+    const { run, out } = await start({ script: `nohup sleep ${m} >/dev/null 2>&1 & sleep ${m} & echo spawned` });
+    expect(await run.result).toEqual({ exitCode: 0, cancelled: false });
+    expect(lf(out.text)).toBe('spawned\n');
+    expect(pgrep(m)).toEqual([]);
+  });
+
+  it('rejects an unsafe run id without creating anything', async () => {
+    await mkdir(runsDir, { recursive: true });
+    await expect(TmuxRun.start({
+      runId: '../escape',
+      runsDir,
+      command: { argv: ['true'] },
+      cwd: null,
+      env: {},
+      cols: 80,
+      rows: 24,
+      tmuxBin: '/usr/bin/tmux',
+      onOutput: () => undefined,
+      logger: pino({ level: 'silent' }),
+    })).rejects.toThrow(/not a safe directory name/);
+  });
+});

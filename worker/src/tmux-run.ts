@@ -1,0 +1,257 @@
+import { execFile, spawn } from 'node:child_process';
+import { constants, open } from 'node:fs';
+import { chmod, mkdir, readFile, rm, writeFile } from 'node:fs/promises';
+import { Socket } from 'node:net';
+import { join } from 'node:path';
+import { StringDecoder } from 'node:string_decoder';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { promisify } from 'node:util';
+import type { Command } from '@handoff/shared';
+import type { Logger } from './logger.js';
+import { reapRun, signalRun } from './process-tree.js';
+import { RunFiles, shellQuote, wrapperScript } from './run-script.js';
+import { tmux } from './tmux.js';
+
+export interface TmuxRunOptions {
+  runId: string;
+  /** Parent of every run directory (WORKER_RUN_DIR); this run lives in `<runsDir>/<runId>/`. */
+  runsDir: string;
+  command: Command;
+  /** Working directory; the run fails to start (exit code null) if it does not exist. */
+  cwd: string | null;
+  /** The run process's complete environment; HANDOFF_RUN_ID and HANDOFF_INBOX are added. */
+  env: Record<string, string | undefined>;
+  cols: number;
+  rows: number;
+  /** Absolute path of the tmux binary. */
+  tmuxBin: string;
+  /** Receives the pane's output decoded as UTF-8; a multibyte character is never split. */
+  onOutput: (text: string) => void;
+  logger: Logger;
+  /** Cancel: ms between SIGTERM and SIGKILL of the run's processes. Default 2000. */
+  killGraceMs?: number;
+  /** Once the command ended, how long tmux may take to hand over the last output, in ms. Default 2000. */
+  drainTimeoutMs?: number;
+  /** Scrollback lines tmux keeps for the pane. Default 50 000. */
+  historyLimit?: number;
+}
+
+export interface RunOutcome {
+  /** Exit status; 128+N when killed by signal N; null when the process never started or was lost. */
+  exitCode: number | null;
+  /** Why there is no exit status. */
+  error?: string;
+  /** Whether `cancel()` ended the run. */
+  cancelled: boolean;
+}
+
+const SESSION = 'run';
+const openFile = promisify(open);
+const execFileAsync = promisify(execFile);
+
+/**
+ * One run inside its own private tmux server (socket in the run directory, mode 0700).
+ * Output is captured with `pipe-pane` into a FIFO before the command is allowed to
+ * start; the end is detected by a `wait-for done` client, without polling. When the run
+ * ends — by itself or by `cancel()` — no process of it remains, the last output has been
+ * delivered to `onOutput`, the tmux server is gone and the run directory removed.
+ */
+export class TmuxRun {
+  readonly runId: string;
+  /** The run directory, removed when the run ends. */
+  readonly dir: string;
+  /** `$HANDOFF_INBOX` of the run: operator messages as JSON lines. */
+  readonly inboxPath: string;
+  /** Resolves once the run ended and everything was cleaned up; never rejects. */
+  readonly result: Promise<RunOutcome>;
+
+  private readonly opts: TmuxRunOptions;
+  private readonly log: Logger;
+  private readonly socketPath: string;
+  private readonly decoder = new StringDecoder('utf8');
+  private capture: Socket | null = null;
+  private captureClosed: Promise<void> = Promise.resolve();
+  private commandEnded: Promise<void> = Promise.resolve();
+  private panePid = 0;
+  private cancelRequested = false;
+  private killedHard = false;
+  private resolveResult!: (outcome: RunOutcome) => void;
+
+  private constructor(opts: TmuxRunOptions, dir: string) {
+    this.opts = opts;
+    this.runId = opts.runId;
+    this.dir = dir;
+    this.inboxPath = join(dir, RunFiles.inbox);
+    this.socketPath = join(dir, RunFiles.socket);
+    this.log = opts.logger;
+    this.result = new Promise((resolve) => (this.resolveResult = resolve));
+  }
+
+  /** Creates the run directory and tmux server and starts the command. Rejects (leaving nothing behind) if tmux cannot start it. */
+  static async start(opts: TmuxRunOptions): Promise<TmuxRun> {
+    if (!/^[A-Za-z0-9][A-Za-z0-9._-]*$/.test(opts.runId)) throw new Error(`run id ${JSON.stringify(opts.runId)} is not a safe directory name`);
+    const dir = join(opts.runsDir, opts.runId);
+    await mkdir(opts.runsDir, { recursive: true, mode: 0o700 });
+    await rm(dir, { recursive: true, force: true });
+    await mkdir(dir, { mode: 0o700 });
+    await chmod(dir, 0o700); // mkdir's mode is filtered by the umask
+    const run = new TmuxRun(opts, dir);
+    try {
+      await run.launch();
+    } catch (err) {
+      await run.cleanUp();
+      throw err;
+    }
+    void run.supervise();
+    return run;
+  }
+
+  /** The pane's process id (the wrapper shell; it leads the run's session). */
+  get pid(): number {
+    return this.panePid;
+  }
+
+  /**
+   * Ends the run: SIGTERM to every process group of the run, SIGKILL after the grace,
+   * then the tmux server goes. Resolves with the outcome (128+signal unless the command
+   * reported another status). Idempotent.
+   */
+  async cancel(): Promise<RunOutcome> {
+    if (this.cancelRequested) return this.result;
+    this.cancelRequested = true;
+    this.log.info('cancelling run');
+    await signalRun(this.panePid, 'SIGTERM');
+    const ended = await Promise.race([
+      this.commandEnded.then(() => true),
+      sleep(this.opts.killGraceMs ?? 2000, false, { ref: false }),
+    ]);
+    if (!ended) {
+      this.killedHard = true;
+      this.log.warn('run ignored SIGTERM; sending SIGKILL');
+      await signalRun(this.panePid, 'SIGKILL');
+      await tmux(this.opts.tmuxBin, this.socketPath, ['kill-server']); // its `wait-for done` client exits with it
+    }
+    return this.result;
+  }
+
+  private async launch(): Promise<void> {
+    const { opts, dir } = this;
+    const fifo = join(dir, RunFiles.fifo);
+    const wrapper = join(dir, RunFiles.wrapper);
+    await writeFile(wrapper, wrapperScript({ tmuxBin: opts.tmuxBin, dir, command: opts.command, cwd: opts.cwd }), { mode: 0o600 });
+    await writeFile(this.inboxPath, '', { mode: 0o600 });
+    await execFileAsync('mkfifo', ['-m', '600', fifo]);
+    this.capture = await openCapture(fifo);
+    this.capture.on('data', (chunk: Buffer) => this.emit(this.decoder.write(chunk)));
+    this.capture.on('error', (err) => this.log.warn({ err }, 'output capture failed'));
+    const capture = this.capture;
+    this.captureClosed = new Promise((resolve) => capture.once('close', () => resolve()));
+
+    const env: Record<string, string | undefined> = {
+      ...opts.env,
+      HANDOFF_RUN_ID: opts.runId,
+      HANDOFF_INBOX: this.inboxPath,
+      TMUX: undefined, // a worker itself running inside tmux must not make the run's server look nested
+      TMUX_PANE: undefined,
+    };
+    const set = (name: string, value: string) => ['set-option', '-g', name, value, ';'];
+    const started = await tmux(
+      opts.tmuxBin,
+      this.socketPath,
+      [
+        '-u',
+        '-f',
+        '/dev/null',
+        // Options come before new-session so the pane is created with them.
+        ...set('history-limit', String(opts.historyLimit ?? 50_000)),
+        ...set('status', 'off'),
+        ...set('remain-on-exit', 'off'),
+        ...set('default-terminal', 'screen-256color'),
+        ...['new-session', '-d', '-P', '-F', '#{pane_pid}', '-s', SESSION, '-x', String(opts.cols), '-y', String(opts.rows)],
+        ...['sh', wrapper, ';'],
+        ...['pipe-pane', '-t', SESSION, '-O', `exec cat > ${shellQuote(fifo)}`],
+      ],
+      { env },
+    );
+    this.panePid = Number.parseInt(started.stdout.trim(), 10);
+    if (started.code !== 0 || !(this.panePid > 1)) {
+      throw new Error(`tmux could not start the run: ${started.stderr.trim() || `exit code ${started.code}`}`);
+    }
+
+    // Waits without polling: tmux remembers a `done` signalled before anyone waits, and
+    // the client exits on its own if the server dies (kill-server, crash).
+    const waiter = spawn(opts.tmuxBin, ['-S', this.socketPath, 'wait-for', 'done'], { stdio: 'ignore', env });
+    this.commandEnded = new Promise((resolve) => {
+      waiter.once('close', () => resolve());
+      waiter.once('error', (err) => {
+        this.log.error({ err }, 'cannot wait for the run to end');
+        resolve();
+      });
+    });
+
+    const go = await tmux(opts.tmuxBin, this.socketPath, ['wait-for', '-S', 'go']);
+    if (go.code !== 0) throw new Error(`tmux could not start the run: ${go.stderr.trim() || `exit code ${go.code}`}`);
+    this.log.debug({ panePid: this.panePid, dir }, 'run started in tmux');
+  }
+
+  private async supervise(): Promise<void> {
+    await this.commandEnded;
+    let outcome: RunOutcome;
+    try {
+      // Whatever the command left behind (background jobs) goes with it.
+      const { killed } = await reapRun(this.panePid, this.opts.killGraceMs ?? 2000);
+      if (killed) this.killedHard = true;
+      // With its pane gone, tmux reads the pane's last bytes and exits (exit-empty);
+      // the FIFO's EOF then means every byte has arrived.
+      const drained = await Promise.race([
+        this.captureClosed.then(() => true),
+        sleep(this.opts.drainTimeoutMs ?? 2000, false, { ref: false }),
+      ]);
+      if (!drained) this.log.warn('tmux did not finish handing over output in time');
+      outcome = await this.readOutcome();
+    } catch (err) {
+      this.log.error({ err }, 'run supervision failed');
+      outcome = { exitCode: null, error: `worker failed while ending the run: ${String(err)}`, cancelled: this.cancelRequested };
+    }
+    await this.cleanUp();
+    this.log.info({ exitCode: outcome.exitCode, cancelled: outcome.cancelled, error: outcome.error }, 'run ended');
+    this.resolveResult(outcome);
+  }
+
+  private async readOutcome(): Promise<RunOutcome> {
+    const cancelled = this.cancelRequested;
+    const status = await readFile(join(this.dir, RunFiles.exitCode), 'utf8').catch(() => null);
+    if (status !== null && /^\d+\s*$/.test(status)) return { exitCode: Number.parseInt(status, 10), cancelled };
+    const startError = await readFile(join(this.dir, RunFiles.startError), 'utf8').catch(() => null);
+    if (startError !== null) return { exitCode: null, error: startError, cancelled };
+    // Killed together with its wrapper, which then could not record the status.
+    if (cancelled) return { exitCode: 128 + (this.killedHard ? 9 : 15), cancelled };
+    return { exitCode: null, error: 'the run ended without reporting an exit status (its tmux server or wrapper was killed)', cancelled };
+  }
+
+  /** Leaves nothing behind: processes, tmux server, capture, directory. Safe to call twice. */
+  private async cleanUp(): Promise<void> {
+    if (this.panePid > 1) await reapRun(this.panePid, 0).catch(() => undefined);
+    await tmux(this.opts.tmuxBin, this.socketPath, ['kill-server']);
+    if (this.capture) {
+      this.capture.destroy();
+      this.capture = null;
+      this.emit(this.decoder.end());
+    }
+    await rm(this.dir, { recursive: true, force: true });
+  }
+
+  private emit(text: string): void {
+    if (text.length > 0) this.opts.onOutput(text);
+  }
+}
+
+/**
+ * Opens the read end of the capture FIFO without blocking (a blocking open would pin a
+ * libuv thread until tmux connects) and reads it as a stream. Until its first writer
+ * connects, Linux reports neither data nor EOF; EOF comes once that writer exits.
+ */
+async function openCapture(fifo: string): Promise<Socket> {
+  const fd = await openFile(fifo, constants.O_RDONLY | constants.O_NONBLOCK);
+  return new Socket({ fd, readable: true, writable: false });
+}

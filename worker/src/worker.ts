@@ -1,0 +1,403 @@
+import { io, type Socket } from 'socket.io-client';
+import { z } from 'zod';
+import {
+  NAMESPACE,
+  runAssignmentSchema,
+  validationError,
+  workerClientEvents,
+  type Ack,
+  type AckCallback,
+  type HubToWorker,
+  type RunAssignment,
+  type WorkerToHub,
+} from '@handoff/shared';
+import pkg from '../package.json' with { type: 'json' };
+import type { ResolvedWorkerConfig } from './config.js';
+import type { HubLink, PayloadOf, ReportEvent, ResponseOf } from './hub-link.js';
+import type { Logger } from './logger.js';
+import { RunReporter } from './run-reporter.js';
+import { cleanStaleRuns } from './stale-runs.js';
+import { findExecutable } from './tmux.js';
+import { TmuxRun, type RunOutcome } from './tmux-run.js';
+
+export interface WorkerOptions {
+  config: ResolvedWorkerConfig;
+  /** Environment every run inherits (minus the worker token), before the run's own env. */
+  baseEnv: Record<string, string | undefined>;
+  logger: Logger;
+  /** Reported in `worker:hello`. Default: the worker package's version. */
+  version?: string;
+  /** How long to wait for any ack from the hub, in ms. Default 15 000. */
+  ackTimeoutMs?: number;
+  /** Cancel: ms between SIGTERM and SIGKILL of a run's processes. Default 2000. */
+  killGraceMs?: number;
+  /** stop(): how long to wait for the hub to take the final exit reports, in ms. Default 5000. */
+  stopTimeoutMs?: number;
+  /** Largest delay between reconnect attempts the worker makes itself, in ms. Default 30 000. */
+  maxReconnectDelayMs?: number;
+}
+
+type HubSocket = Socket<HubToWorker, WorkerToHub>;
+
+interface RunEntry {
+  readonly runId: string;
+  readonly reporter: RunReporter;
+  /** `starting` until tmux runs it, `running`, then `ended` until the hub has the exit report. */
+  phase: 'starting' | 'running' | 'ended';
+  tmux: TmuxRun | null;
+  cancelRequested: boolean;
+  /** Why it was cancelled, when the hub did not ask for it (reported with the exit). */
+  cancelReason: string | null;
+  /** Resolves when the process ended (or never started). */
+  readonly ended: Promise<void>;
+  readonly markEnded: () => void;
+  /** Resolves when the hub took the exit report. */
+  readonly settled: Promise<void>;
+}
+
+/** The hub only hands out uuid run ids; they also name the run directories. */
+const assignmentSchema = runAssignmentSchema.extend({ runId: z.uuid() });
+const cancelSchema = z.object({ runId: z.string() });
+
+/**
+ * The worker's one connection to the hub: greets it, runs what it assigns (each run in
+ * its own tmux server), streams output, reports starts and exits — surviving
+ * disconnects: everything unacknowledged is resent after each reconnect.
+ */
+export class Worker {
+  private readonly config: ResolvedWorkerConfig;
+  private readonly baseEnv: Record<string, string | undefined>;
+  private readonly log: Logger;
+  private readonly root: Logger;
+  private readonly version: string;
+  private readonly ackTimeoutMs: number;
+  private readonly killGraceMs: number;
+  private readonly stopTimeoutMs: number;
+  private readonly maxReconnectDelayMs: number;
+  private readonly runs = new Map<string, RunEntry>();
+  private readonly link: HubLink;
+
+  private tmuxBin = 'tmux';
+  private socket: HubSocket | null = null;
+  private greeted = false;
+  /** Bumped per connection: an answer to an earlier connection's hello is ignored. */
+  private connection = 0;
+  private heartbeat: ReturnType<typeof setInterval> | null = null;
+  private reconnectTimer: ReturnType<typeof setTimeout> | null = null;
+  private reconnectAttempts = 0;
+  private stopping: Promise<void> | null = null;
+  private id: string | null = null;
+
+  constructor(opts: WorkerOptions) {
+    this.config = opts.config;
+    this.baseEnv = opts.baseEnv;
+    this.root = opts.logger;
+    this.log = opts.logger.child({ module: 'worker' });
+    this.version = opts.version ?? pkg.version;
+    this.ackTimeoutMs = opts.ackTimeoutMs ?? 15_000;
+    this.killGraceMs = opts.killGraceMs ?? 2000;
+    this.stopTimeoutMs = opts.stopTimeoutMs ?? 5000;
+    this.maxReconnectDelayMs = opts.maxReconnectDelayMs ?? 30_000;
+    const isGreeted = () => this.greeted;
+    this.link = {
+      get ready() {
+        return isGreeted();
+      },
+      send: (event, payload, onAck) => this.send(event, payload, onAck),
+    };
+  }
+
+  /** True while connected and greeted by the hub. */
+  get connected(): boolean {
+    return this.greeted;
+  }
+
+  /** The id the hub gave this worker (null before the first hello). */
+  get workerId(): string | null {
+    return this.id;
+  }
+
+  /** Runs whose process is starting or running here. */
+  get activeRunIds(): string[] {
+    return [...this.runs.values()].filter((r) => r.phase !== 'ended').map((r) => r.runId);
+  }
+
+  /** Cleans what a crashed predecessor left, then connects (and keeps reconnecting) to the hub. */
+  async start(): Promise<void> {
+    if (this.socket) return;
+    const tmuxBin = findExecutable('tmux', this.baseEnv.PATH);
+    if (!tmuxBin) throw new Error('tmux not found on PATH: the worker runs every task in tmux');
+    this.tmuxBin = tmuxBin;
+    await cleanStaleRuns(this.config.WORKER_RUN_DIR, tmuxBin, this.log);
+
+    const url = `${this.config.HANDOFF_URL.replace(/\/+$/, '')}${NAMESPACE.worker}`;
+    const socket: HubSocket = io(url, {
+      transports: ['websocket'],
+      auth: { token: this.config.HANDOFF_WORKER_TOKEN },
+      forceNew: true,
+      autoConnect: false,
+      reconnectionDelay: 500,
+      reconnectionDelayMax: 10_000,
+    });
+    this.socket = socket;
+    socket.on('connect', () => this.greet());
+    socket.on('disconnect', (reason) => {
+      this.goOffline();
+      if (this.stopping) this.log.info({ reason }, 'disconnected from hub');
+      else this.log.warn({ reason }, 'disconnected from hub');
+      // socket.io reconnects by itself unless the server closed the socket on purpose.
+      if (!socket.active) this.scheduleReconnect();
+    });
+    socket.on('connect_error', (err) => {
+      this.log.warn({ error: err.message }, socket.active ? 'cannot reach hub; retrying' : 'hub refused the connection');
+      if (!socket.active) this.scheduleReconnect();
+    });
+    socket.on('run:assign', (payload, ack) => this.onAssign(payload, ack));
+    socket.on('run:cancel', (payload) => this.onCancel(payload));
+    this.log.info({ url, capacity: this.config.WORKER_CAPACITY, runDir: this.config.WORKER_RUN_DIR }, 'connecting to hub');
+    socket.connect();
+  }
+
+  /** Cancels every active run, waits (bounded) until the hub has their exits, disconnects. */
+  stop(): Promise<void> {
+    this.stopping ??= this.shutdown();
+    return this.stopping;
+  }
+
+  private async shutdown(): Promise<void> {
+    this.log.info({ activeRuns: this.activeRunIds.length }, 'worker stopping');
+    if (this.reconnectTimer) clearTimeout(this.reconnectTimer);
+    this.reconnectTimer = null;
+    const entries = [...this.runs.values()];
+    for (const entry of entries) this.cancelRun(entry, 'cancelled because the worker shut down');
+    await Promise.all(entries.map((e) => e.ended));
+    const settled = Promise.all(entries.map((e) => e.settled)).then(() => true);
+    const timeout = new Promise<false>((resolve) => setTimeout(() => resolve(false), this.stopTimeoutMs).unref());
+    if (entries.length > 0 && !(await Promise.race([settled, timeout]))) {
+      this.log.warn('stopped before the hub acknowledged every exit report; the hub will mark those runs lost');
+    }
+    this.goOffline();
+    this.socket?.disconnect();
+    for (const entry of this.runs.values()) entry.reporter.dispose();
+    this.runs.clear();
+    this.log.info('worker stopped');
+  }
+
+  private greet(): void {
+    const socket = this.socket!;
+    const connection = ++this.connection;
+    // Runs whose exit the hub has not taken yet are still this worker's: listing them
+    // keeps the hub from declaring them lost before the exit report arrives.
+    const payload = { capacity: this.config.WORKER_CAPACITY, runs: [...this.runs.keys()], version: this.version };
+    this.send('worker:hello', payload, (ack) => {
+      if (connection !== this.connection || !socket.connected) return;
+      if (!ack?.ok) {
+        this.log.error({ error: ack ? ack.error : 'no answer' }, 'hub did not accept worker:hello; reconnecting');
+        socket.disconnect();
+        this.scheduleReconnect();
+        return;
+      }
+      const { workerId, name, heartbeatIntervalMs } = ack.data;
+      this.id = workerId;
+      this.greeted = true;
+      this.reconnectAttempts = 0;
+      this.log.info({ workerId, name, runs: payload.runs.length }, 'worker connected');
+      this.startHeartbeat(heartbeatIntervalMs);
+      for (const entry of this.runs.values()) entry.reporter.resend();
+    }, true);
+  }
+
+  private startHeartbeat(intervalMs: number): void {
+    if (this.heartbeat) clearInterval(this.heartbeat);
+    this.heartbeat = setInterval(() => {
+      if (!this.greeted) return;
+      this.send('worker:heartbeat', { activeRuns: this.activeRunIds.length }, (ack) => {
+        if (ack && !ack.ok) this.log.warn({ error: ack.error }, 'hub refused heartbeat');
+        else if (!ack && this.greeted) this.log.warn('heartbeat not acknowledged');
+      });
+    }, Math.max(100, intervalMs));
+  }
+
+  private goOffline(): void {
+    this.greeted = false;
+    for (const entry of this.runs.values()) entry.reporter.offline();
+    if (this.heartbeat) clearInterval(this.heartbeat);
+    this.heartbeat = null;
+  }
+
+  /** For disconnects socket.io does not retry (server-side disconnect, refused handshake). */
+  private scheduleReconnect(): void {
+    if (this.stopping || this.reconnectTimer || !this.socket) return;
+    const base = Math.min(this.maxReconnectDelayMs, 1000 * 2 ** this.reconnectAttempts);
+    const delay = Math.round(base * (0.5 + Math.random() / 2));
+    this.reconnectAttempts += 1;
+    this.log.info({ delayMs: delay }, 'reconnecting to hub');
+    this.reconnectTimer = setTimeout(() => {
+      this.reconnectTimer = null;
+      if (!this.stopping && this.socket && !this.socket.connected) this.socket.connect();
+    }, delay);
+  }
+
+  private onAssign(raw: RunAssignment, ack: AckCallback<Record<string, never>>): void {
+    const parsed = assignmentSchema.safeParse(raw);
+    if (!parsed.success) {
+      ack({ ok: false, error: validationError(parsed.error, 'run assignment').toBody() });
+      return;
+    }
+    const assignment = parsed.data;
+    if (this.runs.has(assignment.runId)) {
+      ack({ ok: true, data: {} }); // the hub re-pushed a run this worker already has
+      return;
+    }
+    if (this.stopping) {
+      ack({ ok: false, error: { code: 'UNAVAILABLE', message: 'worker is shutting down' } });
+      return;
+    }
+    const active = this.activeRunIds.length;
+    if (active >= this.config.WORKER_CAPACITY) {
+      ack({ ok: false, error: { code: 'LIMIT_REACHED', message: `worker is at capacity (${active}/${this.config.WORKER_CAPACITY} runs)` } });
+      return;
+    }
+    ack({ ok: true, data: {} });
+    void this.runAssigned(assignment);
+  }
+
+  /** Registers a run: it counts as this worker's until the hub has taken its exit report. */
+  private track(runId: string, phase: RunEntry['phase']): RunEntry {
+    let markEnded!: () => void;
+    let markSettled!: () => void;
+    const reporter = new RunReporter({
+      runId,
+      link: this.link,
+      logger: this.root.child({ module: 'run', runId }),
+      batcher: { flushMs: this.config.FRAME_FLUSH_MS },
+      onSettled: () => {
+        reporter.dispose();
+        this.runs.delete(runId);
+        markSettled();
+      },
+    });
+    const entry: RunEntry = {
+      runId,
+      reporter,
+      phase,
+      tmux: null,
+      cancelRequested: false,
+      cancelReason: null,
+      ended: new Promise((resolve) => (markEnded = resolve)),
+      markEnded: () => markEnded(),
+      settled: new Promise((resolve) => (markSettled = resolve)),
+    };
+    this.runs.set(runId, entry);
+    return entry;
+  }
+
+  private async runAssigned(assignment: RunAssignment): Promise<void> {
+    const { runId } = assignment;
+    const log = this.root.child({ module: 'run', runId });
+    const entry = this.track(runId, 'starting');
+    log.info({ command: 'argv' in assignment.command ? 'argv' : 'script', cwd: assignment.cwd }, 'run assigned');
+
+    let outcome: RunOutcome | { exitCode: null; error: string };
+    try {
+      const run = await TmuxRun.start({
+        runId,
+        runsDir: this.config.WORKER_RUN_DIR,
+        command: assignment.command,
+        cwd: assignment.cwd,
+        env: runEnvironment(this.baseEnv, assignment.env),
+        cols: this.config.WORKER_COLS,
+        rows: this.config.WORKER_ROWS,
+        tmuxBin: this.tmuxBin,
+        onOutput: (text) => entry.reporter.output(text),
+        logger: this.root.child({ module: 'tmux-run', runId }),
+        killGraceMs: this.killGraceMs,
+      });
+      entry.tmux = run;
+      entry.phase = 'running';
+      entry.reporter.reportStarted();
+      if (entry.cancelRequested) void run.cancel();
+      outcome = await run.result;
+    } catch (err) {
+      log.error({ err }, 'run could not start');
+      outcome = { exitCode: null, error: `could not start the run: ${err instanceof Error ? err.message : String(err)}` };
+    }
+    entry.phase = 'ended';
+    const error = outcome.error ?? entry.cancelReason ?? undefined;
+    entry.reporter.reportExited(error === undefined ? { exitCode: outcome.exitCode } : { exitCode: outcome.exitCode, error });
+    entry.markEnded();
+  }
+
+  private onCancel(raw: { runId: string }): void {
+    const parsed = cancelSchema.safeParse(raw);
+    if (!parsed.success) {
+      this.log.warn('ignoring malformed run:cancel');
+      return;
+    }
+    const entry = this.runs.get(parsed.data.runId);
+    if (entry) {
+      this.cancelRun(entry);
+      return;
+    }
+    // The hub believes this worker has the run (e.g. from before a restart): tell it otherwise.
+    if (z.uuid().safeParse(parsed.data.runId).success && !this.stopping) {
+      this.log.warn({ runId: parsed.data.runId }, 'cancel for a run this worker does not have');
+      this.reportMissing(parsed.data.runId);
+    }
+  }
+
+  private cancelRun(entry: RunEntry, reason: string | null = null): void {
+    if (entry.phase === 'ended') return;
+    entry.cancelRequested = true;
+    entry.cancelReason ??= reason;
+    if (entry.tmux) void entry.tmux.cancel();
+  }
+
+  private reportMissing(runId: string): void {
+    const entry = this.track(runId, 'ended');
+    entry.markEnded();
+    entry.reporter.reportExited({ exitCode: null, error: 'the run is not on this worker (worker restarted?)' });
+  }
+
+  /**
+   * Emits with an ack timeout and hands the handler a validated ack (`undefined` when
+   * none came). A malformed ack counts as a transient INTERNAL error.
+   */
+  private send<E extends ReportEvent>(
+    event: E,
+    payload: PayloadOf<E>,
+    onAck: (ack: Ack<ResponseOf<E>> | undefined) => void,
+    beforeHello = false,
+  ): void {
+    const socket = this.socket;
+    if (!socket || !(beforeHello ? socket.connected : this.greeted)) {
+      onAck(undefined);
+      return;
+    }
+    const untyped = socket.timeout(this.ackTimeoutMs) as unknown as {
+      emit(event: string, payload: unknown, cb: (err: Error | null, res: unknown) => void): void;
+    };
+    untyped.emit(event, payload, (err, res) => onAck(err ? undefined : readAck(event, res)));
+  }
+}
+
+const ackSchema = z.union([
+  z.object({ ok: z.literal(true), data: z.unknown() }),
+  z.object({ ok: z.literal(false), error: z.object({ code: z.string(), message: z.string() }).loose() }),
+]);
+
+function readAck<E extends ReportEvent>(event: E, res: unknown): Ack<ResponseOf<E>> {
+  const malformed = { ok: false as const, error: { code: 'INTERNAL' as const, message: `malformed ${event} ack from hub` } };
+  const envelope = ackSchema.safeParse(res);
+  if (!envelope.success) return malformed;
+  if (!envelope.data.ok) return envelope.data as Ack<ResponseOf<E>>;
+  const data = workerClientEvents[event].response.safeParse(envelope.data.data);
+  return data.success ? { ok: true, data: data.data as ResponseOf<E> } : malformed;
+}
+
+/** The run's environment: the worker's own, without its token, overlaid with the run's. */
+export function runEnvironment(base: Record<string, string | undefined>, runEnv: Record<string, string>): Record<string, string | undefined> {
+  const env = { ...base, ...runEnv };
+  delete env.HANDOFF_WORKER_TOKEN;
+  return env;
+}
