@@ -9,7 +9,8 @@ const root = path.resolve(fileURLToPath(new URL('..', import.meta.url)));
 const port = process.env.PORT ?? '3000';
 const hubUrl = `http://127.0.0.1:${port}`;
 const tsx = path.join(root, 'node_modules/.bin/tsx');
-const env = { ...process.env, PORT: port, HANDOFF_DATA_DIR: process.env.HANDOFF_DATA_DIR ?? path.join(root, '.data') };
+// Quiet logs by default so the banner below stays readable; LOG_LEVEL=info for more.
+const env = { ...process.env, LOG_LEVEL: process.env.LOG_LEVEL ?? 'warn', PORT: port, HANDOFF_DATA_DIR: process.env.HANDOFF_DATA_DIR ?? path.join(root, '.data') };
 const children = [];
 
 function step(text) {

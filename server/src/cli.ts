@@ -56,7 +56,8 @@ async function main(argv: string[]): Promise<number> {
       runs.sessions = new LiveSessionService(orm, offline, { ttlMs: config.LIVE_SESSION_TTL });
       const demo = await runs.create(
         { type: 'system', id: 'demo' },
-        { title: 'demo agent: refactor + tests', command: { argv: ['node', DEMO_AGENT] }, labels: { demo: 'true' } },
+        // ~24 steps of 1.5–3 s: long enough to open the dashboard and watch it live.
+        { title: 'demo agent: refactor + tests', command: { argv: ['node', DEMO_AGENT] }, env: { DEMO_AGENT_STEPS: '24' }, labels: { demo: 'true' } },
       );
       process.stdout.write(`${JSON.stringify({ adminToken, workerToken, demoRunId: demo.id })}\n`);
     } else {
