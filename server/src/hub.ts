@@ -5,7 +5,7 @@ import { fileURLToPath } from 'node:url';
 import { Server } from 'socket.io';
 import { createAdapter } from '@socket.io/redis-adapter';
 import { Redis } from 'ioredis';
-import { NAMESPACE } from '@handoff/shared';
+import { NAMESPACE, type Frame } from '@handoff/shared';
 import type { ServerConfig } from './config.js';
 import { em, openDatabase, type Orm } from './db/orm.js';
 import { createApp } from './http/app.js';
@@ -16,6 +16,7 @@ import { RunService } from './services/runs.js';
 import { Scheduler } from './services/scheduler.js';
 import { TerminalService } from './services/terminal.js';
 import { setupDashboardNamespace } from './socket/dashboard-namespace.js';
+import { PEER_TIMEOUT_MS, type DashboardNamespace, type WorkerNamespace } from './socket/namespaces.js';
 import { SocketNotifier } from './socket/socket-notifier.js';
 import { setupWorkerNamespace } from './socket/worker-namespace.js';
 
@@ -54,17 +55,29 @@ export async function createHub(config: ServerConfig, opts: { logger?: Logger } 
     const pub = new Redis(config.REDIS_URL, { lazyConnect: false, maxRetriesPerRequest: 2 });
     const sub = pub.duplicate();
     redis = { pub, sub };
-    io.adapter(createAdapter(pub, sub));
+    // requestsTimeout bounds inter-node questions (e.g. pending frames for a late joiner).
+    io.adapter(createAdapter(pub, sub, { key: config.REDIS_KEY_PREFIX, requestsTimeout: PEER_TIMEOUT_MS }));
   }
-  const dashboardNsp = io.of(NAMESPACE.dashboard);
-  const workerNsp = io.of(NAMESPACE.worker);
+  const dashboardNsp: DashboardNamespace = io.of(NAMESPACE.dashboard);
+  const workerNsp: WorkerNamespace = io.of(NAMESPACE.worker);
 
   // The notifier kicks the scheduler, which is built from services that need the notifier.
   const notifier = new SocketNotifier(dashboardNsp, workerNsp, !!redis, () => void scheduler.kick());
   const auth = new AuthService(orm);
   const runs = new RunService(orm, notifier, { liveSessionDefault: config.LIVE_SESSION_ENABLED_DEFAULT });
   runs.sessions = new LiveSessionService(orm, notifier, { ttlMs: config.LIVE_SESSION_TTL });
-  const terminal = new TerminalService(orm, notifier, log.child({ module: 'terminal' }));
+  const terminal = new TerminalService(orm, notifier, log.child({ module: 'terminal' }), {
+    flushMs: config.RECORDING_FLUSH,
+    peerPending: redis
+      ? async (runId) => {
+          const replies = await dashboardNsp.serverSideEmitWithAck('term:pending', runId).catch((err: Error) => {
+            log.warn({ err: err.message, runId }, 'a hub node did not answer for pending frames');
+            return [] as Frame[][];
+          });
+          return replies.flat();
+        }
+      : undefined,
+  });
   const scheduler = new Scheduler(orm, runs, log.child({ module: 'scheduler' }));
 
   setupDashboardNamespace(dashboardNsp, { auth, runs, terminal, log });

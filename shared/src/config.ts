@@ -20,6 +20,8 @@ export const serverConfigSchema = z.object({
   DATABASE_URL: optionalUrl,
   /** Redis URL; unset → single node with the in-memory socket.io adapter. */
   REDIS_URL: optionalUrl,
+  /** Prefix of the Redis channels the hub nodes share; nodes with different prefixes don't see each other. Default handoff. */
+  REDIS_KEY_PREFIX: z.string().regex(/^[A-Za-z0-9:_-]{1,64}$/).default('handoff'),
   /** Where PGlite, generated keys and local state live. Default ./.data */
   HANDOFF_DATA_DIR: z.string().default('.data'),
   /** 32-byte key (hex or base64) for secrets at rest; generated into the data dir if unset. */
@@ -47,6 +49,8 @@ export const serverConfigSchema = z.object({
   WORKER_LOST_AFTER: duration('15s'),
   PAUSE_SOFT_GRACE: duration('10s'),
   APPROVAL_TIMEOUT: duration('10m'),
+  /** Terminal recording writes are batched: flushed after this long (frames are broadcast at once regardless). Default 50ms. */
+  RECORDING_FLUSH: duration('50ms'),
   /** Assignment ack timeout: a worker that does not accept a pushed run in time loses it. Default 10s. */
   ASSIGN_ACK_TIMEOUT: duration('10s'),
   /** pino level. Default info. */

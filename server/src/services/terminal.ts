@@ -8,6 +8,8 @@ export interface TerminalOptions {
   flushMs?: number;
   /** How many frames a subscriber without `afterSeq` gets as scrollback. Default 2000. */
   tailFrames?: number;
+  /** Frames other hub nodes broadcast but have not recorded yet (multi-node only). */
+  peerPending?: (runId: string) => Promise<Frame[]>;
 }
 
 interface RunStream {
@@ -31,6 +33,7 @@ export class TerminalService {
   private readonly streams = new Map<string, RunStream>();
   private readonly flushMs: number;
   private readonly tailFrames: number;
+  private readonly peerPending: (runId: string) => Promise<Frame[]>;
 
   constructor(
     private readonly orm: Orm,
@@ -40,6 +43,7 @@ export class TerminalService {
   ) {
     this.flushMs = options.flushMs ?? 50;
     this.tailFrames = options.tailFrames ?? 2000;
+    this.peerPending = options.peerPending ?? (async () => []);
   }
 
   private async stream(runId: string): Promise<RunStream> {
@@ -98,9 +102,13 @@ export class TerminalService {
     await s.flushing;
   }
 
-  /** Persisted frames after `afterSeq` (or the recent tail), merged with this node's unpersisted ones. */
+  /**
+   * Recorded frames after `afterSeq` (or the recent tail), merged with the frames any
+   * node has broadcast but not yet recorded. The unrecorded ones are read first: a frame
+   * leaves a pending buffer only after its insert committed, so it is in one or the other.
+   */
   async scrollback(runId: string, afterSeq?: number): Promise<{ frames: Frame[]; truncated: boolean }> {
-    const pendingHere = [...(this.streams.get(runId)?.pending ?? [])];
+    const pendingHere = [...this.pendingFrames(runId), ...(await this.peerPending(runId))];
     const limit = this.tailFrames;
     const rows =
       afterSeq === undefined

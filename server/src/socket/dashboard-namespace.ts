@@ -1,9 +1,10 @@
-import type { Namespace, Socket } from 'socket.io';
+import type { Socket } from 'socket.io';
 import type { Logger } from 'pino';
 import { dashboardClientEvents as events, ErrorCode, rooms } from '@handoff/shared';
 import type { AuthService } from '../services/auth.js';
 import type { RunService } from '../services/runs.js';
 import type { TerminalService } from '../services/terminal.js';
+import type { DashboardNamespace } from './namespaces.js';
 import { handshakeError, on } from './on.js';
 
 export interface DashboardDeps {
@@ -14,7 +15,7 @@ export interface DashboardDeps {
 }
 
 /** `/dashboard`: users (observer and up) watch runs; every event is validated and acked. */
-export function setupDashboardNamespace(nsp: Namespace, deps: DashboardDeps): void {
+export function setupDashboardNamespace(nsp: DashboardNamespace, deps: DashboardDeps): void {
   const log = deps.log.child({ module: 'dashboard-socket' });
 
   nsp.use(async (socket, next) => {
@@ -29,6 +30,9 @@ export function setupDashboardNamespace(nsp: Namespace, deps: DashboardDeps): vo
       next(handshakeError(ErrorCode.INTERNAL, 'internal error'));
     }
   });
+
+  // Other nodes ask for the frames this node broadcast but has not recorded yet.
+  nsp.on('term:pending', (runId, reply) => reply(deps.terminal.pendingFrames(runId)));
 
   nsp.on('connection', (socket) => {
     on(socket, events, 'runs:subscribe', log, async () => {

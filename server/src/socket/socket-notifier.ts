@@ -1,14 +1,12 @@
-import type { Namespace } from 'socket.io';
 import { rooms, type Frame, type LiveSession, type Run } from '@handoff/shared';
 import type { Notifier } from '../services/notifier.js';
-
-export const KICK_EVENT = 'scheduler:kick';
+import type { DashboardNamespace, WorkerNamespace } from './namespaces.js';
 
 /** Delivers service events to socket rooms; the adapter fans them out across hub nodes. */
 export class SocketNotifier implements Notifier {
   constructor(
-    private readonly dashboard: Namespace,
-    private readonly worker: Namespace,
+    private readonly dashboard: DashboardNamespace,
+    private readonly worker: WorkerNamespace,
     private readonly multiNode: boolean,
     private readonly kickLocal: () => void,
   ) {}
@@ -31,6 +29,6 @@ export class SocketNotifier implements Notifier {
 
   kickSchedulers(): void {
     this.kickLocal();
-    if (this.multiNode) this.worker.serverSideEmit(KICK_EVENT);
+    if (this.multiNode) this.worker.serverSideEmit('scheduler:kick');
   }
 }

@@ -1,4 +1,3 @@
-import type { Namespace } from 'socket.io';
 import type { Logger } from 'pino';
 import { AppError, ErrorCode, rooms, workerClientEvents as events, type Ack, type RunAssignment } from '@handoff/shared';
 import { WorkerSchema } from '../db/entities.js';
@@ -9,7 +8,7 @@ import type { Scheduler } from '../services/scheduler.js';
 import type { TerminalService } from '../services/terminal.js';
 import { tokenOf } from './dashboard-namespace.js';
 import { handshakeError, on } from './on.js';
-import { KICK_EVENT } from './socket-notifier.js';
+import type { WorkerNamespace } from './namespaces.js';
 
 export interface WorkerNamespaceDeps {
   orm: Orm;
@@ -23,7 +22,7 @@ export interface WorkerNamespaceDeps {
 }
 
 /** `/worker`: workers authenticate with a worker token and act only for their own runs. */
-export function setupWorkerNamespace(nsp: Namespace, deps: WorkerNamespaceDeps): void {
+export function setupWorkerNamespace(nsp: WorkerNamespace, deps: WorkerNamespaceDeps): void {
   const log = deps.log.child({ module: 'worker-socket' });
 
   nsp.use(async (socket, next) => {
@@ -40,7 +39,7 @@ export function setupWorkerNamespace(nsp: Namespace, deps: WorkerNamespaceDeps):
   });
 
   // Another node created a run or freed capacity: try to place work on our workers.
-  nsp.on(KICK_EVENT, () => void deps.scheduler.kick());
+  nsp.on('scheduler:kick', () => void deps.scheduler.kick());
 
   nsp.on('connection', (socket) => {
     const worker = socket.data.principal as { id: string; name: string };
