@@ -1,11 +1,10 @@
-import type { Socket } from 'socket.io';
 import type { Logger } from 'pino';
-import { dashboardClientEvents as events, ErrorCode, rooms } from '@handoff/shared';
+import { dashboardClientEvents as events, rooms } from '@handoff/shared';
 import type { AuthService } from '../services/auth.js';
 import type { RunService } from '../services/runs.js';
 import type { TerminalService } from '../services/terminal.js';
 import type { DashboardNamespace } from './namespaces.js';
-import { handshakeError, on } from './on.js';
+import { authenticateHandshake, on } from './on.js';
 
 export interface DashboardDeps {
   auth: AuthService;
@@ -18,18 +17,7 @@ export interface DashboardDeps {
 export function setupDashboardNamespace(nsp: DashboardNamespace, deps: DashboardDeps): void {
   const log = deps.log.child({ module: 'dashboard-socket' });
 
-  nsp.use(async (socket, next) => {
-    try {
-      const principal = await deps.auth.authenticate(tokenOf(socket));
-      if (!principal) return next(handshakeError(ErrorCode.UNAUTHENTICATED, 'a valid token is required'));
-      if (principal.kind !== 'user') return next(handshakeError(ErrorCode.FORBIDDEN, 'worker tokens cannot join /dashboard'));
-      socket.data.principal = principal;
-      next();
-    } catch (err) {
-      log.error({ err }, 'dashboard handshake failed');
-      next(handshakeError(ErrorCode.INTERNAL, 'internal error'));
-    }
-  });
+  nsp.use(authenticateHandshake(deps.auth, 'user', log));
 
   // Other nodes ask for the frames this node broadcast but has not recorded yet.
   nsp.on('term:pending', (runId, reply) => reply(deps.terminal.pendingFrames(runId)));
@@ -59,9 +47,4 @@ export function setupDashboardNamespace(nsp: DashboardNamespace, deps: Dashboard
       return {};
     });
   });
-}
-
-export function tokenOf(socket: Socket): string | undefined {
-  const token: unknown = socket.handshake.auth?.token;
-  return typeof token === 'string' ? token : undefined;
 }

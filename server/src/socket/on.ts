@@ -1,4 +1,5 @@
 import type { Socket } from 'socket.io';
+import type { AuthService, Principal } from '../services/auth.js';
 import type { Logger } from 'pino';
 import type { z } from 'zod';
 import { AppError, ErrorCode, validationError, type Ack } from '@handoff/shared';
@@ -39,4 +40,29 @@ export function on<T extends Table, K extends keyof T & string>(
 /** Handshake auth failures carry the error code for the client (`err.data.code`). */
 export function handshakeError(code: ErrorCode, message: string): Error & { data: { code: ErrorCode } } {
   return Object.assign(new Error(message), { data: { code } });
+}
+
+/** The handshake's token: `auth.token` (a non-string counts as none). */
+export function tokenOf(socket: Socket): string | undefined {
+  const token: unknown = socket.handshake.auth?.token;
+  return typeof token === 'string' ? token : undefined;
+}
+
+/**
+ * Namespace middleware: authenticates the handshake token and admits only principals of
+ * `kind` (users on /dashboard, workers on /worker), storing it in `socket.data.principal`.
+ */
+export function authenticateHandshake(auth: AuthService, kind: Principal['kind'], log: Logger) {
+  return async (socket: Socket, next: (err?: Error) => void) => {
+    try {
+      const principal = await auth.authenticate(tokenOf(socket));
+      if (!principal) return next(handshakeError(ErrorCode.UNAUTHENTICATED, `a valid ${kind} token is required`));
+      if (principal.kind !== kind) return next(handshakeError(ErrorCode.FORBIDDEN, `${principal.kind} tokens cannot join ${socket.nsp.name}`));
+      socket.data.principal = principal;
+      next();
+    } catch (err) {
+      log.error({ err }, 'handshake failed');
+      next(handshakeError(ErrorCode.INTERNAL, 'internal error'));
+    }
+  };
 }

@@ -6,8 +6,7 @@ import type { AuthService } from '../services/auth.js';
 import type { RunService } from '../services/runs.js';
 import type { Scheduler } from '../services/scheduler.js';
 import type { TerminalService } from '../services/terminal.js';
-import { tokenOf } from './dashboard-namespace.js';
-import { handshakeError, on } from './on.js';
+import { authenticateHandshake, on } from './on.js';
 import type { WorkerNamespace } from './namespaces.js';
 
 export interface WorkerNamespaceDeps {
@@ -25,18 +24,7 @@ export interface WorkerNamespaceDeps {
 export function setupWorkerNamespace(nsp: WorkerNamespace, deps: WorkerNamespaceDeps): void {
   const log = deps.log.child({ module: 'worker-socket' });
 
-  nsp.use(async (socket, next) => {
-    try {
-      const principal = await deps.auth.authenticate(tokenOf(socket));
-      if (!principal) return next(handshakeError(ErrorCode.UNAUTHENTICATED, 'a valid worker token is required'));
-      if (principal.kind !== 'worker') return next(handshakeError(ErrorCode.FORBIDDEN, 'only worker tokens can join /worker'));
-      socket.data.principal = principal;
-      next();
-    } catch (err) {
-      log.error({ err }, 'worker handshake failed');
-      next(handshakeError(ErrorCode.INTERNAL, 'internal error'));
-    }
-  });
+  nsp.use(authenticateHandshake(deps.auth, 'worker', log));
 
   // Another node created a run or freed capacity: try to place work on our workers.
   nsp.on('scheduler:kick', () => void deps.scheduler.kick());
