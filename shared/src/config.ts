@@ -42,6 +42,9 @@ export const serverConfigSchema = z.object({
   LIVE_ALLOW_WEB: bool(false),
   LIVE_RELAY_HOST: z.string().optional(),
   LIVE_RELAY_PORT: z.coerce.number().int().min(1).max(65_535).optional(),
+  /** Host-key fingerprints of the self-hosted tmate relay (SHA256:…). */
+  LIVE_RELAY_RSA_FINGERPRINT: z.string().optional(),
+  LIVE_RELAY_ED25519_FINGERPRINT: z.string().optional(),
   LIVE_PROVIDER_START_TIMEOUT: duration('15s'),
   LIVE_MAX_SHARES_PER_RUN: int(3, 1, 100),
   LIVE_MAX_CONCURRENT_PER_WORKER: int(4, 1, 1000),
@@ -72,6 +75,9 @@ export const workerConfigSchema = z.object({
   /** Terminal size of each run's tmux window. */
   WORKER_COLS: int(120, 20, 1000),
   WORKER_ROWS: int(32, 5, 500),
+  /** Share provider binaries; unset → found on PATH (a missing one fails its shares clearly). */
+  TMATE_BIN: z.string().optional(),
+  UPTERM_BIN: z.string().optional(),
   /** Output batching: flush a frame after this many ms (≤ 16 per DESIGN.md §4). */
   FRAME_FLUSH_MS: int(16, 1, 1000),
   LOG_LEVEL: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),

@@ -2,6 +2,34 @@ import { z } from 'zod';
 import type { AckCallback } from './errors.js';
 import { commandSchema, liveSessionSchema, runSchema } from './domain.js';
 
+/** External share providers run by the worker (the `web` provider lives in the hub). */
+export const externalProviderSchema = z.enum(['tmate', 'upterm']);
+export type ExternalProvider = z.infer<typeof externalProviderSchema>;
+
+/** What the hub asks a worker to start: one share process group attached to a run's tmux session. */
+export const shareStartSchema = z.object({
+  sessionId: z.string(),
+  runId: z.string(),
+  provider: externalProviderSchema,
+  /** Self-hosted relay (LIVE_RELAY_HOST/PORT); null → the provider's default. */
+  relay: z
+    .object({
+      host: z.string(),
+      port: z.number().int().nullable(),
+      /** Host-key fingerprints of a self-hosted tmate relay (written to the share's config file). */
+      fingerprints: z.object({ rsa: z.string().optional(), ed25519: z.string().optional() }).default({}),
+    })
+    .nullable(),
+  /** Include tmate web links (LIVE_ALLOW_WEB). */
+  allowWeb: z.boolean(),
+  /** Give up (and report failure) after this many ms (LIVE_PROVIDER_START_TIMEOUT). */
+  timeoutMs: z.number().int().min(1),
+});
+export type ShareStart = z.infer<typeof shareStartSchema>;
+
+/** Attach strings reported by a share: RO ones are shown to viewers, RW ones only to a grantee. */
+export const attachDataSchema = z.record(z.string().max(100), z.string().max(2000));
+
 /** One batch of terminal output of a run. `seq` increases by 1 per frame, per run, from 1. */
 export const frameSchema = z.strictObject({
   seq: z.number().int().min(1),
@@ -36,7 +64,24 @@ export const workerClientEvents = {
     }),
     response: z.object({ workerId: z.string(), name: z.string(), heartbeatIntervalMs: z.number() }),
   },
-  'worker:heartbeat': { payload: z.strictObject({ activeRuns: z.number().int().min(0).max(256) }), response: z.object({}) },
+  'worker:heartbeat': {
+    payload: z.strictObject({
+      activeRuns: z.number().int().min(0).max(256),
+      /** Session ids of the share processes alive on this worker. */
+      shares: z.array(z.uuid()).max(1024).default([]),
+    }),
+    response: z.object({}),
+  },
+  /** A share started: its attach data (e.g. tmate_ssh_ro / tmate_ssh). */
+  'share:ready': {
+    payload: z.strictObject({ sessionId: z.uuid(), attachRo: attachDataSchema, attachRw: attachDataSchema }),
+    response: z.object({}),
+  },
+  /** A share could not start, or its process died: an operator-readable reason. */
+  'share:failed': {
+    payload: z.strictObject({ sessionId: z.uuid(), message: z.string().min(1).max(2000) }),
+    response: z.object({}),
+  },
   /** The run's process started in its tmux server. */
   'run:started': { payload: runRef, response: z.object({}) },
   /** Terminal output frames (possibly several after a reconnect), acked once persisted. */
@@ -60,6 +105,10 @@ export const workerServerEvents = {
   'run:assign': { payload: runAssignmentSchema, ack: z.object({}) },
   /** Stop this run's process tree now. */
   'run:cancel': { payload: z.object({ runId: z.string() }) },
+  /** Start an external share of a run; the worker acks at once, then reports share:ready or share:failed. */
+  'share:start': { payload: shareStartSchema, ack: z.object({}) },
+  /** Kill a share's process group now (revoke, expiry, run end, rotation). Never touches the run. */
+  'share:stop': { payload: z.object({ sessionId: z.string(), reason: z.string() }) },
 } as const;
 
 export const dashboardClientEvents = {
@@ -82,6 +131,8 @@ export const dashboardClientEvents = {
 export const dashboardServerEvents = {
   'run:updated': { payload: runSchema },
   'session:updated': { payload: liveSessionSchema },
+  /** Pushed once per session at LIVE_GRACE before it expires. */
+  'session:grace': { payload: z.object({ sessionId: z.string(), runId: z.string(), expiresAt: z.string() }) },
   /** Live terminal frames of a run (to `run:<id>:term`). */
   'term:frame': { payload: z.object({ runId: z.string(), frames: z.array(frameSchema) }) },
 } as const;
