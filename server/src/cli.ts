@@ -4,7 +4,6 @@ import { AppError, roleSchema } from '@handoff/shared';
 import { loadConfig } from './config.js';
 import { openDatabase } from './db/orm.js';
 import { AuthService } from './services/auth.js';
-import { LiveSessionService } from './services/live-sessions.js';
 import type { Notifier } from './services/notifier.js';
 import { RunService } from './services/runs.js';
 
@@ -17,7 +16,10 @@ const USAGE = `usage:
 With the embedded database (no DATABASE_URL), stop the hub first: PGlite allows one process.`;
 
 /** The CLI runs without a hub: pushes have nowhere to go until the hub starts. */
-const offline: Notifier = { runUpdated() {}, sessionUpdated() {}, termFrames() {}, cancelOnWorker() {}, kickSchedulers() {} };
+const offline: Notifier = {
+  runUpdated() {}, sessionUpdated() {}, termFrames() {}, cancelOnWorker() {}, kickSchedulers() {},
+  sessionGrace() {}, closeTerm() {}, startShare() {}, stopShare() {},
+};
 
 const DEMO_AGENT = fileURLToPath(new URL('../../worker/src/demo-agent.mjs', import.meta.url));
 
@@ -53,7 +55,6 @@ async function main(argv: string[]): Promise<number> {
       const adminToken = await auth.bootstrapAdmin();
       const { token: workerToken } = await auth.issueWorkerToken('local', { rotate: true });
       const runs = new RunService(orm, offline, { liveSessionDefault: config.LIVE_SESSION_ENABLED_DEFAULT });
-      runs.sessions = new LiveSessionService(orm, offline, { ttlMs: config.LIVE_SESSION_TTL });
       const demo = await runs.create(
         { type: 'system', id: 'demo' },
         // ~24 steps of 1.5–3 s: long enough to open the dashboard and watch it live.

@@ -11,9 +11,12 @@ import { em, openDatabase, type Orm } from './db/orm.js';
 import { createApp } from './http/app.js';
 import { createLogger, type Logger } from './logger.js';
 import { AuthService } from './services/auth.js';
-import { LiveSessionService } from './services/live-sessions.js';
+import { LiveSessionService, type LiveSessionOptions } from './services/live-sessions.js';
 import { RunService } from './services/runs.js';
 import { Scheduler } from './services/scheduler.js';
+import { loadSecretKey, SecretBox } from './services/secret-box.js';
+import { redisLeadership, soleLeader } from './services/leader.js';
+import { Sweeper } from './services/sweeper.js';
 import { TerminalService } from './services/terminal.js';
 import { setupDashboardNamespace } from './socket/dashboard-namespace.js';
 import { PEER_TIMEOUT_MS, type DashboardNamespace, type WorkerNamespace } from './socket/namespaces.js';
@@ -65,7 +68,16 @@ export async function createHub(config: ServerConfig, opts: { logger?: Logger } 
   const notifier = new SocketNotifier(dashboardNsp, workerNsp, !!redis, () => void scheduler.kick());
   const auth = new AuthService(orm);
   const runs = new RunService(orm, notifier, { liveSessionDefault: config.LIVE_SESSION_ENABLED_DEFAULT });
-  runs.sessions = new LiveSessionService(orm, notifier, { ttlMs: config.LIVE_SESSION_TTL });
+  const secretBox = new SecretBox(loadSecretKey({ configured: config.HANDOFF_SECRET_KEY, dataDir: config.HANDOFF_DATA_DIR }));
+  const sessions = new LiveSessionService(orm, notifier, secretBox, log.child({ module: 'live-sessions' }), liveSessionOptions(config));
+  runs.sessions = sessions;
+  const sweeper = new Sweeper(orm, sessions, runs, notifier, redis ? redisLeadership(redis.pub, `${config.REDIS_KEY_PREFIX}:sweeper`, 5000) : soleLeader, log.child({ module: 'sweeper' }), {
+    intervalMs: config.SWEEP_INTERVAL,
+    graceMs: config.LIVE_GRACE,
+    startTimeoutMs: config.LIVE_PROVIDER_START_TIMEOUT,
+    workerLostAfterMs: config.WORKER_LOST_AFTER,
+  });
+  sessions.onCreated = (sessionId) => void sweeper.graceWarnings(sessionId).catch((err) => log.error({ err }, 'grace check failed'));
   const terminal = new TerminalService(orm, notifier, log.child({ module: 'terminal' }), {
     flushMs: config.RECORDING_FLUSH,
     peerPending: redis
@@ -88,7 +100,7 @@ export async function createHub(config: ServerConfig, opts: { logger?: Logger } 
   });
 
   const app = createApp({
-    auth, runs, log,
+    auth, runs, sessions, log,
     webDir: config.HANDOFF_WEB_DIR ?? DEFAULT_WEB_DIR,
     ready: async () => {
       const checks: Record<string, boolean> = {};
@@ -106,6 +118,7 @@ export async function createHub(config: ServerConfig, opts: { logger?: Logger } 
   const port = (http.address() as AddressInfo).port;
   const tick = setInterval(() => void scheduler.kick(), SCHEDULER_TICK_MS);
   tick.unref();
+  sweeper.start();
   log.info({ port, database: config.DATABASE_URL ? 'postgresql' : 'pglite', redis: !!redis }, 'hub listening');
 
   return {
@@ -113,6 +126,7 @@ export async function createHub(config: ServerConfig, opts: { logger?: Logger } 
     port, orm, io, http, auth, runs, terminal, log,
     async close() {
       clearInterval(tick);
+      await sweeper.stop();
       io.disconnectSockets(true);
       await new Promise<void>((resolve) => io.close(() => resolve()));
       await terminal.closeAll();
@@ -126,3 +140,21 @@ export async function createHub(config: ServerConfig, opts: { logger?: Logger } 
 }
 
 export const webDirDefault = path.resolve(DEFAULT_WEB_DIR);
+
+function liveSessionOptions(config: ServerConfig): LiveSessionOptions {
+  const fingerprints = {
+    ...(config.LIVE_RELAY_RSA_FINGERPRINT ? { rsa: config.LIVE_RELAY_RSA_FINGERPRINT } : {}),
+    ...(config.LIVE_RELAY_ED25519_FINGERPRINT ? { ed25519: config.LIVE_RELAY_ED25519_FINGERPRINT } : {}),
+  };
+  return {
+    ttlMs: config.LIVE_SESSION_TTL,
+    maxTtlMs: config.LIVE_SESSION_MAX_TTL,
+    graceMs: config.LIVE_GRACE,
+    startTimeoutMs: config.LIVE_PROVIDER_START_TIMEOUT,
+    defaultProvider: config.LIVE_SESSION_PROVIDER,
+    maxPerRun: config.LIVE_MAX_SHARES_PER_RUN,
+    maxPerWorker: config.LIVE_MAX_CONCURRENT_PER_WORKER,
+    allowWeb: config.LIVE_ALLOW_WEB,
+    relay: config.LIVE_RELAY_HOST ? { host: config.LIVE_RELAY_HOST, port: config.LIVE_RELAY_PORT ?? null, fingerprints } : null,
+  };
+}

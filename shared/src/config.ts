@@ -54,6 +54,8 @@ export const serverConfigSchema = z.object({
   APPROVAL_TIMEOUT: duration('10m'),
   /** Terminal recording writes are batched: flushed after this long (frames are broadcast at once regardless). Default 50ms. */
   RECORDING_FLUSH: duration('50ms'),
+  /** How often the sweeper (TTL, grace, start timeouts, worker loss) runs on the leader node. Default 500ms. */
+  SWEEP_INTERVAL: duration('500ms'),
   /** Assignment ack timeout: a worker that does not accept a pushed run in time loses it. Default 10s. */
   ASSIGN_ACK_TIMEOUT: duration('10s'),
   /** pino level. Default info. */

@@ -133,6 +133,8 @@ export const dashboardServerEvents = {
   'session:updated': { payload: liveSessionSchema },
   /** Pushed once per session at LIVE_GRACE before it expires. */
   'session:grace': { payload: z.object({ sessionId: z.string(), runId: z.string(), expiresAt: z.string() }) },
+  /** Live viewing of a run ended for everyone in `run:<id>:term` (revoked or expired); they were removed from the room. */
+  'term:closed': { payload: z.object({ runId: z.string(), reason: z.string() }) },
   /** Live terminal frames of a run (to `run:<id>:term`). */
   'term:frame': { payload: z.object({ runId: z.string(), frames: z.array(frameSchema) }) },
 } as const;

@@ -41,6 +41,20 @@ export const createLiveSessionBodySchema = z.strictObject({
   provider: providerSchema.optional(),
   ttlMinutes: z.number().int().min(1).optional(),
 });
+/** `POST /api/task-runs/:id/live-session/extend` body: the new TTL from now. */
+export const extendLiveSessionBodySchema = z.strictObject({
+  ttlMinutes: z.number().int().min(1),
+  /** Which share; default the primary (newest active) one. */
+  provider: providerSchema.optional(),
+});
+
+/** `POST /api/task-runs/:id/live-session/revoke` body. */
+export const revokeLiveSessionBodySchema = z.strictObject({
+  reason: z.string().min(1).max(500).optional(),
+  /** Revoke only this provider's share; default every active share of the run. */
+  provider: providerSchema.optional(),
+});
+
 export const sessionResponseSchema = z.object({ session: liveSessionSchema });
 export const sessionsResponseSchema = z.object({ sessions: z.array(liveSessionSchema) });
 

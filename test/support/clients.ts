@@ -48,6 +48,8 @@ export class Viewer {
   private waiters: Array<() => void> = [];
 
   constructor(readonly socket: Socket) {
+    // Any push may satisfy a waiter's predicate; re-check after its own handlers ran.
+    socket.onAny(() => setImmediate(() => this.notify()));
     socket.on('run:updated', (run: Run) => {
       this.runs.set(run.id, run);
       this.notify();

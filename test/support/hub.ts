@@ -8,6 +8,8 @@ import { createTestDatabase, type TestDatabase } from './db.js';
 
 export interface TestHub extends Hub {
   db: TestDatabase | null;
+  /** Everything the hub logged (pino JSON lines), for asserting what never reaches a log. */
+  logs(): string;
   token(role: Role): Promise<string>;
   workerToken(name: string): Promise<string>;
   stop(): Promise<void>;
@@ -37,10 +39,12 @@ export async function startTestHub(opts: TestHubOptions = {}): Promise<TestHub> 
     HANDOFF_WEB_DIR: path.resolve('web/dist'),
     ...opts.env,
   });
-  const logger = pino({ level: process.env.TEST_HUB_LOG ?? 'silent' });
+  const lines: string[] = [];
+  const logger = pino({ level: process.env.TEST_HUB_LOG ?? 'debug' }, { write: (line: string) => void lines.push(line) });
   const hub = await createHub(config, { logger });
   return Object.assign(hub, {
     db,
+    logs: () => lines.join(''),
     async token(role: Role) {
       return (await hub.auth.addUser(`${role}-${++userCounter}-${process.pid}`, role)).token;
     },

@@ -3,7 +3,6 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 
-const TSX = path.resolve('node_modules/.bin/tsx');
 const WORKER_MAIN = path.resolve('worker/src/main.ts');
 
 export interface WorkerProcess {
@@ -17,11 +16,13 @@ export interface WorkerProcess {
   stop(): Promise<void>;
 }
 
-/** Starts a real worker process (`tsx worker/src/main.ts`) against a hub. */
+/** Starts a real worker process (`node --import tsx worker/src/main.ts`) against a hub. */
 export function startWorker(opts: { hubUrl: string; token: string; capacity?: number; runDir?: string; env?: Record<string, string> }): WorkerProcess {
   const runDir = opts.runDir ?? mkdtempSync(path.join(tmpdir(), 'handoff-wrk-'));
   let log = '';
-  const proc = spawn(TSX, [WORKER_MAIN], {
+  // Node itself with tsx's loader, not the tsx wrapper: a signal (SIGKILL above all) must
+  // reach the worker process, not a parent that would leave it running.
+  const proc = spawn(process.execPath, ['--import', 'tsx', WORKER_MAIN], {
     env: {
       ...process.env,
       HANDOFF_URL: opts.hubUrl,

@@ -4,14 +4,17 @@ import express, { type Express } from 'express';
 import type { Logger } from 'pino';
 import { AppError, ErrorCode, type Whoami } from '@handoff/shared';
 import type { AuthService } from '../services/auth.js';
+import type { LiveSessionService } from '../services/live-sessions.js';
 import type { RunService } from '../services/runs.js';
 import { authenticate, principalOf } from './auth.js';
 import { errorBoundary } from './errors.js';
+import { liveSessionRoutes } from './live-session-routes.js';
 import { taskRunsRoutes } from './task-runs-routes.js';
 
 export interface AppDeps {
   auth: AuthService;
   runs: RunService;
+  sessions: LiveSessionService;
   log: Logger;
   /** Readiness probe of the hub's dependencies (DB, Redis). */
   ready: () => Promise<Record<string, boolean>>;
@@ -41,6 +44,7 @@ export function createApp(deps: AppDeps): Express {
     const body: Whoami = { kind: p.kind, id: p.id, name: p.name, role: p.kind === 'user' ? p.role : null };
     res.json(body);
   });
+  api.use('/task-runs/:id', liveSessionRoutes(deps.sessions));
   api.use('/task-runs', taskRunsRoutes(deps.runs));
   api.use((req) => {
     throw new AppError({ code: ErrorCode.NOT_FOUND, message: `no route ${req.method} /api${req.path}` });

@@ -1,66 +1,332 @@
-import type { SessionStatus } from '@handoff/shared';
-import { LiveSessionSchema, type RunRow } from '../db/entities.js';
-import { em, type Orm } from '../db/orm.js';
+import {
+  AppError,
+  ErrorCode,
+  ACTIVE_SESSION_STATUSES,
+  FINISHED_RUN_STATUSES,
+  type LiveSession,
+  type Provider,
+  type RunStatus,
+  type SessionStatus,
+} from '@handoff/shared';
+import type { Logger } from 'pino';
+import { LiveSessionSchema, RunSchema, type LiveSessionRow, type RunRow } from '../db/entities.js';
+import { em, type Em, type Orm } from '../db/orm.js';
 import { SessionEvent, sessionStatesAllowing, sessionTransition } from '../domain/live-session-machine.js';
-import { appendAudit, SYSTEM } from './audit.js';
+import { appendAudit, SYSTEM, type Actor } from './audit.js';
 import { uuidv7 } from './ids.js';
 import type { Notifier } from './notifier.js';
 import { sessionView } from './views.js';
 
-export interface LiveSessionOptions {
-  /** Default session TTL in ms (LIVE_SESSION_TTL). */
-  ttlMs: number;
+/** Encrypts RW attach data at rest, bound to its session id. */
+export interface Sealer {
+  seal(plaintext: string, aad: string): string;
 }
 
+export interface LiveSessionOptions {
+  /** LIVE_SESSION_TTL, LIVE_SESSION_MAX_TTL, LIVE_GRACE, LIVE_PROVIDER_START_TIMEOUT (ms). */
+  ttlMs: number;
+  maxTtlMs: number;
+  graceMs: number;
+  startTimeoutMs: number;
+  defaultProvider: Provider;
+  maxPerRun: number;
+  maxPerWorker: number;
+  allowWeb: boolean;
+  relay: { host: string; port: number | null; fingerprints: { rsa?: string; ed25519?: string } } | null;
+}
+
+const ACTIVE = ACTIVE_SESSION_STATUSES as SessionStatus[];
+const EXTERNAL: Provider[] = ['tmate', 'upterm'];
+const isExternal = (p: string) => EXTERNAL.includes(p as Provider);
+
 /**
- * Live sessions (terminal shares). This first cut covers the built-in `web` provider:
- * the hub itself streams the pane, so a web session is READY as soon as the run runs.
+ * Live sessions (terminal shares), DESIGN.md §2. Every transition is a conditional
+ * update on the expected status, written with its audit row in one transaction; pushes
+ * (dashboards, worker) happen after the commit.
  */
 export class LiveSessionService {
+  /** Set by the hub once the sweeper exists: a new short-TTL session gets its grace warning at once. */
+  onCreated: (sessionId: string) => void = () => {};
+
   constructor(
     private readonly orm: Orm,
     private readonly notifier: Notifier,
+    private readonly sealer: Sealer,
+    private readonly log: Logger,
     private readonly options: LiveSessionOptions,
   ) {}
 
-  async onRunStarted(run: RunRow): Promise<void> {
-    if (!run.liveSessionEnabled) return;
-    const now = new Date();
-    const correlationId = uuidv7();
-    const session = await em(this.orm).transactional(async (tx) => {
+  // ── queries ────────────────────────────────────────────────────────────────
+
+  async list(runId: string): Promise<LiveSession[]> {
+    await this.run(em(this.orm), runId);
+    const rows = await em(this.orm).find(LiveSessionSchema, { runId }, { orderBy: { createdAt: 'asc' } });
+    return rows.map(sessionView);
+  }
+
+  /** The primary session: the newest active one, else the newest. */
+  async primary(runId: string): Promise<LiveSession> {
+    const sessions = await this.list(runId);
+    const pick = [...sessions].reverse().find((s) => ACTIVE.includes(s.status)) ?? sessions[sessions.length - 1];
+    if (!pick) throw new AppError({ code: ErrorCode.NOT_FOUND, message: `run ${runId} has no live session` });
+    return pick;
+  }
+
+  /**
+   * Live viewing needs the run's `web` share: refused (FORBIDDEN) while the run is active
+   * and its web share was revoked or expired. Finished runs can always be replayed.
+   */
+  async assertCanWatch(runId: string): Promise<void> {
+    const tx = em(this.orm);
+    const run = await this.run(tx, runId);
+    if (FINISHED_RUN_STATUSES.includes(run.status as RunStatus)) return;
+    const web = await tx.find(LiveSessionSchema, { runId, provider: 'web' }, { orderBy: { createdAt: 'desc' }, limit: 1 });
+    const latest = web[0];
+    if (latest ? ACTIVE.includes(latest.status as SessionStatus) : run.liveSessionEnabled) return;
+    throw new AppError({
+      code: ErrorCode.FORBIDDEN,
+      message: latest ? `live view of run ${runId} is ${latest.status === 'REVOKED' ? 'revoked' : 'over'} (${latest.endReason ?? latest.status})` : `run ${runId} has live viewing disabled`,
+    });
+  }
+
+  // ── commands ───────────────────────────────────────────────────────────────
+
+  /**
+   * Idempotent per (run, provider): an active session is returned as is (audited as
+   * `session.reuse`). External providers are mutually exclusive: starting tmate ends an
+   * active upterm share and vice versa (`switched`).
+   */
+  async create(actor: Actor, runId: string, body: { provider?: Provider | undefined; ttlMinutes?: number | undefined }): Promise<{ session: LiveSession; created: boolean }> {
+    const provider = body.provider ?? this.options.defaultProvider;
+    const ttlMs = body.ttlMinutes === undefined ? this.options.ttlMs : this.requestedTtl(body.ttlMinutes);
+    const switched: LiveSessionRow[] = [];
+    const result = await em(this.orm).transactional(async (tx) => {
+      // Serializes creates per run: idempotency and the per-run limit hold under concurrency.
+      await tx.execute('select pg_advisory_xact_lock(hashtextextended(?, 0))', [`sessions:${runId}`]);
+      const run = await this.run(tx, runId);
+      if (FINISHED_RUN_STATUSES.includes(run.status as RunStatus)) {
+        throw new AppError({ code: ErrorCode.STATE_CONFLICT, message: `run ${runId} is ${run.status}: it cannot be shared` });
+      }
+      const active = await tx.find(LiveSessionSchema, { runId, status: { $in: ACTIVE } });
+      const existing = active.find((s) => s.provider === provider);
+      if (existing) {
+        await appendAudit(tx, { runId, sessionId: existing.id, correlationId: existing.correlationId, actor, action: 'session.reuse', metadata: { provider } });
+        return { row: existing, created: false };
+      }
+      const replaced = isExternal(provider) ? active.filter((s) => isExternal(s.provider)) : [];
+      if (active.length - replaced.length >= this.options.maxPerRun) {
+        throw new AppError({ code: ErrorCode.LIMIT_REACHED, message: `run ${runId} already has ${active.length} active shares (LIVE_MAX_SHARES_PER_RUN=${this.options.maxPerRun})` });
+      }
+      if (run.workerId && isExternal(provider)) {
+        const [{ n } = { n: 0 }] = await tx.execute<{ n: number }[]>(
+          `select count(*)::int as n from live_sessions where worker_id = ? and provider in ('tmate','upterm') and status in ('STARTING','READY')`,
+          [run.workerId],
+        );
+        if (n - replaced.length >= this.options.maxPerWorker) {
+          throw new AppError({ code: ErrorCode.LIMIT_REACHED, message: `worker already serves ${n} shares (LIVE_MAX_CONCURRENT_PER_WORKER=${this.options.maxPerWorker})` });
+        }
+      }
+      for (const old of replaced) {
+        const ended = await this.transitionIn(tx, old, SessionEvent.end, { endReason: 'switched' }, actor, 'session.end');
+        if (ended) switched.push(ended);
+      }
+      const now = new Date();
+      const correlationId = uuidv7();
       const row = tx.create(LiveSessionSchema, {
-        id: uuidv7(), runId: run.id, provider: 'web', status: sessionTransition('DISABLED', SessionEvent.start),
-        workerId: run.workerId ?? null, correlationId, createdBy: SYSTEM.id, createdAt: now, readyAt: null, endedAt: null,
-        expiresAt: new Date(now.getTime() + this.options.ttlMs), graceWarnedAt: null, lastHeartbeatAt: now,
-        endReason: null, errorMessage: null, attachRo: null, attachRwEnc: null,
+        id: uuidv7(), runId, provider, status: sessionTransition('DISABLED', SessionEvent.start), workerId: run.workerId ?? null,
+        correlationId, createdBy: actor.id, createdAt: now, readyAt: null, endedAt: null, expiresAt: new Date(now.getTime() + ttlMs),
+        graceWarnedAt: null, lastHeartbeatAt: null, endReason: null, errorMessage: null, attachRo: null, attachRwEnc: null,
       });
       await tx.flush();
-      await appendAudit(tx, { runId: run.id, sessionId: row.id, correlationId, actor: SYSTEM, action: 'session.create', metadata: { provider: 'web' } });
-      row.status = sessionTransition(row.status as SessionStatus, SessionEvent.ready);
-      row.readyAt = new Date();
-      await tx.flush();
-      await appendAudit(tx, { runId: run.id, sessionId: row.id, correlationId, actor: SYSTEM, action: 'session.ready', metadata: { provider: 'web' } });
-      return row;
+      await appendAudit(tx, { runId, sessionId: row.id, correlationId, actor, action: 'session.create', metadata: { provider, ttlMs } });
+      // The web provider is the hub itself: ready as soon as the run runs.
+      if (provider === 'web' && run.status === 'running') {
+        await this.transitionIn(tx, row, SessionEvent.ready, { readyAt: new Date(), lastHeartbeatAt: new Date() }, SYSTEM, 'session.ready');
+      }
+      return { row, created: true, run };
     });
-    this.notifier.sessionUpdated(sessionView(session));
+    for (const s of switched) this.afterEnd(s, 'switched');
+    if (result.created) {
+      this.notifier.sessionUpdated(sessionView(result.row));
+      if (isExternal(provider) && result.run?.workerId && result.run.status === 'running') this.requestShare(result.row, result.run.workerId);
+      this.onCreated(result.row.id);
+    }
+    return { session: sessionView(result.row), created: result.created };
+  }
+
+  async extend(actor: Actor, runId: string, body: { ttlMinutes: number; provider?: Provider | undefined }): Promise<LiveSession> {
+    const ttlMs = this.requestedTtl(body.ttlMinutes);
+    const target = body.provider ? await this.latest(runId, body.provider) : await this.primary(runId);
+    const row = await em(this.orm).transactional(async (tx) => {
+      // One statement decides the race with the expiry sweep: both compare against now().
+      const updated = await tx.execute<{ id: string }[]>(
+        `update live_sessions set expires_at = now() + (? * interval '1 millisecond'), grace_warned_at = null
+          where id = ? and status in ('STARTING','READY') and expires_at > now() returning id`,
+        [ttlMs, target.id],
+      );
+      if (!updated.length) {
+        const current = await tx.findOneOrFail(LiveSessionSchema, { id: target.id }, { refresh: true });
+        const expired = current.endReason === 'ttl' || current.expiresAt.getTime() <= Date.now();
+        throw expired
+          ? new AppError({ code: ErrorCode.EXPIRED, message: `live session ${current.id} has expired; create a new one` })
+          : new AppError({ code: ErrorCode.STATE_CONFLICT, message: `live session ${current.id} is ${current.status}` });
+      }
+      const fresh = await tx.findOneOrFail(LiveSessionSchema, { id: target.id }, { refresh: true });
+      await appendAudit(tx, { runId, sessionId: fresh.id, correlationId: fresh.correlationId, actor, action: 'session.extend', metadata: { ttlMs, expiresAt: fresh.expiresAt.toISOString() } });
+      return fresh;
+    });
+    const view = sessionView(row);
+    this.notifier.sessionUpdated(view);
+    this.onCreated(row.id); // a short extension may already be inside the grace window
+    return view;
+  }
+
+  /** Revokes the provider's active session, or every active session of the run. */
+  async revoke(actor: Actor, runId: string, body: { reason?: string | undefined; provider?: Provider | undefined }): Promise<LiveSession> {
+    const reason = body.reason ?? 'revoked';
+    const tx = em(this.orm);
+    await this.run(tx, runId);
+    const targets = await tx.find(LiveSessionSchema, { runId, status: { $in: ACTIVE }, ...(body.provider ? { provider: body.provider } : {}) });
+    if (!targets.length) {
+      throw new AppError({ code: ErrorCode.STATE_CONFLICT, message: `run ${runId} has no active ${body.provider ?? ''} live session to revoke`.replace('  ', ' ') });
+    }
+    const revoked: LiveSessionRow[] = [];
+    for (const s of targets) {
+      const row = await tx.transactional((t) => this.transitionIn(t, s, SessionEvent.revoke, { endReason: reason }, actor, 'session.revoke'));
+      if (row) revoked.push(row);
+    }
+    for (const r of revoked) this.afterEnd(r, reason);
+    if (!revoked.length) throw new AppError({ code: ErrorCode.STATE_CONFLICT, message: 'the session changed state meanwhile' });
+    return sessionView(revoked[revoked.length - 1]!);
+  }
+
+  // ── run lifecycle ──────────────────────────────────────────────────────────
+
+  /** The run started: its default web session, plus any sessions waiting for the run. */
+  async onRunStarted(run: RunRow): Promise<void> {
+    if (run.liveSessionEnabled) {
+      const waiting = await em(this.orm).findOne(LiveSessionSchema, { runId: run.id, provider: 'web', status: { $in: ACTIVE } });
+      if (!waiting) await this.create(SYSTEM, run.id, { provider: 'web' }).catch((err) => this.log.warn({ err, runId: run.id }, 'default web session not created'));
+    }
+    const starting = await em(this.orm).find(LiveSessionSchema, { runId: run.id, status: 'STARTING' });
+    for (const s of starting) {
+      if (s.provider === 'web') {
+        const row = await em(this.orm).transactional((t) => this.transitionIn(t, s, SessionEvent.ready, { readyAt: new Date(), lastHeartbeatAt: new Date(), workerId: run.workerId ?? null }, SYSTEM, 'session.ready'));
+        if (row) this.notifier.sessionUpdated(sessionView(row));
+      } else if (run.workerId) {
+        await em(this.orm).nativeUpdate(LiveSessionSchema, { id: s.id }, { workerId: run.workerId });
+        this.requestShare(s, run.workerId);
+      }
+    }
   }
 
   /** Ends (or fails) every active session of a run; REVOKED/ENDED/ERROR ones are left alone. */
   async endAllForRun(runId: string, reason: string, to: 'ENDED' | 'ERROR' = 'ENDED'): Promise<void> {
     const event = to === 'ENDED' ? SessionEvent.end : SessionEvent.fail;
-    const tx = em(this.orm);
-    const active = await tx.find(LiveSessionSchema, { runId, status: { $in: sessionStatesAllowing(event) } });
+    const active = await em(this.orm).find(LiveSessionSchema, { runId, status: { $in: sessionStatesAllowing(event) } });
     for (const s of active) {
-      const ended = await tx.transactional(async (t) => {
-        const now = new Date();
-        const next = sessionTransition(s.status as SessionStatus, event);
-        const changes = to === 'ENDED' ? { status: next, endedAt: now, endReason: reason } : { status: next, endedAt: now, endReason: reason, errorMessage: reason };
-        const n = await t.nativeUpdate(LiveSessionSchema, { id: s.id, status: s.status }, changes);
-        if (n !== 1) return null;
-        await appendAudit(t, { runId, sessionId: s.id, correlationId: s.correlationId, actor: SYSTEM, action: to === 'ENDED' ? 'session.end' : 'session.error', metadata: { reason } });
-        return Object.assign(s, changes);
-      });
-      if (ended) this.notifier.sessionUpdated(sessionView(ended));
+      const extra = to === 'ERROR' ? { endReason: reason, errorMessage: reason } : { endReason: reason };
+      const row = await em(this.orm).transactional((t) => this.transitionIn(t, s, event, extra, SYSTEM, to === 'ENDED' ? 'session.end' : 'session.error'));
+      if (row) this.afterEnd(row, reason);
     }
+  }
+
+  // ── worker reports ─────────────────────────────────────────────────────────
+
+  async onShareReady(workerId: string, sessionId: string, attachRo: Record<string, string>, attachRw: Record<string, string>): Promise<void> {
+    const s = await this.ownedSession(workerId, sessionId);
+    const sealed = Object.keys(attachRw).length ? this.sealer.seal(JSON.stringify(attachRw), s.id) : null;
+    const row = await em(this.orm).transactional((t) =>
+      this.transitionIn(t, s, SessionEvent.ready, { readyAt: new Date(), lastHeartbeatAt: new Date(), attachRo, attachRwEnc: sealed }, { type: 'worker', id: workerId }, 'session.ready', { attachRoKeys: Object.keys(attachRo) }),
+    );
+    if (row) this.notifier.sessionUpdated(sessionView(row));
+    // Revoked or expired while starting: the share must not outlive its session.
+    else this.notifier.stopShare(workerId, sessionId, 'session no longer active');
+  }
+
+  async onShareFailed(workerId: string, sessionId: string, message: string): Promise<void> {
+    const s = await this.ownedSession(workerId, sessionId);
+    const row = await em(this.orm).transactional((t) =>
+      this.transitionIn(t, s, SessionEvent.fail, { errorMessage: message, endReason: 'error' }, { type: 'worker', id: workerId }, 'session.error', { message }),
+    );
+    if (row) this.notifier.sessionUpdated(sessionView(row));
+  }
+
+  /** Heartbeat: refreshes lastHeartbeatAt of the worker's active sessions (one statement per beat). */
+  async onHeartbeat(workerId: string): Promise<void> {
+    await em(this.orm).execute(`update live_sessions set last_heartbeat_at = now() where worker_id = ? and status in ('STARTING','READY')`, [workerId]);
+  }
+
+  // ── shared by the sweeper ──────────────────────────────────────────────────
+
+  /**
+   * Applies `event` to the session if (and only if) it is still in the status read
+   * earlier, with its audit row, inside `tx`. Returns the updated row or null.
+   */
+  async transitionIn(
+    tx: Em,
+    s: LiveSessionRow,
+    event: SessionEvent,
+    changes: Partial<LiveSessionRow>,
+    actor: Actor,
+    action: string,
+    metadata: Record<string, unknown> = {},
+  ): Promise<LiveSessionRow | null> {
+    const from = s.status as SessionStatus;
+    if (!sessionStatesAllowing(event).includes(from)) return null;
+    const next = sessionTransition(from, event);
+    const ending = next !== 'STARTING' && next !== 'READY';
+    const all = { ...changes, status: next, ...(ending ? { endedAt: new Date() } : {}) };
+    const n = await tx.nativeUpdate(LiveSessionSchema, { id: s.id, status: from }, all);
+    if (n !== 1) return null;
+    await appendAudit(tx, { runId: s.runId, sessionId: s.id, correlationId: s.correlationId, actor, action, metadata: { provider: s.provider, ...metadata, ...(changes.endReason ? { reason: changes.endReason } : {}) } });
+    return Object.assign(s, all);
+  }
+
+  /** After a session left the active states: tell dashboards, cut viewers off, kill the share. */
+  afterEnd(row: LiveSessionRow, reason: string): void {
+    this.notifier.sessionUpdated(sessionView(row));
+    if (row.provider === 'web') {
+      if (row.status === 'REVOKED' || row.endReason === 'ttl') this.notifier.closeTerm(row.runId, reason);
+    } else if (row.workerId) {
+      this.notifier.stopShare(row.workerId, row.id, reason);
+    }
+  }
+
+  requestShare(row: LiveSessionRow, workerId: string): void {
+    const { relay, allowWeb, startTimeoutMs } = this.options;
+    this.notifier.startShare(workerId, { sessionId: row.id, runId: row.runId, provider: row.provider as 'tmate' | 'upterm', relay, allowWeb, timeoutMs: startTimeoutMs });
+  }
+
+  // ── helpers ────────────────────────────────────────────────────────────────
+
+  /** A requested TTL in ms; beyond LIVE_SESSION_MAX_TTL is a VALIDATION error. */
+  private requestedTtl(ttlMinutes: number): number {
+    const ttlMs = ttlMinutes * 60_000;
+    if (ttlMinutes < 1 || ttlMs > this.options.maxTtlMs) {
+      throw new AppError({ code: ErrorCode.VALIDATION, message: `ttlMinutes must be between 1 and ${Math.floor(this.options.maxTtlMs / 60_000)} (LIVE_SESSION_MAX_TTL)` });
+    }
+    return ttlMs;
+  }
+
+  private async run(tx: Em, runId: string): Promise<RunRow> {
+    const run = await tx.findOne(RunSchema, { id: runId });
+    if (!run) throw new AppError({ code: ErrorCode.NOT_FOUND, message: `run ${runId} not found` });
+    return run;
+  }
+
+  private async latest(runId: string, provider: Provider): Promise<LiveSession> {
+    const sessions = (await this.list(runId)).filter((s) => s.provider === provider);
+    const pick = sessions[sessions.length - 1];
+    if (!pick) throw new AppError({ code: ErrorCode.NOT_FOUND, message: `run ${runId} has no ${provider} session` });
+    return pick;
+  }
+
+  private async ownedSession(workerId: string, sessionId: string): Promise<LiveSessionRow> {
+    const s = await em(this.orm).findOne(LiveSessionSchema, { id: sessionId });
+    if (!s) throw new AppError({ code: ErrorCode.NOT_FOUND, message: `session ${sessionId} not found` });
+    const run = await em(this.orm).findOne(RunSchema, { id: s.runId });
+    if (run?.workerId !== workerId) throw new AppError({ code: ErrorCode.FORBIDDEN, message: `session ${sessionId} is not on this worker` });
+    return s;
   }
 }

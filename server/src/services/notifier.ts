@@ -1,4 +1,4 @@
-import type { Frame, LiveSession, Run, RunAssignment } from '@handoff/shared';
+import type { Frame, LiveSession, Run, RunAssignment, ShareStart } from '@handoff/shared';
 
 /**
  * The push side of the services: implemented by the socket edge (rooms, adapter
@@ -12,6 +12,14 @@ export interface Notifier {
   cancelOnWorker(workerId: string, runId: string): void;
   /** Asks every hub node to try assigning queued runs to its workers. */
   kickSchedulers(): void;
+  /** The one-time grace warning before a session expires (to the run room). */
+  sessionGrace(session: LiveSession): void;
+  /** Cuts every live viewer of a run's terminal off now, on every node. */
+  closeTerm(runId: string, reason: string): void;
+  /** Asks the run's worker to start an external share. */
+  startShare(workerId: string, share: ShareStart): void;
+  /** Asks a worker to kill a share's process group. */
+  stopShare(workerId: string, sessionId: string, reason: string): void;
 }
 
 /** A worker connected to this node, as the scheduler sees it. */

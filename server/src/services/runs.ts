@@ -165,6 +165,11 @@ export class RunService {
    */
   async reconcileWorker(workerId: string, stillRunning: string[]): Promise<string[]> {
     const tx = em(this.orm);
+    // Runs the worker still has that the hub already gave up on (e.g. it was lost): stop them.
+    if (stillRunning.length) {
+      const over = await tx.find(RunSchema, { id: { $in: stillRunning }, status: { $in: ['cancelled', 'lost'] } });
+      for (const r of over) this.notifier.cancelOnWorker(workerId, r.id);
+    }
     const mine = await tx.find(RunSchema, { workerId, status: { $in: ['assigned', 'running'] } });
     const lost: string[] = [];
     for (const run of mine.filter((r) => !stillRunning.includes(r.id))) {

@@ -37,7 +37,7 @@ export function setupDashboardNamespace(nsp: DashboardNamespace, deps: Dashboard
       return {};
     });
     on(socket, events, 'term:subscribe', log, async ({ runId, afterSeq }) => {
-      await deps.runs.view(runId); // NOT_FOUND for unknown runs
+      await deps.runs.sessions.assertCanWatch(runId);
       // Join first, then read: every frame is either live after the join or in the scrollback.
       await socket.join(rooms.term(runId));
       return deps.terminal.scrollback(runId, afterSeq);

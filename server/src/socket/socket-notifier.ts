@@ -1,4 +1,4 @@
-import { rooms, type Frame, type LiveSession, type Run } from '@handoff/shared';
+import { rooms, type Frame, type LiveSession, type Run, type ShareStart } from '@handoff/shared';
 import type { Notifier } from '../services/notifier.js';
 import type { DashboardNamespace, WorkerNamespace } from './namespaces.js';
 
@@ -30,5 +30,26 @@ export class SocketNotifier implements Notifier {
   kickSchedulers(): void {
     this.kickLocal();
     if (this.multiNode) this.worker.serverSideEmit('scheduler:kick');
+  }
+
+  sessionGrace(session: LiveSession): void {
+    this.dashboard.to(rooms.run(session.runId)).emit('session:grace', { sessionId: session.id, runId: session.runId, expiresAt: session.expiresAt });
+  }
+
+  closeTerm(runId: string, reason: string): void {
+    const room = rooms.term(runId);
+    this.dashboard.to(room).emit('term:closed', { runId, reason });
+    // Through the adapter, so viewers on every node stop receiving frames at once.
+    this.dashboard.in(room).socketsLeave(room);
+  }
+
+  startShare(workerId: string, share: ShareStart): void {
+    // Fire and forget: the worker reports share:ready / share:failed, and a share that
+    // never reports is failed by the sweeper after the start timeout.
+    this.worker.to(rooms.worker(workerId)).timeout(share.timeoutMs).emit('share:start', share, () => {});
+  }
+
+  stopShare(workerId: string, sessionId: string, reason: string): void {
+    this.worker.to(rooms.worker(workerId)).emit('share:stop', { sessionId, reason });
   }
 }

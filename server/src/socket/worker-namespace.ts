@@ -62,7 +62,22 @@ export function setupWorkerNamespace(nsp: WorkerNamespace, deps: WorkerNamespace
 
     on(socket, events, 'worker:heartbeat', wlog, async () => {
       requireHello();
-      await em(deps.orm).nativeUpdate(WorkerSchema, { id: worker.id }, { lastHeartbeatAt: new Date() });
+      await em(deps.orm).nativeUpdate(WorkerSchema, { id: worker.id }, { lastHeartbeatAt: new Date(), status: 'online' });
+      await deps.runs.sessions.onHeartbeat(worker.id);
+      return {};
+    });
+
+    on(socket, events, 'share:ready', wlog, async ({ sessionId, attachRo, attachRw }) => {
+      requireHello();
+      await deps.runs.sessions.onShareReady(worker.id, sessionId, attachRo, attachRw);
+      // Only the provider and id: attach data (RW above all) never reaches a log line.
+      wlog.info({ sessionId }, 'share ready');
+      return {};
+    });
+
+    on(socket, events, 'share:failed', wlog, async ({ sessionId, message }) => {
+      requireHello();
+      await deps.runs.sessions.onShareFailed(worker.id, sessionId, message);
       return {};
     });
 

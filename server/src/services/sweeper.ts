@@ -1,0 +1,139 @@
+import type { Logger } from 'pino';
+import { LiveSessionSchema, RunSchema, type LiveSessionRow } from '../db/entities.js';
+import { em, type Orm } from '../db/orm.js';
+import { RunEvent } from '../domain/run-machine.js';
+import { SessionEvent } from '../domain/live-session-machine.js';
+import { appendAudit, SYSTEM } from './audit.js';
+import type { Leadership } from './leader.js';
+import type { LiveSessionService } from './live-sessions.js';
+import type { Notifier } from './notifier.js';
+import { applyRunEvent, type RunService } from './runs.js';
+import { sessionView } from './views.js';
+
+export interface SweeperOptions {
+  /** How often the leader sweeps, ms. Default 500. */
+  intervalMs: number;
+  graceMs: number;
+  startTimeoutMs: number;
+  workerLostAfterMs: number;
+}
+
+/**
+ * Time-driven transitions, run by one leader at a time: grace warnings, TTL expiry,
+ * shares that never started, lost workers. Each selects candidates by the database
+ * clock and applies them as conditional updates, so a second sweeper (or a racing
+ * extend) can never double-apply.
+ */
+export class Sweeper {
+  private timer: NodeJS.Timeout | null = null;
+  private sweeping: Promise<void> = Promise.resolve();
+
+  constructor(
+    private readonly orm: Orm,
+    private readonly sessions: LiveSessionService,
+    private readonly runs: RunService,
+    private readonly notifier: Notifier,
+    private readonly leadership: Leadership,
+    private readonly log: Logger,
+    private readonly options: SweeperOptions,
+  ) {}
+
+  start(): void {
+    this.timer = setInterval(() => void this.tick(), this.options.intervalMs);
+    this.timer.unref();
+  }
+
+  async stop(): Promise<void> {
+    if (this.timer) clearInterval(this.timer);
+    this.timer = null;
+    await this.sweeping;
+    await this.leadership.release().catch(() => {});
+  }
+
+  /** One sweep if this node leads; sweeps never overlap on a node. */
+  tick(): Promise<void> {
+    this.sweeping = this.sweeping.then(async () => {
+      try {
+        if (!(await this.leadership.isLeader())) return;
+        await this.graceWarnings();
+        await this.expire();
+        await this.failStuckStarts();
+        await this.loseSilentWorkers();
+      } catch (err) {
+        this.log.error({ err }, 'sweep failed');
+      }
+    });
+    return this.sweeping;
+  }
+
+  /** Grace warning for one session right away (a TTL shorter than LIVE_GRACE warns at once). */
+  async graceWarnings(sessionId?: string): Promise<void> {
+    const rows = await em(this.orm).execute<{ id: string }[]>(
+      `update live_sessions set grace_warned_at = now()
+        where status in ('STARTING','READY') and grace_warned_at is null
+          and expires_at - (? * interval '1 millisecond') <= now() ${sessionId ? 'and id = ?' : ''}
+        returning id`,
+      sessionId ? [this.options.graceMs, sessionId] : [this.options.graceMs],
+    );
+    for (const { id } of rows) {
+      const s = await em(this.orm).findOneOrFail(LiveSessionSchema, { id });
+      await em(this.orm).transactional((tx) =>
+        appendAudit(tx, { runId: s.runId, sessionId: s.id, correlationId: s.correlationId, actor: SYSTEM, action: 'session.grace', metadata: { expiresAt: s.expiresAt.toISOString() } }),
+      );
+      this.notifier.sessionGrace(sessionView(s));
+      this.notifier.sessionUpdated(sessionView(s));
+    }
+  }
+
+  private async candidates(where: string, params: unknown[]): Promise<LiveSessionRow[]> {
+    const ids = await em(this.orm).execute<{ id: string }[]>(`select id from live_sessions where status in ('STARTING','READY') and ${where}`, params);
+    return ids.length ? em(this.orm).find(LiveSessionSchema, { id: { $in: ids.map((r) => r.id) } }) : [];
+  }
+
+  private async expire(): Promise<void> {
+    for (const s of await this.candidates('expires_at <= now()', [])) {
+      const row = await em(this.orm).transactional(async (tx) => {
+        // Re-check by the database clock inside the conditional update: an extend that
+        // committed first wins, and this sweep then changes nothing.
+        const still = await tx.execute<{ id: string }[]>(`select id from live_sessions where id = ? and status = ? and expires_at <= now() for update`, [s.id, s.status]);
+        if (!still.length) return null;
+        return this.sessions.transitionIn(tx, s, SessionEvent.end, { endReason: 'ttl' }, SYSTEM, 'session.expire');
+      });
+      if (row) this.sessions.afterEnd(row, 'ttl');
+    }
+  }
+
+  private async failStuckStarts(): Promise<void> {
+    // The worker has the start timeout itself; this catches a worker that never answered.
+    const stuck = await this.candidates(`status = 'STARTING' and provider <> 'web' and created_at < now() - (? * interval '1 millisecond')`, [this.options.startTimeoutMs + 5000]);
+    for (const s of stuck) {
+      const message = `share did not start within ${Math.round(this.options.startTimeoutMs / 1000)}s (no answer from the worker)`;
+      const row = await em(this.orm).transactional((tx) => this.sessions.transitionIn(tx, s, SessionEvent.fail, { errorMessage: message, endReason: 'error' }, SYSTEM, 'session.error', { message }));
+      if (row) this.sessions.afterEnd(row, 'start timeout');
+    }
+  }
+
+  private async loseSilentWorkers(): Promise<void> {
+    const lost = await em(this.orm).execute<{ id: string }[]>(
+      `update workers set status = 'lost' where status in ('online','offline') and last_heartbeat_at < now() - (? * interval '1 millisecond') returning id`,
+      [this.options.workerLostAfterMs],
+    );
+    for (const { id: workerId } of lost) {
+      this.log.warn({ workerId }, 'worker lost: no heartbeat');
+      const runs = await em(this.orm).find(RunSchema, { workerId, status: { $in: ['assigned', 'running'] } });
+      for (const run of runs) {
+        const row = await em(this.orm).transactional(async (tx) => {
+          const r = await applyRunEvent(tx, run.id, RunEvent.lose, { endedAt: new Date(), errorMessage: 'worker lost (no heartbeat)' }, { workerId });
+          if (r) await appendAudit(tx, { runId: run.id, actor: SYSTEM, action: 'run.lost', metadata: { workerId, reason: 'no-heartbeat' } });
+          return r;
+        });
+        if (row) await this.runs.publish(run.id);
+      }
+      const sessions = await em(this.orm).find(LiveSessionSchema, { workerId, status: { $in: ['STARTING', 'READY'] } });
+      for (const s of sessions) {
+        const row = await em(this.orm).transactional((tx) => this.sessions.transitionIn(tx, s, SessionEvent.fail, { errorMessage: 'worker lost', endReason: 'worker-lost' }, SYSTEM, 'session.error', { message: 'worker lost' }));
+        if (row) this.sessions.afterEnd(row, 'worker lost');
+      }
+    }
+  }
+}

@@ -1,0 +1,64 @@
+import { randomBytes } from 'node:crypto';
+import { readdirSync } from 'node:fs';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import type { LiveSession } from '@handoff/shared';
+import { api, emitAck, Viewer } from '../support/clients.js';
+import { startTestHub, type TestHub } from '../support/hub.js';
+import { pidsMatching, untilNoProcess } from '../support/processes.js';
+import { startWorker } from '../support/worker.js';
+
+const LOST_AFTER_MS = 2000;
+
+describe('chaos: a worker dies (SIGKILL), 5 times', () => {
+  let hub: TestHub;
+  let operator: string;
+  let viewer: Viewer;
+
+  beforeAll(async () => {
+    hub = await startTestHub({ env: { WORKER_LOST_AFTER: `${LOST_AFTER_MS}ms`, HEARTBEAT_INTERVAL: '400ms', SWEEP_INTERVAL: '100ms' } });
+    operator = await hub.token('operator');
+    viewer = await Viewer.connect(hub.url, await hub.token('observer'));
+  });
+  afterAll(async () => {
+    viewer?.close();
+    await hub?.stop();
+  });
+
+  it('its runs go lost and its sessions ERROR within WORKER_LOST_AFTER + 2 s; a restart cleans every stale tmux server and process', async () => {
+    const token = await hub.workerToken(`chaos-${randomBytes(3).toString('hex')}`);
+    const sessionsSeen: LiveSession[] = [];
+    viewer.socket.on('session:updated', (s: LiveSession) => sessionsSeen.push(s));
+    let runDir: string | undefined;
+    const detection: number[] = [];
+    for (let round = 1; round <= 5; round++) {
+      const marker = `handoff-chaos-${randomBytes(4).toString('hex')}`;
+      const w = startWorker({ hubUrl: hub.url, token, runDir });
+      runDir = w.runDir;
+      const res = await api(hub.url, operator, 'POST', '/api/task-runs', { command: { script: `sh -c 'sleep 900; : ${marker}' & while true; do echo alive; sleep 0.2; done` } });
+      const runId = res.body.id as string;
+      await emitAck(viewer.socket, 'run:subscribe', { runId });
+      await viewer.untilStatus(runId, ['running'], 20_000);
+      await viewer.until('web READY', () => sessionsSeen.find((s) => s.runId === runId && s.status === 'READY'));
+
+      const killedAt = Date.now();
+      await w.kill('SIGKILL');
+      const lost = await viewer.untilStatus(runId, ['lost'], LOST_AFTER_MS + 5000);
+      const errored = await viewer.until('session ERROR', () => sessionsSeen.find((s) => s.runId === runId && s.status === 'ERROR'), 5000);
+      const took = Math.max(new Date(lost.endedAt!).getTime(), new Date(errored.endedAt!).getTime()) - killedAt;
+      detection.push(took);
+      expect(took).toBeLessThan(LOST_AFTER_MS + 2000);
+      expect(errored.errorMessage).toBe('worker lost');
+      expect(pidsMatching(marker).length).toBeGreaterThan(0); // the crash left the run's processes behind…
+
+      // …until the worker restarts: it cleans the stale run before taking work.
+      const restarted = startWorker({ hubUrl: hub.url, token, runDir });
+      const probe = await api(hub.url, operator, 'POST', '/api/task-runs', { command: { script: 'echo back' } });
+      await emitAck(viewer.socket, 'run:subscribe', { runId: probe.body.id });
+      await viewer.untilStatus(probe.body.id, ['succeeded'], 20_000);
+      expect(await untilNoProcess(marker)).toEqual([]);
+      expect(readdirSync(runDir)).not.toContain(runId);
+      await restarted.kill('SIGTERM');
+    }
+    console.log(`worker loss detected after ${detection.map((d) => `${d} ms`).join(', ')} (WORKER_LOST_AFTER ${LOST_AFTER_MS} ms)`);
+  });
+});
