@@ -10,6 +10,7 @@ import type { ServerConfig } from './config.js';
 import { em, openDatabase, type Orm } from './db/orm.js';
 import { createApp } from './http/app.js';
 import { createLogger, type Logger } from './logger.js';
+import { AuditLog } from './services/audit.js';
 import { AuthService } from './services/auth.js';
 import { LiveSessionService, type LiveSessionOptions } from './services/live-sessions.js';
 import { RunService } from './services/runs.js';
@@ -100,7 +101,8 @@ export async function createHub(config: ServerConfig, opts: { logger?: Logger } 
   });
 
   const app = createApp({
-    auth, runs, sessions, log,
+    auth, runs, sessions, terminal, log,
+    audit: new AuditLog(orm),
     webDir: config.HANDOFF_WEB_DIR ?? DEFAULT_WEB_DIR,
     ready: async () => {
       const checks: Record<string, boolean> = {};

@@ -66,3 +66,41 @@ export const whoamiSchema = z.object({
   role: z.string().nullable(),
 });
 export type Whoami = z.infer<typeof whoamiSchema>;
+
+/** `GET /api/task-runs/:id/events` query: the run's audit rows in chain order. */
+export const listEventsQuerySchema = z.strictObject({
+  /** Rows after this chain position (the previous page's `nextCursor`). */
+  cursor: z.coerce.number().int().min(0).optional(),
+  /** Page size, 1–1000. Default 200. */
+  limit: z.coerce.number().int().min(1).max(1000).default(200),
+  /** Only rows of this action, e.g. `session.revoke`. */
+  action: z.string().regex(/^[a-z][a-z.-]{0,59}$/).optional(),
+  /** `jsonl` streams one row per line (the export format). */
+  format: z.enum(['json', 'jsonl']).default('json'),
+});
+
+export const auditEventSchema = z.object({
+  id: z.string(),
+  runId: z.string().nullable(),
+  seq: z.number().int(),
+  sessionId: z.string().nullable(),
+  correlationId: z.string(),
+  actorType: z.string(),
+  actorId: z.string(),
+  action: z.string(),
+  result: z.string(),
+  at: z.string(),
+  metadata: z.record(z.string(), z.unknown()),
+  prevHash: z.string().nullable(),
+  hash: z.string(),
+});
+export type AuditEvent = z.infer<typeof auditEventSchema>;
+
+/** `GET /api/task-runs/:id/events/verify` response. */
+export const verifyResponseSchema = z.object({
+  ok: z.boolean(),
+  rows: z.number().int(),
+  /** The first row whose hash (or link to the previous row) does not match. */
+  brokenAt: z.object({ seq: z.number().int(), id: z.string(), reason: z.string() }).optional(),
+});
+export type VerifyResponse = z.infer<typeof verifyResponseSchema>;

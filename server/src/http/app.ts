@@ -4,10 +4,13 @@ import express, { type Express } from 'express';
 import type { Logger } from 'pino';
 import { AppError, ErrorCode, type Whoami } from '@handoff/shared';
 import type { AuthService } from '../services/auth.js';
+import type { AuditLog } from '../services/audit.js';
 import type { LiveSessionService } from '../services/live-sessions.js';
+import type { TerminalService } from '../services/terminal.js';
 import type { RunService } from '../services/runs.js';
 import { authenticate, principalOf } from './auth.js';
 import { errorBoundary } from './errors.js';
+import { auditRoutes } from './audit-routes.js';
 import { liveSessionRoutes } from './live-session-routes.js';
 import { taskRunsRoutes } from './task-runs-routes.js';
 
@@ -15,6 +18,8 @@ export interface AppDeps {
   auth: AuthService;
   runs: RunService;
   sessions: LiveSessionService;
+  terminal: TerminalService;
+  audit: AuditLog;
   log: Logger;
   /** Readiness probe of the hub's dependencies (DB, Redis). */
   ready: () => Promise<Record<string, boolean>>;
@@ -45,6 +50,7 @@ export function createApp(deps: AppDeps): Express {
     res.json(body);
   });
   api.use('/task-runs/:id', liveSessionRoutes(deps.sessions));
+  api.use('/task-runs/:id', auditRoutes(deps.audit, deps.runs, deps.terminal));
   api.use('/task-runs', taskRunsRoutes(deps.runs));
   api.use((req) => {
     throw new AppError({ code: ErrorCode.NOT_FOUND, message: `no route ${req.method} /api${req.path}` });

@@ -1,7 +1,8 @@
-import type { ActorType, AuditResult } from '@handoff/shared';
+import type { ActorType, AuditEvent, AuditResult, VerifyResponse } from '@handoff/shared';
 import { ControlEventSchema, type ControlEvent } from '../db/entities.js';
-import type { Em } from '../db/orm.js';
+import { em, type Em, type Orm } from '../db/orm.js';
 import { chainHash } from '../domain/hash-chain.js';
+import { redact } from '../domain/redaction.js';
 import { uuidv7 } from './ids.js';
 
 /** Who did something. */
@@ -46,10 +47,64 @@ export async function appendAudit(tx: Em, entry: AuditEntry): Promise<ControlEve
     action: entry.action,
     result: entry.result ?? 'ok',
     at: now.toISOString(),
-    metadata: entry.metadata ?? {},
+    // Redacted before hashing and persisting: a secret must never enter the append-only log.
+    metadata: redact(entry.metadata ?? {}),
   };
   const prevHash = prev?.hash ?? null;
   const row = tx.create(ControlEventSchema, { ...fields, at: now, prevHash, hash: chainHash(prevHash, fields) });
   await tx.persist(row).flush();
   return row;
+}
+
+export function auditView(row: ControlEvent): AuditEvent {
+  return {
+    id: row.id, runId: row.runId ?? null, seq: row.seq, sessionId: row.sessionId ?? null, correlationId: row.correlationId,
+    actorType: row.actorType, actorId: row.actorId, action: row.action, result: row.result, at: row.at.toISOString(),
+    metadata: row.metadata, prevHash: row.prevHash ?? null, hash: row.hash,
+  };
+}
+
+/** A page of a run's audit rows in chain order. */
+export async function listAudit(tx: Em, runId: string, q: { cursor?: number | undefined; limit: number; action?: string | undefined }) {
+  const rows = await tx.find(
+    ControlEventSchema,
+    { runId, seq: { $gt: q.cursor ?? 0 }, ...(q.action ? { action: q.action } : {}) },
+    { orderBy: { seq: 'asc' }, limit: q.limit + 1 },
+  );
+  const page = rows.slice(0, q.limit);
+  return { events: page.map(auditView), nextCursor: rows.length > q.limit ? page[page.length - 1]!.seq : null };
+}
+
+/** Recomputes a run's hash chain and names the first row that does not match. */
+export async function verifyAudit(tx: Em, runId: string): Promise<VerifyResponse> {
+  let prev: string | null = null;
+  let expectedSeq = 1;
+  let count = 0;
+  for (let cursor = 0; ; ) {
+    const rows = await tx.find(ControlEventSchema, { runId, seq: { $gt: cursor } }, { orderBy: { seq: 'asc' }, limit: 1000 });
+    for (const r of rows) {
+      count += 1;
+      const { hash, prevHash, at, ...rest } = r;
+      const fields = { ...rest, runId: rest.runId ?? null, sessionId: rest.sessionId ?? null, at: at.toISOString() };
+      const reason =
+        r.seq !== expectedSeq ? `row missing before position ${r.seq}` : (prevHash ?? null) !== prev ? 'prevHash does not link to the previous row' : chainHash(prev, fields) !== hash ? 'hash does not match the row' : null;
+      if (reason) return { ok: false, rows: count, brokenAt: { seq: r.seq, id: r.id, reason } };
+      prev = hash;
+      expectedSeq += 1;
+    }
+    if (rows.length < 1000) break;
+    cursor = rows[rows.length - 1]!.seq;
+  }
+  return { ok: true, rows: count };
+}
+
+/** Read side of the audit log, for the API. */
+export class AuditLog {
+  constructor(private readonly orm: Orm) {}
+  list(runId: string, q: { cursor?: number | undefined; limit: number; action?: string | undefined }) {
+    return listAudit(em(this.orm), runId, q);
+  }
+  verify(runId: string): Promise<VerifyResponse> {
+    return verifyAudit(em(this.orm), runId);
+  }
 }

@@ -1,0 +1,60 @@
+import { Router } from 'express';
+import { listEventsQuerySchema, runIdParamsSchema } from '@handoff/shared';
+import type { AuditLog } from '../services/audit.js';
+import type { RunService } from '../services/runs.js';
+import type { TerminalService } from '../services/terminal.js';
+import { requireUser } from './auth.js';
+import { parseParams, parseQuery } from './validate.js';
+
+/** Terminal size recorded in the cast header (the worker's default pane size). */
+const CAST_SIZE = { width: 120, height: 32 };
+
+/** `/api/task-runs/:id/events(/verify)` and `/recording.cast`. */
+export function auditRoutes(audit: AuditLog, runs: RunService, terminal: TerminalService): Router {
+  const router = Router({ mergeParams: true });
+
+  router.get('/events', async (req, res) => {
+    requireUser(res, 'admin');
+    const { id } = parseParams(runIdParamsSchema, req);
+    const q = parseQuery(listEventsQuerySchema, req);
+    await runs.view(id); // NOT_FOUND for unknown runs
+    if (q.format === 'json') {
+      res.json(await audit.list(id, q));
+      return;
+    }
+    // JSONL export: every row from the cursor on, one per line, page by page.
+    res.type('application/x-ndjson').setHeader('content-disposition', `attachment; filename="run-${id}-audit.jsonl"`);
+    for (let cursor = q.cursor; ; ) {
+      const page = await audit.list(id, { cursor, limit: 1000, action: q.action });
+      for (const e of page.events) res.write(`${JSON.stringify(e)}\n`);
+      if (page.nextCursor === null) break;
+      cursor = page.nextCursor;
+    }
+    res.end();
+  });
+
+  router.get('/events/verify', async (req, res) => {
+    requireUser(res, 'admin');
+    const { id } = parseParams(runIdParamsSchema, req);
+    await runs.view(id);
+    res.json(await audit.verify(id));
+  });
+
+  router.get('/recording.cast', async (req, res) => {
+    requireUser(res, 'observer');
+    const { id } = parseParams(runIdParamsSchema, req);
+    const run = await runs.view(id);
+    res.type('application/x-asciicast').setHeader('content-disposition', `attachment; filename="run-${id}.cast"`);
+    const startedAt = Math.floor(new Date(run.startedAt ?? run.createdAt).getTime() / 1000);
+    res.write(`${JSON.stringify({ version: 2, ...CAST_SIZE, timestamp: startedAt, title: run.title })}\n`);
+    for (let after = 0; ; ) {
+      const { frames } = await terminal.scrollback(id, after);
+      for (const f of frames) res.write(`${JSON.stringify([f.t / 1000, 'o', f.data])}\n`);
+      if (!frames.length) break;
+      after = frames[frames.length - 1]!.seq;
+    }
+    res.end();
+  });
+
+  return router;
+}
