@@ -18,7 +18,7 @@ With the embedded database (no DATABASE_URL), stop the hub first: PGlite allows 
 /** The CLI runs without a hub: pushes have nowhere to go until the hub starts. */
 const offline: Notifier = {
   runUpdated() {}, sessionUpdated() {}, termFrames() {}, cancelOnWorker() {}, kickSchedulers() {},
-  sessionGrace() {}, closeTerm() {}, startShare() {}, stopShare() {},
+  sessionGrace() {}, closeTerm() {}, startShare() {}, stopShare() {}, approvalUpdated() {},
 };
 
 const DEMO_AGENT = fileURLToPath(new URL('../../worker/src/demo-agent.mjs', import.meta.url));

@@ -18,6 +18,10 @@ import { Scheduler } from './services/scheduler.js';
 import { loadSecretKey, SecretBox } from './services/secret-box.js';
 import { redisLeadership, soleLeader } from './services/leader.js';
 import { Sweeper } from './services/sweeper.js';
+import { ApprovalService } from './services/approvals.js';
+import { PolicyGate } from './services/policy-gate.js';
+import { loadPolicy } from './services/policy-loader.js';
+import type { CreateRunBody, Provider } from '@handoff/shared';
 import { TerminalService } from './services/terminal.js';
 import { setupDashboardNamespace } from './socket/dashboard-namespace.js';
 import { PEER_TIMEOUT_MS, type DashboardNamespace, type WorkerNamespace } from './socket/namespaces.js';
@@ -72,11 +76,19 @@ export async function createHub(config: ServerConfig, opts: { logger?: Logger } 
   const secretBox = new SecretBox(loadSecretKey({ configured: config.HANDOFF_SECRET_KEY, dataDir: config.HANDOFF_DATA_DIR }));
   const sessions = new LiveSessionService(orm, notifier, secretBox, log.child({ module: 'live-sessions' }), liveSessionOptions(config));
   runs.sessions = sessions;
+  // Deny by default: every user command passes the policy (HANDOFF_POLICY or the shipped default).
+  const gate = new PolicyGate(orm, loadPolicy(config.HANDOFF_POLICY));
+  const approvals = new ApprovalService(orm, notifier, config.APPROVAL_TIMEOUT);
+  gate.approvals = approvals;
+  runs.gate = gate;
+  sessions.gate = gate;
+  registerApprovedCommands(approvals, runs, sessions);
   const sweeper = new Sweeper(orm, sessions, runs, notifier, redis ? redisLeadership(redis.pub, `${config.REDIS_KEY_PREFIX}:sweeper`, 5000) : soleLeader, log.child({ module: 'sweeper' }), {
     intervalMs: config.SWEEP_INTERVAL,
     graceMs: config.LIVE_GRACE,
     startTimeoutMs: config.LIVE_PROVIDER_START_TIMEOUT,
     workerLostAfterMs: config.WORKER_LOST_AFTER,
+    chores: [() => approvals.expireDue()],
   });
   sessions.onCreated = (sessionId) => void sweeper.graceWarnings(sessionId).catch((err) => log.error({ err }, 'grace check failed'));
   const terminal = new TerminalService(orm, notifier, log.child({ module: 'terminal' }), {
@@ -102,7 +114,8 @@ export async function createHub(config: ServerConfig, opts: { logger?: Logger } 
 
   const app = createApp({
     auth, runs, sessions, terminal, log,
-    audit: new AuditLog(orm),
+    audit: new AuditLog(orm, gate),
+    approvals,
     webDir: config.HANDOFF_WEB_DIR ?? DEFAULT_WEB_DIR,
     ready: async () => {
       const checks: Record<string, boolean> = {};
@@ -142,6 +155,20 @@ export async function createHub(config: ServerConfig, opts: { logger?: Logger } 
 }
 
 export const webDirDefault = path.resolve(DEFAULT_WEB_DIR);
+
+/** What an approval replays, as the requester, once approved. */
+function registerApprovedCommands(approvals: ApprovalService, runs: RunService, sessions: LiveSessionService): void {
+  const approved = { approved: true };
+  const session = (runId: string | null) => runId ?? '';
+  approvals.register('run.create', (actor, _runId, p) => runs.create(actor, p.body as CreateRunBody, approved));
+  approvals.register('run.cancel', (actor, runId, p) => runs.cancel(actor, session(runId), (p.reason as string | null) ?? undefined, approved));
+  const create = (actor: Parameters<typeof sessions.create>[0], runId: string | null, p: Record<string, unknown>) =>
+    sessions.create(actor, session(runId), { provider: p.provider as Provider, ttlMinutes: (p.ttlMinutes as number | null) ?? undefined }, approved).then((r) => ({ session: r.session }));
+  approvals.register('session.create', create);
+  approvals.register('session.create.external', create);
+  approvals.register('session.extend', (actor, runId, p) =>
+    sessions.extend(actor, session(runId), { ttlMinutes: p.ttlMinutes as number, provider: (p.provider as Provider | undefined) ?? undefined }, approved));
+}
 
 function liveSessionOptions(config: ServerConfig): LiveSessionOptions {
   const fingerprints = {

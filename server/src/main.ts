@@ -10,7 +10,14 @@ try {
   process.exit(2);
 }
 const log = createLogger(config.LOG_LEVEL);
-const hub = await createHub(config, { logger: log });
+let hub;
+try {
+  hub = await createHub(config, { logger: log });
+} catch (err) {
+  // A bad policy file, key or database URL: say what is wrong, without a stack trace.
+  process.stderr.write(`handoff hub could not start: ${(err as Error).message}\n`);
+  process.exit(2);
+}
 
 const adminToken = await hub.auth.bootstrapAdmin();
 if (adminToken) {

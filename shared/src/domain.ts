@@ -117,3 +117,23 @@ export const runSchema = z.object({
   sessions: z.array(liveSessionSchema),
 });
 export type Run = z.infer<typeof runSchema>;
+
+export const approvalSchema = z.object({
+  id: z.string(),
+  runId: z.string().nullable(),
+  /** The policy action waiting for a decision, e.g. `session.create.external`. */
+  action: z.string(),
+  /** The command's parameters, replayed as the requester on approval. */
+  params: z.record(z.string(), z.unknown()),
+  requester: z.object({ id: z.string(), name: z.string(), role: z.string() }),
+  approverRoles: z.array(z.string()),
+  status: z.enum(['pending', 'approved', 'denied', 'expired']),
+  createdAt: isoDate,
+  expiresAt: isoDate,
+  resolvedAt: isoDate.nullable(),
+  resolvedBy: z.string().nullable(),
+  reason: z.string().nullable(),
+  /** After approval: what the replayed command returned (`{ok, result}` or `{ok: false, error}`). */
+  outcome: z.unknown(),
+});
+export type ApprovalRequest = z.infer<typeof approvalSchema>;

@@ -1,6 +1,6 @@
 import { z } from 'zod';
 import type { AckCallback } from './errors.js';
-import { commandSchema, liveSessionSchema, runSchema } from './domain.js';
+import { approvalSchema, commandSchema, liveSessionSchema, runSchema } from './domain.js';
 
 /** External share providers run by the worker (the `web` provider lives in the hub). */
 export const externalProviderSchema = z.enum(['tmate', 'upterm']);
@@ -126,11 +126,15 @@ export const dashboardClientEvents = {
     response: z.object({ frames: z.array(frameSchema), truncated: z.boolean() }),
   },
   'term:unsubscribe': { payload: runRef, response: z.object({}) },
+  /** Join the `approvals` room: approval requests and their resolutions, live. */
+  'approvals:subscribe': { payload: z.strictObject({}), response: z.object({}) },
 } as const;
 
 export const dashboardServerEvents = {
   'run:updated': { payload: runSchema },
   'session:updated': { payload: liveSessionSchema },
+  /** An approval request was created or resolved (to `approvals`). */
+  'approval:updated': { payload: approvalSchema },
   /** Pushed once per session at LIVE_GRACE before it expires. */
   'session:grace': { payload: z.object({ sessionId: z.string(), runId: z.string(), expiresAt: z.string() }) },
   /** Live viewing of a run ended for everyone in `run:<id>:term` (revoked or expired); they were removed from the room. */
@@ -167,6 +171,7 @@ export const rooms = {
   run: (runId: string) => `run:${runId}`,
   term: (runId: string) => `run:${runId}:term`,
   worker: (workerId: string) => `worker:${workerId}`,
+  approvals: 'approvals',
 } as const;
 
 export const NAMESPACE = { dashboard: '/dashboard', worker: '/worker' } as const;

@@ -1,5 +1,5 @@
 import { z } from 'zod';
-import { commandSchema, liveSessionSchema, providerSchema, runSchema, runStatusSchema } from './domain.js';
+import { approvalSchema, commandSchema, liveSessionSchema, providerSchema, runSchema, runStatusSchema } from './domain.js';
 
 const envName = z.string().regex(/^[A-Za-z_][A-Za-z0-9_]{0,127}$/, 'must be an environment variable name');
 const labelKey = z.string().regex(/^[a-z0-9][a-z0-9._/-]{0,62}$/, 'must be a lowercase label key');
@@ -104,3 +104,10 @@ export const verifyResponseSchema = z.object({
   brokenAt: z.object({ seq: z.number().int(), id: z.string(), reason: z.string() }).optional(),
 });
 export type VerifyResponse = z.infer<typeof verifyResponseSchema>;
+
+/** `GET /api/approvals` query. */
+export const listApprovalsQuerySchema = z.strictObject({ status: z.enum(['pending', 'approved', 'denied', 'expired']).optional() });
+export const approvalIdParamsSchema = z.strictObject({ id: z.uuid() });
+/** `POST /api/approvals/:id/approve|deny` body. */
+export const resolveApprovalBodySchema = z.strictObject({ reason: z.string().min(1).max(500).optional() });
+export const approvalListSchema = z.object({ approvals: z.array(approvalSchema) });

@@ -86,8 +86,10 @@ describe('live sessions (web provider): lifecycle, idempotency, limits, revoke, 
     const limit = await api(hub.url, admin, 'POST', `/api/task-runs/${runId}/live-session`, { provider: 'upterm' });
     expect(limit.status).toBe(409);
     expect(limit.body.error).toMatchObject({ code: 'LIMIT_REACHED', message: expect.stringContaining('LIVE_MAX_SHARES_PER_RUN') });
+    // The default policy: an operator's external share waits for an admin's approval.
     const operatorExternal = await api(hub.url, operator, 'POST', `/api/task-runs/${runId}/live-session`, { provider: 'tmate' });
-    expect(operatorExternal.status).toBe(403);
+    expect(operatorExternal.status).toBe(202);
+    expect(operatorExternal.body.error).toMatchObject({ code: 'APPROVAL_REQUIRED', details: { approvalId: expect.any(String) } });
     const observer = await api(hub.url, await hub.token('observer'), 'POST', `/api/task-runs/${runId}/live-session/revoke`, {});
     expect(observer.status).toBe(403);
     expect((await api(hub.url, operator, 'GET', `/api/task-runs/${runId}/live-sessions`)).body.sessions.map((s: LiveSession) => s.status)).toEqual(['READY']);

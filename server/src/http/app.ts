@@ -4,12 +4,14 @@ import express, { type Express } from 'express';
 import type { Logger } from 'pino';
 import { AppError, ErrorCode, type Whoami } from '@handoff/shared';
 import type { AuthService } from '../services/auth.js';
+import type { ApprovalService } from '../services/approvals.js';
 import type { AuditLog } from '../services/audit.js';
 import type { LiveSessionService } from '../services/live-sessions.js';
 import type { TerminalService } from '../services/terminal.js';
 import type { RunService } from '../services/runs.js';
 import { authenticate, principalOf } from './auth.js';
 import { errorBoundary } from './errors.js';
+import { approvalRoutes } from './approval-routes.js';
 import { auditRoutes } from './audit-routes.js';
 import { liveSessionRoutes } from './live-session-routes.js';
 import { taskRunsRoutes } from './task-runs-routes.js';
@@ -20,6 +22,7 @@ export interface AppDeps {
   sessions: LiveSessionService;
   terminal: TerminalService;
   audit: AuditLog;
+  approvals: ApprovalService;
   log: Logger;
   /** Readiness probe of the hub's dependencies (DB, Redis). */
   ready: () => Promise<Record<string, boolean>>;
@@ -52,6 +55,7 @@ export function createApp(deps: AppDeps): Express {
   api.use('/task-runs/:id', liveSessionRoutes(deps.sessions));
   api.use('/task-runs/:id', auditRoutes(deps.audit, deps.runs, deps.terminal));
   api.use('/task-runs', taskRunsRoutes(deps.runs));
+  api.use('/approvals', approvalRoutes(deps.approvals));
   api.use((req) => {
     throw new AppError({ code: ErrorCode.NOT_FOUND, message: `no route ${req.method} /api${req.path}` });
   });

@@ -14,18 +14,18 @@ export function auditRoutes(audit: AuditLog, runs: RunService, terminal: Termina
   const router = Router({ mergeParams: true });
 
   router.get('/events', async (req, res) => {
-    requireUser(res, 'admin');
+    const actor = requireUser(res, 'observer');
     const { id } = parseParams(runIdParamsSchema, req);
     const q = parseQuery(listEventsQuerySchema, req);
     await runs.view(id); // NOT_FOUND for unknown runs
     if (q.format === 'json') {
-      res.json(await audit.list(id, q));
+      res.json(await audit.list(actor, id, q));
       return;
     }
     // JSONL export: every row from the cursor on, one per line, page by page.
     res.type('application/x-ndjson').setHeader('content-disposition', `attachment; filename="run-${id}-audit.jsonl"`);
     for (let cursor = q.cursor; ; ) {
-      const page = await audit.list(id, { cursor, limit: 1000, action: q.action });
+      const page = await audit.list(actor, id, { cursor, limit: 1000, action: q.action });
       for (const e of page.events) res.write(`${JSON.stringify(e)}\n`);
       if (page.nextCursor === null) break;
       cursor = page.nextCursor;
@@ -34,10 +34,10 @@ export function auditRoutes(audit: AuditLog, runs: RunService, terminal: Termina
   });
 
   router.get('/events/verify', async (req, res) => {
-    requireUser(res, 'admin');
+    const actor = requireUser(res, 'observer');
     const { id } = parseParams(runIdParamsSchema, req);
     await runs.view(id);
-    res.json(await audit.verify(id));
+    res.json(await audit.verify(actor, id));
   });
 
   router.get('/recording.cast', async (req, res) => {

@@ -1,8 +1,8 @@
 import type { NextFunction, Request, Response } from 'express';
 import { AppError, ErrorCode, type Role } from '@handoff/shared';
 import { roleAtLeast } from '../domain/roles.js';
-import type { Actor } from '../services/audit.js';
 import type { AuthService, Principal } from '../services/auth.js';
+import type { UserActor } from '../services/policy-gate.js';
 
 /** The authenticated principal of a request (set by `authenticate`). */
 export function principalOf(res: Response): Principal | undefined {
@@ -26,7 +26,7 @@ export function authenticate(auth: AuthService) {
 }
 
 /** The calling user, with at least `role`; workers never use dashboard routes. */
-export function requireUser(res: Response, role: Role): Actor & { role: Role; name: string } {
+export function requireUser(res: Response, role: Role): UserActor {
   const p = principalOf(res);
   if (!p) throw new AppError({ code: ErrorCode.UNAUTHENTICATED, message: 'a valid bearer token is required' });
   if (p.kind !== 'user') throw new AppError({ code: ErrorCode.FORBIDDEN, message: 'worker tokens cannot use the dashboard API' });

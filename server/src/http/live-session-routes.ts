@@ -11,8 +11,7 @@ export function liveSessionRoutes(sessions: LiveSessionService): Router {
   router.post('/live-session', async (req, res) => {
     const { id } = parseParams(runIdParamsSchema, req);
     const body = parseBody(createLiveSessionBodySchema, req);
-    // External shares leave the hub's control: admins only until the approval chain exists.
-    const actor = requireUser(res, body.provider === 'tmate' || body.provider === 'upterm' ? 'admin' : 'operator');
+    const actor = requireUser(res, 'operator');
     const { session, created } = await sessions.create(actor, id, body);
     res.status(created ? 201 : 200).json({ session });
   });

@@ -3,6 +3,7 @@ import { ControlEventSchema, type ControlEvent } from '../db/entities.js';
 import { em, type Em, type Orm } from '../db/orm.js';
 import { chainHash } from '../domain/hash-chain.js';
 import { redact } from '../domain/redaction.js';
+import type { PolicyGate, UserActor } from './policy-gate.js';
 import { uuidv7 } from './ids.js';
 
 /** Who did something. */
@@ -100,11 +101,16 @@ export async function verifyAudit(tx: Em, runId: string): Promise<VerifyResponse
 
 /** Read side of the audit log, for the API. */
 export class AuditLog {
-  constructor(private readonly orm: Orm) {}
-  list(runId: string, q: { cursor?: number | undefined; limit: number; action?: string | undefined }) {
+  constructor(
+    private readonly orm: Orm,
+    private readonly gate: PolicyGate,
+  ) {}
+  async list(actor: UserActor, runId: string, q: { cursor?: number | undefined; limit: number; action?: string | undefined }) {
+    await this.gate.check('audit.read', actor, { runId });
     return listAudit(em(this.orm), runId, q);
   }
-  verify(runId: string): Promise<VerifyResponse> {
+  async verify(actor: UserActor, runId: string): Promise<VerifyResponse> {
+    await this.gate.check('audit.read', actor, { runId });
     return verifyAudit(em(this.orm), runId);
   }
 }

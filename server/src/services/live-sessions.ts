@@ -13,6 +13,7 @@ import { LiveSessionSchema, RunSchema, type LiveSessionRow, type RunRow } from '
 import { em, type Em, type Orm } from '../db/orm.js';
 import { SessionEvent, sessionStatesAllowing, sessionTransition } from '../domain/live-session-machine.js';
 import { appendAudit, SYSTEM, type Actor } from './audit.js';
+import { isUser, type CommandOptions, type PolicyGate } from './policy-gate.js';
 import { uuidv7 } from './ids.js';
 import type { Notifier } from './notifier.js';
 import { sessionView } from './views.js';
@@ -47,6 +48,7 @@ const isExternal = (p: string) => EXTERNAL.includes(p as Provider);
 export class LiveSessionService {
   /** Set by the hub once the sweeper exists: a new short-TTL session gets its grace warning at once. */
   onCreated: (sessionId: string) => void = () => {};
+  gate!: PolicyGate;
 
   constructor(
     private readonly orm: Orm,
@@ -96,9 +98,13 @@ export class LiveSessionService {
    * `session.reuse`). External providers are mutually exclusive: starting tmate ends an
    * active upterm share and vice versa (`switched`).
    */
-  async create(actor: Actor, runId: string, body: { provider?: Provider | undefined; ttlMinutes?: number | undefined }): Promise<{ session: LiveSession; created: boolean }> {
+  async create(actor: Actor, runId: string, body: { provider?: Provider | undefined; ttlMinutes?: number | undefined }, opts: CommandOptions = {}): Promise<{ session: LiveSession; created: boolean }> {
     const provider = body.provider ?? this.options.defaultProvider;
     const ttlMs = body.ttlMinutes === undefined ? this.options.ttlMs : this.requestedTtl(body.ttlMinutes);
+    if (isUser(actor) && !opts.approved) {
+      const run = await this.run(em(this.orm), runId);
+      await this.gate.check(isExternal(provider) ? 'session.create.external' : 'session.create', actor, { runId, runLabels: run.labels, provider, ttlMinutes: Math.ceil(ttlMs / 60_000) }, { provider, ttlMinutes: body.ttlMinutes ?? null });
+    }
     const switched: LiveSessionRow[] = [];
     const result = await em(this.orm).transactional(async (tx) => {
       // Serializes creates per run: idempotency and the per-run limit hold under concurrency.
@@ -154,8 +160,12 @@ export class LiveSessionService {
     return { session: sessionView(result.row), created: result.created };
   }
 
-  async extend(actor: Actor, runId: string, body: { ttlMinutes: number; provider?: Provider | undefined }): Promise<LiveSession> {
+  async extend(actor: Actor, runId: string, body: { ttlMinutes: number; provider?: Provider | undefined }, opts: CommandOptions = {}): Promise<LiveSession> {
     const ttlMs = this.requestedTtl(body.ttlMinutes);
+    if (isUser(actor) && !opts.approved) {
+      const run = await this.run(em(this.orm), runId);
+      await this.gate.check('session.extend', actor, { runId, runLabels: run.labels, ttlMinutes: body.ttlMinutes, ...(body.provider ? { provider: body.provider } : {}) }, { ...body });
+    }
     const target = body.provider ? await this.latest(runId, body.provider) : await this.primary(runId);
     const row = await em(this.orm).transactional(async (tx) => {
       // One statement decides the race with the expiry sweep: both compare against now().

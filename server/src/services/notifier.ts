@@ -1,4 +1,4 @@
-import type { Frame, LiveSession, Run, RunAssignment, ShareStart } from '@handoff/shared';
+import type { ApprovalRequest, Frame, LiveSession, Run, RunAssignment, ShareStart } from '@handoff/shared';
 
 /**
  * The push side of the services: implemented by the socket edge (rooms, adapter
@@ -18,6 +18,8 @@ export interface Notifier {
   closeTerm(runId: string, reason: string): void;
   /** Asks the run's worker to start an external share. */
   startShare(workerId: string, share: ShareStart): void;
+  /** An approval request changed (to the approvals room). */
+  approvalUpdated(approval: ApprovalRequest): void;
   /** Asks a worker to kill a share's process group. */
   stopShare(workerId: string, sessionId: string, reason: string): void;
 }

@@ -3,6 +3,7 @@ import { LiveSessionSchema, RunSchema, type RunRow } from '../db/entities.js';
 import { em, type Em, type Orm } from '../db/orm.js';
 import { exitEvent, RunEvent, runStatesAllowing, runTransition } from '../domain/run-machine.js';
 import { appendAudit, type Actor } from './audit.js';
+import { isUser, type CommandOptions, type PolicyGate } from './policy-gate.js';
 import { uuidv7 } from './ids.js';
 import type { LiveSessionService } from './live-sessions.js';
 import type { Notifier } from './notifier.js';
@@ -53,6 +54,7 @@ export async function applyRunEvent(
 export class RunService {
   /** Set after construction: the two services refer to each other. */
   sessions!: LiveSessionService;
+  gate!: PolicyGate;
 
   constructor(
     private readonly orm: Orm,
@@ -73,7 +75,8 @@ export class RunService {
     return run;
   }
 
-  async create(actor: Actor, body: CreateRunBody): Promise<Run> {
+  async create(actor: Actor, body: CreateRunBody, opts: CommandOptions = {}): Promise<Run> {
+    if (isUser(actor) && !opts.approved) await this.gate.check('run.create', actor, { runLabels: body.labels ?? {} }, { body });
     const id = uuidv7();
     const title = body.title ?? ('argv' in body.command ? body.command.argv.join(' ') : body.command.script.split('\n')[0]!).slice(0, 200);
     await em(this.orm).transactional(async (tx) => {
@@ -111,7 +114,12 @@ export class RunService {
     };
   }
 
-  async cancel(actor: Actor, runId: string, reason?: string): Promise<Run> {
+  async cancel(actor: Actor, runId: string, reason?: string, opts: CommandOptions = {}): Promise<Run> {
+    if (isUser(actor) && !opts.approved) {
+      const run = await em(this.orm).findOne(RunSchema, { id: runId });
+      if (!run) throw notFound(runId);
+      await this.gate.check('run.cancel', actor, { runId, runLabels: run.labels }, { reason: reason ?? null });
+    }
     const row = await em(this.orm).transactional(async (tx) => {
       const current = await tx.findOne(RunSchema, { id: runId });
       if (!current) throw notFound(runId);

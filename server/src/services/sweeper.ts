@@ -16,6 +16,8 @@ export interface SweeperOptions {
   graceMs: number;
   startTimeoutMs: number;
   workerLostAfterMs: number;
+  /** Further time-driven chores of other services (e.g. approval expiry), run each sweep. */
+  chores?: Array<() => Promise<void>>;
 }
 
 /**
@@ -59,6 +61,7 @@ export class Sweeper {
         await this.expire();
         await this.failStuckStarts();
         await this.loseSilentWorkers();
+        for (const chore of this.options.chores ?? []) await chore();
       } catch (err) {
         this.log.error({ err }, 'sweep failed');
       }

@@ -42,6 +42,10 @@ export function setupDashboardNamespace(nsp: DashboardNamespace, deps: Dashboard
       await socket.join(rooms.term(runId));
       return deps.terminal.scrollback(runId, afterSeq);
     });
+    on(socket, events, 'approvals:subscribe', log, async () => {
+      await socket.join(rooms.approvals);
+      return {};
+    });
     on(socket, events, 'term:unsubscribe', log, async ({ runId }) => {
       await socket.leave(rooms.term(runId));
       return {};

@@ -1,4 +1,4 @@
-import { rooms, type Frame, type LiveSession, type Run, type ShareStart } from '@handoff/shared';
+import { rooms, type ApprovalRequest, type Frame, type LiveSession, type Run, type ShareStart } from '@handoff/shared';
 import type { Notifier } from '../services/notifier.js';
 import type { DashboardNamespace, WorkerNamespace } from './namespaces.js';
 
@@ -41,6 +41,10 @@ export class SocketNotifier implements Notifier {
     this.dashboard.to(room).emit('term:closed', { runId, reason });
     // Through the adapter, so viewers on every node stop receiving frames at once.
     this.dashboard.in(room).socketsLeave(room);
+  }
+
+  approvalUpdated(approval: ApprovalRequest): void {
+    this.dashboard.to(rooms.approvals).emit('approval:updated', approval);
   }
 
   startShare(workerId: string, share: ShareStart): void {

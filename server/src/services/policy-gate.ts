@@ -1,0 +1,60 @@
+import { AppError, ErrorCode, type Provider, type Role } from '@handoff/shared';
+import { em, type Orm } from '../db/orm.js';
+import { evaluate, type Policy, type PolicyAction } from '../domain/policy.js';
+import { appendAudit, type Actor } from './audit.js';
+
+/** A user acting through the API: what the policy needs to know about them. */
+export type UserActor = Actor & { name: string; role: Role };
+
+/** Commands by users pass the gate; the system's own (e.g. a run's default web share) do not. */
+export const isUser = (actor: Actor): actor is UserActor => 'role' in actor;
+
+/** Options of a command replayed after approval: the approval stands in for the policy. */
+export interface CommandOptions {
+  approved?: boolean;
+}
+
+export interface GateContext {
+  runId?: string | null;
+  runLabels?: Record<string, string>;
+  provider?: Provider;
+  ttlMinutes?: number;
+}
+
+/** Where needs-approval decisions go: a persisted request that can replay the command. */
+export interface ApprovalRequester {
+  request(opts: { action: PolicyAction; actor: UserActor; runId: string | null; params: Record<string, unknown>; approverRoles: Role[]; ruleId: string }): Promise<string>;
+}
+
+/**
+ * The deny-by-default gate every command passes (DESIGN.md §2 Policy gate). A denial is
+ * audited with `result: denied` and answered POLICY_DENIED; needs-approval persists an
+ * approval request and answers APPROVAL_REQUIRED (202) with its id.
+ */
+export class PolicyGate {
+  approvals: ApprovalRequester | null = null;
+
+  constructor(
+    private readonly orm: Orm,
+    private readonly policy: Policy,
+  ) {}
+
+  async check(action: PolicyAction, actor: UserActor, ctx: GateContext, params: Record<string, unknown> = {}): Promise<void> {
+    const decision = evaluate(this.policy, action, actor, { ...ctx, now: new Date() });
+    if (decision.decision === 'allow') return;
+    const runId = ctx.runId ?? null;
+    if (decision.decision === 'needs-approval' && this.approvals) {
+      const approvalId = await this.approvals.request({ action, actor, runId, params, approverRoles: decision.approverRoles, ruleId: decision.ruleId });
+      throw new AppError({
+        code: ErrorCode.APPROVAL_REQUIRED,
+        message: `${action} needs approval by ${decision.approverRoles.join(' or ')}; request ${approvalId} is pending`,
+        details: { approvalId, approverRoles: decision.approverRoles },
+      });
+    }
+    const reason = decision.decision === 'deny' ? decision.reason : 'needs approval, and approvals are unavailable';
+    await em(this.orm).transactional((tx) =>
+      appendAudit(tx, { runId, actor, action, result: 'denied', metadata: { reason, ruleId: decision.ruleId ?? null, provider: ctx.provider ?? null, ttlMinutes: ctx.ttlMinutes ?? null } }),
+    );
+    throw new AppError({ code: ErrorCode.POLICY_DENIED, message: `${action} denied: ${reason}` });
+  }
+}
