@@ -18,6 +18,7 @@ import { Scheduler } from './services/scheduler.js';
 import { loadSecretKey, SecretBox } from './services/secret-box.js';
 import { redisLeadership, soleLeader } from './services/leader.js';
 import { Sweeper } from './services/sweeper.js';
+import { RateLimiter } from './services/rate-limiter.js';
 import { ApprovalService } from './services/approvals.js';
 import { PolicyGate } from './services/policy-gate.js';
 import { loadPolicy } from './services/policy-loader.js';
@@ -105,7 +106,11 @@ export async function createHub(config: ServerConfig, opts: { logger?: Logger } 
   });
   const scheduler = new Scheduler(orm, runs, log.child({ module: 'scheduler' }));
 
-  setupDashboardNamespace(dashboardNsp, { auth, runs, terminal, log });
+  const allowedOrigins = (config.HANDOFF_ALLOWED_ORIGINS ?? '').split(',').map((o) => o.trim()).filter(Boolean);
+  setupDashboardNamespace(dashboardNsp, {
+    auth, runs, terminal, log, allowedOrigins,
+    limiter: new RateLimiter({ perSecond: config.RATE_LIMIT_SOCKET_PER_SEC, burst: config.RATE_LIMIT_SOCKET_BURST }),
+  });
   setupWorkerNamespace(workerNsp, {
     orm, auth, runs, scheduler, terminal, log,
     heartbeatIntervalMs: config.HEARTBEAT_INTERVAL,
@@ -115,6 +120,8 @@ export async function createHub(config: ServerConfig, opts: { logger?: Logger } 
   const app = createApp({
     auth, runs, sessions, terminal, log,
     audit: new AuditLog(orm, gate),
+    limiter: new RateLimiter({ perSecond: config.RATE_LIMIT_REST_PER_SEC, burst: config.RATE_LIMIT_REST_BURST }),
+    allowedOrigins,
     approvals,
     webDir: config.HANDOFF_WEB_DIR ?? DEFAULT_WEB_DIR,
     ready: async () => {

@@ -54,6 +54,12 @@ export const serverConfigSchema = z.object({
   APPROVAL_TIMEOUT: duration('10m'),
   /** Terminal recording writes are batched: flushed after this long (frames are broadcast at once regardless). Default 50ms. */
   RECORDING_FLUSH: duration('50ms'),
+  /** REST requests per API token: sustained rate per second and burst. Defaults 20/s, burst 200. */
+  RATE_LIMIT_REST_PER_SEC: int(20, 1, 100_000),
+  RATE_LIMIT_REST_BURST: int(200, 1, 1_000_000),
+  /** Dashboard socket events per connection: sustained rate per second and burst. Defaults 30/s, burst 100. */
+  RATE_LIMIT_SOCKET_PER_SEC: int(30, 1, 100_000),
+  RATE_LIMIT_SOCKET_BURST: int(100, 1, 1_000_000),
   /** How often the sweeper (TTL, grace, start timeouts, worker loss) runs on the leader node. Default 500ms. */
   SWEEP_INTERVAL: duration('500ms'),
   /** Assignment ack timeout: a worker that does not accept a pushed run in time loses it. Default 10s. */

@@ -1,6 +1,7 @@
 import { existsSync } from 'node:fs';
 import path from 'node:path';
 import express, { type Express } from 'express';
+import helmet from 'helmet';
 import type { Logger } from 'pino';
 import { AppError, ErrorCode, type Whoami } from '@handoff/shared';
 import type { AuthService } from '../services/auth.js';
@@ -8,6 +9,7 @@ import type { ApprovalService } from '../services/approvals.js';
 import type { AuditLog } from '../services/audit.js';
 import type { LiveSessionService } from '../services/live-sessions.js';
 import type { TerminalService } from '../services/terminal.js';
+import type { RateLimiter } from '../services/rate-limiter.js';
 import type { RunService } from '../services/runs.js';
 import { authenticate, principalOf } from './auth.js';
 import { errorBoundary } from './errors.js';
@@ -26,6 +28,10 @@ export interface AppDeps {
   log: Logger;
   /** Readiness probe of the hub's dependencies (DB, Redis). */
   ready: () => Promise<Record<string, boolean>>;
+  /** Per-token REST limits. */
+  limiter: RateLimiter;
+  /** Origins allowed to call the API from a browser besides the hub's own (CORS). */
+  allowedOrigins: string[];
   /** Built dashboard assets; served with an index.html fallback when present. */
   webDir?: string | undefined;
 }
@@ -34,6 +40,25 @@ export function createApp(deps: AppDeps): Express {
   const app = express();
   app.disable('x-powered-by');
   app.set('trust proxy', false);
+  app.use(
+    helmet({
+      // xterm.js sets inline styles; scripts stay same-origin only.
+      contentSecurityPolicy: { directives: { 'style-src': ["'self'", "'unsafe-inline'"], 'connect-src': ["'self'"] } },
+    }),
+  );
+  // CORS only for explicitly allowed origins; the dashboard itself is same-origin. Auth is
+  // a bearer header (never a cookie), so a foreign page cannot ride on a user's session.
+  app.use('/api', (req, res, next) => {
+    const origin = req.headers.origin;
+    if (origin && deps.allowedOrigins.includes(origin)) {
+      res.setHeader('access-control-allow-origin', origin);
+      res.setHeader('vary', 'Origin');
+      res.setHeader('access-control-allow-headers', 'authorization, content-type');
+      res.setHeader('access-control-allow-methods', 'GET, POST');
+      if (req.method === 'OPTIONS') return void res.status(204).end();
+    }
+    next();
+  });
 
   app.get('/healthz', (_req, res) => {
     res.json({ ok: true });
@@ -46,7 +71,7 @@ export function createApp(deps: AppDeps): Express {
 
   const api = express.Router();
   api.use(express.json({ limit: '256kb' }));
-  api.use(authenticate(deps.auth));
+  api.use(authenticate(deps.auth, deps.limiter));
   api.get('/auth/whoami', (_req, res) => {
     const p = principalOf(res)!;
     const body: Whoami = { kind: p.kind, id: p.id, name: p.name, role: p.kind === 'user' ? p.role : null };

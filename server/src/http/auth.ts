@@ -3,6 +3,7 @@ import { AppError, ErrorCode, type Role } from '@handoff/shared';
 import { roleAtLeast } from '../domain/roles.js';
 import type { AuthService, Principal } from '../services/auth.js';
 import type { UserActor } from '../services/policy-gate.js';
+import type { RateLimiter } from '../services/rate-limiter.js';
 
 /** The authenticated principal of a request (set by `authenticate`). */
 export function principalOf(res: Response): Principal | undefined {
@@ -15,11 +16,19 @@ export function bearerToken(header: string | undefined): string | undefined {
   return match?.[1];
 }
 
-/** Authenticates every /api request; an unknown or missing token is 401 UNAUTHENTICATED. */
-export function authenticate(auth: AuthService) {
+/**
+ * Authenticates every /api request (an unknown or missing token is 401 UNAUTHENTICATED),
+ * then rate-limits per principal (429 RATE_LIMITED with Retry-After).
+ */
+export function authenticate(auth: AuthService, limiter: RateLimiter) {
   return async (req: Request, res: Response, next: NextFunction) => {
     const principal = await auth.authenticate(bearerToken(req.headers.authorization));
     if (!principal) throw new AppError({ code: ErrorCode.UNAUTHENTICATED, message: 'a valid bearer token is required' });
+    const retryAfterMs = limiter.check(`${principal.kind}:${principal.id}`);
+    if (retryAfterMs) {
+      res.setHeader('retry-after', String(Math.ceil(retryAfterMs / 1000)));
+      throw new AppError({ code: ErrorCode.RATE_LIMITED, message: `too many requests; retry in ${retryAfterMs} ms`, details: { retryAfterMs } });
+    }
     res.locals.principal = principal;
     next();
   };

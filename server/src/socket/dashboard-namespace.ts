@@ -1,54 +1,75 @@
 import type { Logger } from 'pino';
-import { dashboardClientEvents as events, rooms } from '@handoff/shared';
+import { dashboardClientEvents as events, ErrorCode, rooms } from '@handoff/shared';
 import type { AuthService } from '../services/auth.js';
 import type { RunService } from '../services/runs.js';
+import type { RateLimiter } from '../services/rate-limiter.js';
 import type { TerminalService } from '../services/terminal.js';
 import type { DashboardNamespace } from './namespaces.js';
-import { authenticateHandshake, on } from './on.js';
+import { authenticateHandshake, handshakeError, on } from './on.js';
 
 export interface DashboardDeps {
   auth: AuthService;
   runs: RunService;
   terminal: TerminalService;
   log: Logger;
+  limiter: RateLimiter;
+  /** Browser origins allowed besides the hub's own host. */
+  allowedOrigins: string[];
 }
 
 /** `/dashboard`: users (observer and up) watch runs; every event is validated and acked. */
 export function setupDashboardNamespace(nsp: DashboardNamespace, deps: DashboardDeps): void {
   const log = deps.log.child({ module: 'dashboard-socket' });
 
+  // A browser always sends Origin: only the hub's own page (or an allowed origin) may connect.
+  nsp.use((socket, next) => {
+    const origin = socket.handshake.headers.origin;
+    if (!origin || deps.allowedOrigins.includes(origin) || sameHost(origin, socket.handshake.headers.host)) return next();
+    next(handshakeError(ErrorCode.FORBIDDEN, `origin ${origin} is not allowed`));
+  });
   nsp.use(authenticateHandshake(deps.auth, 'user', log));
 
   // Other nodes ask for the frames this node broadcast but has not recorded yet.
   nsp.on('term:pending', (runId, reply) => reply(deps.terminal.pendingFrames(runId)));
 
   nsp.on('connection', (socket) => {
+    const limit = () => deps.limiter.check(socket.id);
+    socket.on('disconnect', () => deps.limiter.forget(socket.id));
     on(socket, events, 'runs:subscribe', log, async () => {
       await socket.join(rooms.runs);
       return {};
-    });
+    }, limit);
     on(socket, events, 'run:subscribe', log, async ({ runId }) => {
       const run = await deps.runs.view(runId);
       await socket.join(rooms.run(runId));
       return { run };
-    });
+    }, limit);
     on(socket, events, 'run:unsubscribe', log, async ({ runId }) => {
       await socket.leave(rooms.run(runId));
       return {};
-    });
+    }, limit);
     on(socket, events, 'term:subscribe', log, async ({ runId, afterSeq }) => {
       await deps.runs.sessions.assertCanWatch(runId);
       // Join first, then read: every frame is either live after the join or in the scrollback.
       await socket.join(rooms.term(runId));
       return deps.terminal.scrollback(runId, afterSeq);
-    });
+    }, limit);
     on(socket, events, 'approvals:subscribe', log, async () => {
       await socket.join(rooms.approvals);
       return {};
-    });
+    }, limit);
     on(socket, events, 'term:unsubscribe', log, async ({ runId }) => {
       await socket.leave(rooms.term(runId));
       return {};
-    });
+    }, limit);
   });
+}
+
+/** Whether `origin` (a URL) names the host the client connected to. */
+function sameHost(origin: string, host: string | undefined): boolean {
+  try {
+    return !!host && new URL(origin).host === host;
+  } catch {
+    return false;
+  }
 }

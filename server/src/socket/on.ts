@@ -18,12 +18,16 @@ export function on<T extends Table, K extends keyof T & string>(
   event: K,
   log: Logger,
   handler: Handler<T, K>,
+  /** Rate limit: returns 0 to proceed, else the ms until the client may retry. */
+  limit?: () => number,
 ): void {
   const listener = (async (...args: unknown[]) => {
     const last = args[args.length - 1];
     const ack = typeof last === 'function' ? (last as (r: Ack<unknown>) => void) : () => {};
     const payload = args.length > 1 || typeof last !== 'function' ? args[0] : undefined;
     try {
+      const retryAfterMs = limit?.() ?? 0;
+      if (retryAfterMs) throw new AppError({ code: ErrorCode.RATE_LIMITED, message: `too many events; retry in ${retryAfterMs} ms`, details: { retryAfterMs } });
       const parsed = table[event]!.payload.safeParse(payload ?? {});
       if (!parsed.success) throw validationError(parsed.error, `${event} payload`);
       const data = await handler(parsed.data as z.output<T[K]['payload']>);
@@ -31,7 +35,7 @@ export function on<T extends Table, K extends keyof T & string>(
     } catch (err) {
       const appErr = err instanceof AppError ? err : new AppError({ code: ErrorCode.INTERNAL, message: 'internal error', cause: err });
       if (appErr.code === ErrorCode.INTERNAL) log.error({ err, event }, 'socket handler failed');
-      ack({ ok: false, error: { code: appErr.code, message: appErr.message } });
+      ack({ ok: false, error: appErr.toBody() });
     }
   }) as (...args: unknown[]) => void;
   socket.on(event as string, listener);
