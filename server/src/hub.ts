@@ -83,6 +83,7 @@ export async function createHub(config: ServerConfig, opts: { logger?: Logger } 
   gate.approvals = approvals;
   runs.gate = gate;
   sessions.gate = gate;
+  sessions.runOwner = runs;
   registerApprovedCommands(approvals, runs, sessions);
   const sweeper = new Sweeper(orm, sessions, runs, notifier, redis ? redisLeadership(redis.pub, `${config.REDIS_KEY_PREFIX}:sweeper`, 5000) : soleLeader, log.child({ module: 'sweeper' }), {
     intervalMs: config.SWEEP_INTERVAL,

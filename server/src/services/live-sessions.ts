@@ -49,6 +49,8 @@ export class LiveSessionService {
   /** Set by the hub once the sweeper exists: a new short-TTL session gets its grace warning at once. */
   onCreated: (sessionId: string) => void = () => {};
   gate!: PolicyGate;
+  /** Checks (and audits) that a worker reports only for its own runs. */
+  runOwner!: { assertOwned(workerId: string, runId: string, what: string): Promise<unknown> };
 
   constructor(
     private readonly orm: Orm,
@@ -335,8 +337,7 @@ export class LiveSessionService {
   private async ownedSession(workerId: string, sessionId: string): Promise<LiveSessionRow> {
     const s = await em(this.orm).findOne(LiveSessionSchema, { id: sessionId });
     if (!s) throw new AppError({ code: ErrorCode.NOT_FOUND, message: `session ${sessionId} not found` });
-    const run = await em(this.orm).findOne(RunSchema, { id: s.runId });
-    if (run?.workerId !== workerId) throw new AppError({ code: ErrorCode.FORBIDDEN, message: `session ${sessionId} is not on this worker` });
+    await this.runOwner.assertOwned(workerId, s.runId, 'share report');
     return s;
   }
 }

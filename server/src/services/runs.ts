@@ -136,7 +136,7 @@ export class RunService {
 
   /** The worker started the run's process. Only the assigned worker may report. */
   async reportStarted(workerId: string, runId: string): Promise<void> {
-    await this.assertOwned(workerId, runId);
+    await this.assertOwned(workerId, runId, 'run:started');
     const started = await em(this.orm).transactional(async (tx) => {
       const row = await applyRunEvent(tx, runId, RunEvent.start, { startedAt: new Date() }, { workerId });
       if (row) await appendAudit(tx, { runId, actor: { type: 'worker', id: workerId }, action: 'run.start' });
@@ -150,7 +150,7 @@ export class RunService {
 
   /** The run's process exited (or never started). Idempotent: a repeated report changes nothing. */
   async reportExited(workerId: string, runId: string, exitCode: number | null, error?: string): Promise<void> {
-    await this.assertOwned(workerId, runId);
+    await this.assertOwned(workerId, runId, 'run:exited');
     const tx = em(this.orm);
     const ended = await tx.transactional(async (t) => {
       const row = await applyRunEvent(t, runId, exitEvent(exitCode), { exitCode, endedAt: new Date(), errorMessage: error ?? null }, { workerId });
@@ -195,11 +195,17 @@ export class RunService {
     return lost;
   }
 
-  /** FORBIDDEN unless `runId` is assigned to `workerId` (a worker acts only for its own runs). */
-  async assertOwned(workerId: string, runId: string): Promise<RunRow> {
+  /**
+   * FORBIDDEN unless `runId` is assigned to `workerId` (a worker acts only for its own
+   * runs); every refused attempt is audited on the targeted run's chain.
+   */
+  async assertOwned(workerId: string, runId: string, what = 'report'): Promise<RunRow> {
     const row = await em(this.orm).findOne(RunSchema, { id: runId });
     if (!row) throw notFound(runId);
     if (row.workerId !== workerId) {
+      await em(this.orm).transactional((tx) =>
+        appendAudit(tx, { runId, actor: { type: 'worker', id: workerId }, action: 'worker.forbidden', result: 'denied', metadata: { attempted: what, assignedTo: row.workerId ?? null } }),
+      );
       throw new AppError({ code: ErrorCode.FORBIDDEN, message: `run ${runId} is not assigned to this worker` });
     }
     return row;

@@ -91,7 +91,7 @@ export function setupWorkerNamespace(nsp: WorkerNamespace, deps: WorkerNamespace
       requireHello();
       // Ownership is checked once per run and connection, not on every frame.
       if (!owned.has(runId)) {
-        await deps.runs.assertOwned(worker.id, runId);
+        await deps.runs.assertOwned(worker.id, runId, 'run:output');
         owned.add(runId);
       }
       return { lastSeq: await deps.terminal.ingest(runId, frames) };

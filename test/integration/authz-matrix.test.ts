@@ -1,0 +1,93 @@
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { em } from '../../server/src/db/orm.js';
+import { api, connect, emitAck } from '../support/clients.js';
+import { startTestHub, type TestHub } from '../support/hub.js';
+
+type Who = 'none' | 'observer' | 'operator' | 'admin' | 'worker';
+const WHO: Who[] = ['none', 'observer', 'operator', 'admin', 'worker'];
+// 'ok' = past authentication, role and policy (the command's own outcome may still be 404/409).
+type Outcome = 401 | 403 | 'ok';
+
+describe('authorization matrix: every route × (no token, observer, operator, admin, worker)', () => {
+  let hub: TestHub;
+  const tokens: Partial<Record<Who, string>> = {};
+
+  beforeAll(async () => {
+    hub = await startTestHub();
+    for (const role of ['observer', 'operator', 'admin'] as const) tokens[role] = await hub.token(role);
+    tokens.worker = await hub.workerToken('matrix-worker');
+  });
+  afterAll(async () => {
+    await hub?.stop();
+  });
+
+  const freshRun = async () => (await api(hub.url, tokens.admin!, 'POST', '/api/task-runs', { command: { script: 'true' } })).body.id as string;
+  const uuid = '01a1fc84-556c-72b6-8c34-8b8d9e28c380';
+
+  // [method, path (RUN = a fresh queued run per call), body, expected per principal]
+  const table: Array<[string, string, unknown, Record<Who, Outcome>]> = [
+    ['GET', '/api/task-runs', undefined, { none: 401, observer: 'ok', operator: 'ok', admin: 'ok', worker: 403 }],
+    ['POST', '/api/task-runs', { command: { script: 'true' } }, { none: 401, observer: 403, operator: 'ok', admin: 'ok', worker: 403 }],
+    ['GET', '/api/task-runs/RUN', undefined, { none: 401, observer: 'ok', operator: 'ok', admin: 'ok', worker: 403 }],
+    ['POST', '/api/task-runs/RUN/cancel', {}, { none: 401, observer: 403, operator: 'ok', admin: 'ok', worker: 403 }],
+    ['POST', '/api/task-runs/RUN/live-session', {}, { none: 401, observer: 403, operator: 'ok', admin: 'ok', worker: 403 }],
+    ['GET', '/api/task-runs/RUN/live-session', undefined, { none: 401, observer: 'ok', operator: 'ok', admin: 'ok', worker: 403 }],
+    ['GET', '/api/task-runs/RUN/live-sessions', undefined, { none: 401, observer: 'ok', operator: 'ok', admin: 'ok', worker: 403 }],
+    ['POST', '/api/task-runs/RUN/live-session/extend', { ttlMinutes: 5 }, { none: 401, observer: 403, operator: 'ok', admin: 'ok', worker: 403 }],
+    ['POST', '/api/task-runs/RUN/live-session/revoke', {}, { none: 401, observer: 403, operator: 'ok', admin: 'ok', worker: 403 }],
+    ['GET', '/api/task-runs/RUN/events', undefined, { none: 401, observer: 403, operator: 403, admin: 'ok', worker: 403 }],
+    ['GET', '/api/task-runs/RUN/events/verify', undefined, { none: 401, observer: 403, operator: 403, admin: 'ok', worker: 403 }],
+    ['GET', '/api/task-runs/RUN/recording.cast', undefined, { none: 401, observer: 'ok', operator: 'ok', admin: 'ok', worker: 403 }],
+    ['GET', '/api/approvals', undefined, { none: 401, observer: 403, operator: 'ok', admin: 'ok', worker: 403 }],
+    ['POST', `/api/approvals/${uuid}/approve`, {}, { none: 401, observer: 403, operator: 'ok', admin: 'ok', worker: 403 }],
+    ['POST', `/api/approvals/${uuid}/deny`, {}, { none: 401, observer: 403, operator: 'ok', admin: 'ok', worker: 403 }],
+    ['GET', '/api/auth/whoami', undefined, { none: 401, observer: 'ok', operator: 'ok', admin: 'ok', worker: 'ok' }],
+  ];
+
+  for (const [method, path, body, expected] of table) {
+    it(`${method} ${path}`, async () => {
+      for (const who of WHO) {
+        const target = path.includes('RUN') ? path.replace('RUN', await freshRun()) : path;
+        const res = await api(hub.url, who === 'none' ? null : tokens[who]!, method, target, body);
+        const want = expected[who];
+        if (want === 'ok') expect([401, 403], `${who} → ${res.status} ${JSON.stringify(res.body?.error)}`).not.toContain(res.status);
+        else {
+          expect(res.status, `${who}`).toBe(want);
+          expect(['UNAUTHENTICATED', 'FORBIDDEN', 'POLICY_DENIED']).toContain(res.body.error.code);
+        }
+      }
+    });
+  }
+
+  it('sockets: /dashboard for users only, /worker for workers only', async () => {
+    for (const who of WHO) {
+      for (const ns of ['/dashboard', '/worker']) {
+        const allowed = who !== 'none' && (ns === '/worker') === (who === 'worker');
+        const result = await connect(hub.url, ns, who === 'none' ? undefined : tokens[who]).then(
+          (s) => (s.close(), 'ok'),
+          (err: Error & { data?: { code: string } }) => err.data?.code,
+        );
+        expect(result, `${who} on ${ns}`).toBe(allowed ? 'ok' : who === 'none' ? 'UNAUTHENTICATED' : 'FORBIDDEN');
+      }
+    }
+  });
+
+  it('a worker cannot act for a run that is not its own: FORBIDDEN for each report, and audited', async () => {
+    const runId = await freshRun();
+    const socket = await connect(hub.url, '/worker', tokens.worker);
+    expect((await emitAck(socket, 'worker:hello', { capacity: 1, runs: [], version: 't' })).ok).toBe(true);
+    for (const [event, payload] of [
+      ['run:started', { runId }],
+      ['run:output', { runId, frames: [{ seq: 1, t: 0, data: 'forged output' }] }],
+      ['run:exited', { runId, exitCode: 0 }],
+    ] as const) {
+      expect(await emitAck(socket, event, payload), event).toMatchObject({ ok: false, error: { code: 'FORBIDDEN' } });
+    }
+    socket.close();
+    const rows = await em(hub.orm).execute<{ action: string; result: string }[]>('select action, result from control_events where run_id = ? and action = ?', [runId, 'worker.forbidden']);
+    expect(rows).toHaveLength(3);
+    expect(rows.every((r) => r.result === 'denied')).toBe(true);
+    expect((await api(hub.url, tokens.admin!, 'GET', `/api/task-runs/${runId}`)).body.status).toBe('queued');
+    expect((await hub.terminal.scrollback(runId, 0)).frames).toEqual([]);
+  });
+});
