@@ -8,8 +8,8 @@ export type ExternalProvider = z.infer<typeof externalProviderSchema>;
 
 /** What the hub asks a worker to start: one share process group attached to a run's tmux session. */
 export const shareStartSchema = z.object({
-  sessionId: z.string(),
-  runId: z.string(),
+  sessionId: z.uuid(),
+  runId: z.uuid(),
   provider: externalProviderSchema,
   /** Self-hosted relay (LIVE_RELAY_HOST/PORT); null → the provider's default. */
   relay: z

@@ -1,5 +1,5 @@
 import { randomBytes } from 'node:crypto';
-import { readdirSync } from 'node:fs';
+import { readdirSync, rmSync } from 'node:fs';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { LiveSession } from '@handoff/shared';
 import { api, emitAck, Viewer } from '../support/clients.js';
@@ -59,6 +59,7 @@ describe('chaos: a worker dies (SIGKILL), 5 times', () => {
       expect(readdirSync(runDir)).not.toContain(runId);
       await restarted.kill('SIGTERM');
     }
+    if (runDir) rmSync(runDir, { recursive: true, force: true });
     console.log(`worker loss detected after ${detection.map((d) => `${d} ms`).join(', ')} (WORKER_LOST_AFTER ${LOST_AFTER_MS} ms)`);
   });
 });

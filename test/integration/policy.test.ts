@@ -1,4 +1,4 @@
-import { mkdtempSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -19,6 +19,8 @@ writeFileSync(policyFile, JSON.stringify({
     { id: 'admin-audit', actions: ['audit.read'], roles: ['admin'], effect: 'allow' },
   ],
 }, null, 2));
+
+afterAll(() => rmSync(dir, { recursive: true, force: true }));
 
 describe('policy gate and approval chain (custom policy file)', () => {
   let hub: TestHub;

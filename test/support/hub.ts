@@ -41,7 +41,12 @@ export async function startTestHub(opts: TestHubOptions = {}): Promise<TestHub> 
   });
   const lines: string[] = [];
   const logger = pino({ level: process.env.TEST_HUB_LOG ?? 'debug' }, { write: (line: string) => void lines.push(line) });
-  const hub = await createHub(config, { logger });
+  const hub = await createHub(config, { logger }).catch(async (err: unknown) => {
+    // A hub that fails to start (e.g. a bad policy file) must not leak its database.
+    await db?.drop();
+    rmSync(dataDir, { recursive: true, force: true });
+    throw err;
+  });
   return Object.assign(hub, {
     db,
     logs: () => lines.join(''),

@@ -7,7 +7,11 @@ export function createLogger(level: string): Logger {
   return pino({
     name: 'handoff-worker',
     level,
-    // Belt and braces: nothing should log a token, but if an object carrying one slips in, it is masked.
-    redact: { paths: ['token', '*.token', 'auth', '*.auth', 'HANDOFF_WORKER_TOKEN', '*.HANDOFF_WORKER_TOKEN'], censor: '[REDACTED]' },
+    // Belt and braces: nothing should log a token or a share's RW attach data, but if an
+    // object carrying one slips in, it is masked.
+    redact: {
+      paths: ['token', '*.token', 'auth', '*.auth', 'HANDOFF_WORKER_TOKEN', '*.HANDOFF_WORKER_TOKEN', 'attachRw', '*.attachRw'],
+      censor: '[REDACTED]',
+    },
   });
 }

@@ -2,7 +2,7 @@ import { readFileSync } from 'node:fs';
 import { readdir, readFile } from 'node:fs/promises';
 import { setTimeout as sleep } from 'node:timers/promises';
 
-interface ProcInfo {
+export interface ProcInfo {
   pid: number;
   ppid: number;
   pgid: number;
@@ -83,17 +83,89 @@ export async function signalRun(rootPid: number, signal: NodeJS.Signals): Promis
  */
 export async function reapRun(rootPid: number, graceMs: number, pollMs = 25): Promise<{ killed: boolean }> {
   if ((await signalRun(rootPid, 'SIGTERM')) === 0) return { killed: false };
-  if (await waitUntilGone(rootPid, graceMs, pollMs)) return { killed: false };
+  if (await waitUntilGone(() => runProcesses(rootPid), graceMs, pollMs)) return { killed: false };
   await signalRun(rootPid, 'SIGKILL');
-  await waitUntilGone(rootPid, 1000, pollMs);
+  await waitUntilGone(() => runProcesses(rootPid), 1000, pollMs);
   return { killed: true };
 }
 
-async function waitUntilGone(rootPid: number, timeoutMs: number, pollMs: number): Promise<boolean> {
+/**
+ * The live processes whose environment holds `name=value`. A variable set when a
+ * process tree starts is inherited by everything in it — through daemonizing, setsid
+ * and re-parenting to init — which a parent/child walk cannot follow once a parent died.
+ * Processes of other users (unreadable environ) are never matched.
+ */
+export async function processesWithEnv(name: string, value: string): Promise<ProcInfo[]> {
+  const entry = `${name}=${value}`;
+  const procs = (await listProcesses()).filter((p) => p.pid !== process.pid);
+  const matches = await Promise.all(
+    procs.map((p) => readFile(`/proc/${p.pid}/environ`, 'utf8').then((env) => env.split('\0').includes(entry), () => false)),
+  );
+  return procs.filter((_, i) => matches[i]);
+}
+
+/**
+ * Signals the given processes: whole process groups where they lead their own, single
+ * pids where they share the worker's group (the worker's own helper children), never the
+ * worker itself. Returns how many processes were targeted.
+ */
+export function signalProcesses(procs: readonly ProcInfo[], signal: NodeJS.Signals): number {
+  const groups = new Set<number>();
+  let targeted = 0;
+  for (const p of procs) {
+    if (p.pid === process.pid) continue;
+    targeted += 1;
+    if (p.pgid > 1 && p.pgid !== ownGroup()) {
+      groups.add(p.pgid);
+      continue;
+    }
+    try {
+      process.kill(p.pid, signal);
+    } catch {
+      // ESRCH: gone between the scan and the signal.
+    }
+  }
+  for (const pgid of groups) {
+    try {
+      process.kill(-pgid, signal);
+    } catch {
+      // ESRCH: the group ended between the scan and the signal.
+    }
+  }
+  return targeted;
+}
+
+/**
+ * Ends every process `find` returns, like `reapRun`: SIGTERM, SIGKILL to what is left
+ * after `graceMs`, then a last short wait. A process that shows up meanwhile (spawned by
+ * one being reaped) gets its SIGTERM as soon as it is seen. Returns whether SIGKILL was needed.
+ */
+export async function reapProcesses(find: () => Promise<ProcInfo[]>, graceMs: number, pollMs = 25): Promise<{ killed: boolean }> {
+  const termed = new Set<number>();
+  const term = (procs: ProcInfo[]) => {
+    const fresh = procs.filter((p) => !termed.has(p.pid));
+    for (const p of fresh) termed.add(p.pid);
+    return signalProcesses(fresh, 'SIGTERM');
+  };
+  if (term(await find()) === 0) return { killed: false };
+  if (await waitUntilGone(find, graceMs, pollMs, term)) return { killed: false };
+  signalProcesses(await find(), 'SIGKILL');
+  await waitUntilGone(find, 1000, pollMs);
+  return { killed: true };
+}
+
+async function waitUntilGone(
+  find: () => Promise<ProcInfo[]>,
+  timeoutMs: number,
+  pollMs: number,
+  onStillThere: (procs: ProcInfo[]) => void = () => undefined,
+): Promise<boolean> {
   const deadline = Date.now() + timeoutMs;
   for (;;) {
-    if ((await runProcesses(rootPid)).length === 0) return true;
+    const left = await find();
+    if (left.length === 0) return true;
     if (Date.now() >= deadline) return false;
+    onStillThere(left);
     await sleep(pollMs);
   }
 }

@@ -169,6 +169,11 @@ export class TmuxRun {
         ...set('default-terminal', 'screen-256color'),
         ...['new-session', '-d', '-P', '-F', '#{pane_pid}', '-s', SESSION, '-x', String(opts.cols), '-y', String(opts.rows)],
         ...['sh', wrapper, ';'],
+        // A share's tmux client (tmate/upterm) attaches to this session: the window keeps
+        // the run's size whatever that client's terminal is, so the recording and the
+        // dashboards never see a resize. Only settable once a session exists (tmux 3.3a
+        // crashes when it is set before).
+        ...set('window-size', 'manual'),
         ...['pipe-pane', '-t', SESSION, '-O', `exec cat > ${shellQuote(fifo)}`],
       ],
       { env },

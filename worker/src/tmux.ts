@@ -11,25 +11,39 @@ export interface TmuxResult {
 /**
  * Runs one tmux client command against a private server (`-S socket`). Never rejects
  * on a non-zero exit: callers decide which failures matter (many are expected, e.g.
- * `kill-server` on a server that is already gone).
+ * `kill-server` on a server that is already gone). tmate takes the same CLI.
  */
-export function tmux(
-  bin: string,
-  socket: string,
-  args: readonly string[],
-  opts: { env?: Record<string, string | undefined>; timeoutMs?: number } = {},
-): Promise<TmuxResult> {
+export function tmux(bin: string, socket: string, args: readonly string[], opts: CommandOptions = {}): Promise<TmuxResult> {
+  return runCommand(bin, ['-S', socket, ...args], opts);
+}
+
+export interface CommandOptions {
+  env?: Record<string, string | undefined>;
+  cwd?: string;
+  /** Kill the command (SIGTERM) after this many ms; it then resolves with code null. Default 10 000. */
+  timeoutMs?: number;
+  /** Kills the command when aborted; it then resolves with code null. */
+  signal?: AbortSignal;
+}
+
+/** Runs a command to completion and collects its output. Never rejects (see `tmux`). */
+export function runCommand(bin: string, args: readonly string[], opts: CommandOptions = {}): Promise<TmuxResult> {
   return new Promise((resolve) => {
-    const child = spawn(bin, ['-S', socket, ...args], {
+    const child = spawn(bin, args, {
       env: opts.env,
+      cwd: opts.cwd,
       stdio: ['ignore', 'pipe', 'pipe'],
-      timeout: opts.timeoutMs ?? 10_000,
+      timeout: Math.max(1, opts.timeoutMs ?? 10_000),
+      signal: opts.signal,
     });
     let stdout = '';
     let stderr = '';
     child.stdout.setEncoding('utf8').on('data', (d: string) => (stdout += d));
     child.stderr.setEncoding('utf8').on('data', (d: string) => (stderr += d));
-    child.on('error', (err) => resolve({ code: null, stdout, stderr: stderr + err.message }));
+    child.on('error', (err) => {
+      // An abort reports AbortError and still closes the child: only a spawn failure ends here.
+      if (err.name !== 'AbortError') resolve({ code: null, stdout, stderr: stderr + err.message });
+    });
     child.on('close', (code) => resolve({ code, stdout, stderr }));
   });
 }

@@ -16,6 +16,8 @@ import type { ResolvedWorkerConfig } from './config.js';
 import type { HubLink, PayloadOf, ReportEvent, ResponseOf } from './hub-link.js';
 import type { Logger } from './logger.js';
 import { RunReporter } from './run-reporter.js';
+import { ShareManager } from './share-manager.js';
+import { findProviderBinary } from './share-provider.js';
 import { cleanStaleRuns } from './stale-runs.js';
 import { findExecutable } from './tmux.js';
 import { TmuxRun, type RunOutcome } from './tmux-run.js';
@@ -35,6 +37,8 @@ export interface WorkerOptions {
   stopTimeoutMs?: number;
   /** Largest delay between reconnect attempts the worker makes itself, in ms. Default 30 000. */
   maxReconnectDelayMs?: number;
+  /** Share stop: ms between SIGTERM and SIGKILL of a share's processes. Default 1000. */
+  shareKillGraceMs?: number;
 }
 
 type HubSocket = Socket<HubToWorker, WorkerToHub>;
@@ -76,6 +80,7 @@ export class Worker {
   private readonly maxReconnectDelayMs: number;
   private readonly runs = new Map<string, RunEntry>();
   private readonly link: HubLink;
+  private readonly shares: ShareManager;
 
   private tmuxBin = 'tmux';
   private socket: HubSocket | null = null;
@@ -105,6 +110,16 @@ export class Worker {
       },
       send: (event, payload, onAck) => this.send(event, payload, onAck),
     };
+    this.shares = new ShareManager({
+      runsDir: this.config.WORKER_RUN_DIR,
+      tmuxBin: () => this.tmuxBin,
+      binaries: { tmate: this.config.TMATE_BIN, upterm: this.config.UPTERM_BIN },
+      env: runEnvironment(this.baseEnv, {}),
+      link: this.link,
+      logger: this.root,
+      isRunActive: (runId) => this.runs.get(runId)?.phase === 'running',
+      killGraceMs: opts.shareKillGraceMs,
+    });
   }
 
   /** True while connected and greeted by the hub. */
@@ -115,6 +130,11 @@ export class Worker {
   /** The id the hub gave this worker (null before the first hello). */
   get workerId(): string | null {
     return this.id;
+  }
+
+  /** Session ids of the share processes alive here (starting or ready). */
+  get activeShareIds(): string[] {
+    return this.shares.aliveSessionIds;
   }
 
   /** Runs whose process is starting or running here. */
@@ -129,6 +149,14 @@ export class Worker {
     if (!tmuxBin) throw new Error('tmux not found on PATH: the worker runs every task in tmux');
     this.tmuxBin = tmuxBin;
     await cleanStaleRuns(this.config.WORKER_RUN_DIR, tmuxBin, this.log);
+    await this.shares.cleanStale();
+    this.log.info(
+      {
+        tmate: findProviderBinary('tmate', this.config.TMATE_BIN, this.baseEnv.PATH),
+        upterm: findProviderBinary('upterm', this.config.UPTERM_BIN, this.baseEnv.PATH),
+      },
+      'share providers (null: shares of that provider fail with a clear message)',
+    );
 
     const url = `${this.config.HANDOFF_URL.replace(/\/+$/, '')}${NAMESPACE.worker}`;
     const socket: HubSocket = io(url, {
@@ -154,6 +182,8 @@ export class Worker {
     });
     socket.on('run:assign', (payload, ack) => this.onAssign(payload, ack));
     socket.on('run:cancel', (payload) => this.onCancel(payload));
+    socket.on('share:start', (payload, ack) => this.shares.onStart(payload, ack));
+    socket.on('share:stop', (payload) => this.shares.onStop(payload));
     this.log.info({ url, capacity: this.config.WORKER_CAPACITY, runDir: this.config.WORKER_RUN_DIR }, 'connecting to hub');
     socket.connect();
   }
@@ -168,6 +198,8 @@ export class Worker {
     this.log.info({ activeRuns: this.activeRunIds.length }, 'worker stopping');
     if (this.reconnectTimer) clearTimeout(this.reconnectTimer);
     this.reconnectTimer = null;
+    // Shares first: they are clients of the runs' tmux servers, and the hub ends their sessions anyway.
+    await this.shares.stopAll();
     const entries = [...this.runs.values()];
     for (const entry of entries) this.cancelRun(entry, 'cancelled because the worker shut down');
     await Promise.all(entries.map((e) => e.ended));
@@ -204,6 +236,7 @@ export class Worker {
       this.log.info({ workerId, name, runs: payload.runs.length }, 'worker connected');
       this.startHeartbeat(heartbeatIntervalMs);
       for (const entry of this.runs.values()) entry.reporter.resend();
+      this.shares.resend();
     }, true);
   }
 
@@ -211,7 +244,7 @@ export class Worker {
     if (this.heartbeat) clearInterval(this.heartbeat);
     this.heartbeat = setInterval(() => {
       if (!this.greeted) return;
-      this.send('worker:heartbeat', { activeRuns: this.activeRunIds.length }, (ack) => {
+      this.send('worker:heartbeat', { activeRuns: this.activeRunIds.length, shares: this.shares.aliveSessionIds }, (ack) => {
         if (ack && !ack.ok) this.log.warn({ error: ack.error }, 'hub refused heartbeat');
         else if (!ack && this.greeted) this.log.warn('heartbeat not acknowledged');
       });
@@ -323,6 +356,7 @@ export class Worker {
       outcome = { exitCode: null, error: `could not start the run: ${err instanceof Error ? err.message : String(err)}` };
     }
     entry.phase = 'ended';
+    void this.shares.stopRun(runId);
     const error = outcome.error ?? entry.cancelReason ?? undefined;
     entry.reporter.reportExited(error === undefined ? { exitCode: outcome.exitCode } : { exitCode: outcome.exitCode, error });
     entry.markEnded();

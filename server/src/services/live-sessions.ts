@@ -307,7 +307,13 @@ export class LiveSessionService {
 
   requestShare(row: LiveSessionRow, workerId: string): void {
     const { relay, allowWeb, startTimeoutMs } = this.options;
-    this.notifier.startShare(workerId, { sessionId: row.id, runId: row.runId, provider: row.provider as 'tmate' | 'upterm', relay, allowWeb, timeoutMs: startTimeoutMs });
+    this.notifier.startShare(workerId, { sessionId: row.id, runId: row.runId, provider: row.provider as 'tmate' | 'upterm', relay, allowWeb, timeoutMs: startTimeoutMs }, (message) => {
+      void (async () => {
+        const s = await em(this.orm).findOne(LiveSessionSchema, { id: row.id });
+        const failed = s && (await em(this.orm).transactional((t) => this.transitionIn(t, s, SessionEvent.fail, { errorMessage: message, endReason: 'error' }, SYSTEM, 'session.error', { message })));
+        if (failed) this.afterEnd(failed, message);
+      })().catch((err) => this.log.error({ err, sessionId: row.id }, 'could not fail a refused share'));
+    });
   }
 
   // ── helpers ────────────────────────────────────────────────────────────────

@@ -16,8 +16,8 @@ export interface Notifier {
   sessionGrace(session: LiveSession): void;
   /** Cuts every live viewer of a run's terminal off now, on every node. */
   closeTerm(runId: string, reason: string): void;
-  /** Asks the run's worker to start an external share. */
-  startShare(workerId: string, share: ShareStart): void;
+  /** Asks the run's worker to start an external share; `onRefused` when it refuses or isn't there. */
+  startShare(workerId: string, share: ShareStart, onRefused: (message: string) => void): void;
   /** An approval request changed (to the approvals room). */
   approvalUpdated(approval: ApprovalRequest): void;
   /** Asks a worker to kill a share's process group. */

@@ -47,10 +47,17 @@ export class SocketNotifier implements Notifier {
     this.dashboard.to(rooms.approvals).emit('approval:updated', approval);
   }
 
-  startShare(workerId: string, share: ShareStart): void {
-    // Fire and forget: the worker reports share:ready / share:failed, and a share that
-    // never reports is failed by the sweeper after the start timeout.
-    this.worker.to(rooms.worker(workerId)).timeout(share.timeoutMs).emit('share:start', share, () => {});
+  startShare(workerId: string, share: ShareStart, onRefused: (message: string) => void): void {
+    // The worker acks at once and reports share:ready / share:failed later; a refusal or
+    // no worker at all fails the session now (the sweeper catches anything else).
+    this.worker
+      .to(rooms.worker(workerId))
+      .timeout(share.timeoutMs)
+      .emit('share:start', share, (err: Error | null, acks: Array<{ ok: boolean; error?: { message: string } }>) => {
+        if (err && !acks?.length) onRefused('the worker did not answer the share request');
+        else if (!acks?.length) onRefused('the run\'s worker is not connected');
+        else if (!acks.some((a) => a.ok)) onRefused(acks[0]?.error?.message ?? 'the worker refused the share');
+      });
   }
 
   stopShare(workerId: string, sessionId: string, reason: string): void {
