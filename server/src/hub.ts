@@ -43,6 +43,8 @@ export interface Hub {
   auth: AuthService;
   runs: RunService;
   terminal: TerminalService;
+  sessions: LiveSessionService;
+  sweeper: Sweeper;
   log: Logger;
   close(): Promise<void>;
 }
@@ -146,7 +148,7 @@ export async function createHub(config: ServerConfig, opts: { logger?: Logger } 
 
   return {
     url: `http://${config.HOST === '0.0.0.0' ? '127.0.0.1' : config.HOST}:${port}`,
-    port, orm, io, http, auth, runs, terminal, log,
+    port, orm, io, http, auth, runs, terminal, sessions, sweeper, log,
     async close() {
       clearInterval(tick);
       await sweeper.stop();

@@ -133,18 +133,22 @@ describe('external shares: real hub + real worker process + real tmux (tmate/upt
     await api(hub.url, admin, 'POST', `/api/task-runs/${runId}/cancel`, {});
   });
 
-  it('chaos: three concurrent shares (three runs); killing two leaves the third working', async () => {
+  it('chaos ×5: three concurrent shares (three runs); killing two leaves the third working', async () => {
     const runs = [await running(), await running(), await running()];
-    const shares = [];
-    for (const r of runs) shares.push(await share(r, 'tmate'));
-    for (const s of shares) await until(s.id, 'READY');
-    for (const s of shares.slice(0, 2)) for (const pid of pidsMatching(`__server ${shareDir(s.id)}`)) process.kill(pid, 'SIGKILL');
-    for (const s of shares.slice(0, 2)) await until(s.id, 'ERROR', 5000);
-    await new Promise((r) => setTimeout(r, 500));
-    expect(sessions.get(shares[2]!.id)?.status).toBe('READY');
-    expect(pidsMatching(shareDir(shares[2]!.id)).length).toBeGreaterThan(0);
+    for (let round = 0; round < 5; round++) {
+      const shares = [];
+      for (const r of runs) shares.push(await share(r, 'tmate'));
+      for (const s of shares) await until(s.id, 'READY');
+      for (const s of shares.slice(0, 2)) for (const pid of pidsMatching(`__server ${shareDir(s.id)}`)) process.kill(pid, 'SIGKILL');
+      for (const s of shares.slice(0, 2)) await until(s.id, 'ERROR', 5000);
+      await new Promise((r) => setTimeout(r, 300));
+      expect(sessions.get(shares[2]!.id)?.status).toBe('READY');
+      expect(pidsMatching(`__server ${shareDir(shares[2]!.id)}`)).toHaveLength(1);
+      for (const s of shares.slice(0, 2)) expect(await untilNoProcess(shareDir(s.id))).toEqual([]);
+      await api(hub.url, admin, 'POST', `/api/task-runs/${runs[2]}/live-session/revoke`, { provider: 'tmate' });
+      expect(await untilNoProcess(shareDir(shares[2]!.id))).toEqual([]);
+    }
     for (const r of runs) await api(hub.url, admin, 'POST', `/api/task-runs/${r}/cancel`, {});
-    expect(await untilNoProcess(shareDir(shares[2]!.id))).toEqual([]);
   });
 
   it('real tmate with an unreachable relay → ERROR within the start timeout; the run finishes normally', async () => {
