@@ -137,3 +137,19 @@ export const approvalSchema = z.object({
   outcome: z.unknown(),
 });
 export type ApprovalRequest = z.infer<typeof approvalSchema>;
+
+/** How a pause halts the agent: at its next checkpoint, or SIGSTOP of its process group. */
+export const pauseModeSchema = z.enum(['soft', 'hard']);
+export type PauseMode = z.infer<typeof pauseModeSchema>;
+
+export const operatorMessageSchema = z.object({
+  id: z.string(),
+  runId: z.string(),
+  actorId: z.string(),
+  actorName: z.string(),
+  message: z.string(),
+  createdAt: isoDate,
+  /** When the worker acknowledged it (appended to the run's inbox); null until then. */
+  deliveredAt: isoDate.nullable(),
+});
+export type OperatorMessage = z.infer<typeof operatorMessageSchema>;

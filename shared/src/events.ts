@@ -1,6 +1,6 @@
 import { z } from 'zod';
 import type { AckCallback } from './errors.js';
-import { approvalSchema, commandSchema, liveSessionSchema, runSchema } from './domain.js';
+import { approvalSchema, commandSchema, controlStateSchema, liveSessionSchema, operatorMessageSchema, pauseModeSchema, runSchema } from './domain.js';
 
 /** External share providers run by the worker (the `web` provider lives in the hub). */
 export const externalProviderSchema = z.enum(['tmate', 'upterm']);
@@ -26,6 +26,31 @@ export const shareStartSchema = z.object({
   timeoutMs: z.number().int().min(1),
 });
 export type ShareStart = z.infer<typeof shareStartSchema>;
+
+/** The desired control state of a run, pushed to its worker (and re-pushed on reconnect). */
+export const controlApplySchema = z.object({
+  runId: z.uuid(),
+  /** Increases by one per control change of the run; the worker applies each seq once. */
+  seq: z.number().int().min(1),
+  state: controlStateSchema,
+  /** For `paused`: soft (wait for the agent's checkpoint) or hard (SIGSTOP at once). */
+  mode: pauseModeSchema.nullable(),
+  /** Soft pause escalates to hard after this many ms without a checkpoint (PAUSE_SOFT_GRACE). */
+  softGraceMs: z.number().int().min(0),
+  /** Shown in the terminal's banner. */
+  by: z.object({ id: z.string(), name: z.string() }).nullable(),
+});
+export type ControlApply = z.infer<typeof controlApplySchema>;
+
+/** An operator message for the run's agent: appended to $HANDOFF_INBOX and shown in the status line. */
+export const runMessageSchema = z.object({
+  runId: z.uuid(),
+  messageId: z.uuid(),
+  ts: z.string(),
+  actor: z.string(),
+  message: z.string().max(4000),
+});
+export type RunMessage = z.infer<typeof runMessageSchema>;
 
 /** Attach strings reported by a share: RO ones are shown to viewers, RW ones only to a grantee. */
 export const attachDataSchema = z.record(z.string().max(100), z.string().max(2000));
@@ -77,6 +102,22 @@ export const workerClientEvents = {
     payload: z.strictObject({ sessionId: z.uuid(), attachRo: attachDataSchema, attachRw: attachDataSchema }),
     response: z.object({}),
   },
+  /** The worker applied a control change (`effective` says how a pause took hold). */
+  'control:applied': {
+    payload: z.strictObject({
+      runId: z.uuid(),
+      seq: z.number().int().min(1),
+      effective: z.enum(['agent', 'paused-soft', 'paused-hard', 'operator']),
+      /** Worker clock, ms since the epoch. */
+      appliedAt: z.number().int(),
+    }),
+    response: z.object({}),
+  },
+  /** The agent asked for a human (SDK requestOperator / `handoff-agent request-operator`). */
+  'run:needs-operator': {
+    payload: z.strictObject({ runId: z.uuid(), reason: z.string().min(1).max(2000) }),
+    response: z.object({}),
+  },
   /** A share could not start, or its process died: an operator-readable reason. */
   'share:failed': {
     payload: z.strictObject({ sessionId: z.uuid(), message: z.string().min(1).max(2000) }),
@@ -107,6 +148,10 @@ export const workerServerEvents = {
   'run:cancel': { payload: z.object({ runId: z.string() }) },
   /** Start an external share of a run; the worker acks at once, then reports share:ready or share:failed. */
   'share:start': { payload: shareStartSchema, ack: z.object({}) },
+  /** Apply this control state (idempotent by seq); ack once applied (then control:applied follows for soft pauses). */
+  'control:apply': { payload: controlApplySchema, ack: z.object({}) },
+  /** Deliver an operator message; ack once it is in the inbox. */
+  'run:message': { payload: runMessageSchema, ack: z.object({}) },
   /** Kill a share's process group now (revoke, expiry, run end, rotation). Never touches the run. */
   'share:stop': { payload: z.object({ sessionId: z.string(), reason: z.string() }) },
 } as const;
@@ -133,6 +178,10 @@ export const dashboardClientEvents = {
 export const dashboardServerEvents = {
   'run:updated': { payload: runSchema },
   'session:updated': { payload: liveSessionSchema },
+  /** An operator message, to every dashboard in the run room. */
+  'message:created': { payload: operatorMessageSchema },
+  /** The agent asked for an operator (to `runs` and the run room). */
+  'run:needs-operator': { payload: z.object({ runId: z.string(), reason: z.string(), at: z.string() }) },
   /** An approval request was created or resolved (to `approvals`). */
   'approval:updated': { payload: approvalSchema },
   /** Pushed once per session at LIVE_GRACE before it expires. */

@@ -1,5 +1,5 @@
 import { z } from 'zod';
-import { approvalSchema, commandSchema, liveSessionSchema, providerSchema, runSchema, runStatusSchema } from './domain.js';
+import { approvalSchema, commandSchema, operatorMessageSchema, pauseModeSchema, liveSessionSchema, providerSchema, runSchema, runStatusSchema } from './domain.js';
 
 const envName = z.string().regex(/^[A-Za-z_][A-Za-z0-9_]{0,127}$/, 'must be an environment variable name');
 const labelKey = z.string().regex(/^[a-z0-9][a-z0-9._/-]{0,62}$/, 'must be a lowercase label key');
@@ -111,3 +111,15 @@ export const approvalIdParamsSchema = z.strictObject({ id: z.uuid() });
 /** `POST /api/approvals/:id/approve|deny` body. */
 export const resolveApprovalBodySchema = z.strictObject({ reason: z.string().min(1).max(500).optional() });
 export const approvalListSchema = z.object({ approvals: z.array(approvalSchema) });
+
+/** `POST /api/task-runs/:id/control` body. Takeover and hand-back come with write grants (not yet built). */
+export const controlBodySchema = z.strictObject({
+  action: z.enum(['pause', 'resume']),
+  /** Pause mode; default soft (escalates to hard after PAUSE_SOFT_GRACE). */
+  mode: pauseModeSchema.optional(),
+});
+export type ControlBody = z.infer<typeof controlBodySchema>;
+
+/** `POST /api/task-runs/:id/operator-messages` body. */
+export const operatorMessageBodySchema = z.strictObject({ message: z.string().trim().min(1).max(4000) });
+export const operatorMessageListSchema = z.object({ messages: z.array(operatorMessageSchema) });
