@@ -1,4 +1,5 @@
 import * as initial from './0001-initial.js';
+import * as controlTiming from './0002-control-timing.js';
 
 /** Every migration, in order. The server runs the pending ones at start. */
-export const migrations: ReadonlyArray<{ name: string; up: string[] }> = [initial];
+export const migrations: ReadonlyArray<{ name: string; up: string[] }> = [initial, controlTiming];

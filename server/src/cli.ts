@@ -19,6 +19,7 @@ With the embedded database (no DATABASE_URL), stop the hub first: PGlite allows 
 const offline: Notifier = {
   runUpdated() {}, sessionUpdated() {}, termFrames() {}, cancelOnWorker() {}, kickSchedulers() {},
   sessionGrace() {}, closeTerm() {}, startShare() {}, stopShare() {}, approvalUpdated() {},
+  controlApply() {}, deliverMessage() {}, messageCreated() {}, needsOperator() {},
 };
 
 const DEMO_AGENT = fileURLToPath(new URL('../../worker/src/demo-agent.mjs', import.meta.url));

@@ -19,6 +19,8 @@ import { loadSecretKey, SecretBox } from './services/secret-box.js';
 import { redisLeadership, soleLeader } from './services/leader.js';
 import { Sweeper } from './services/sweeper.js';
 import { RateLimiter } from './services/rate-limiter.js';
+import { ControlService } from './services/control.js';
+import { MessageService } from './services/messages.js';
 import { ApprovalService } from './services/approvals.js';
 import { PolicyGate } from './services/policy-gate.js';
 import { loadPolicy } from './services/policy-loader.js';
@@ -87,6 +89,10 @@ export async function createHub(config: ServerConfig, opts: { logger?: Logger } 
   sessions.gate = gate;
   sessions.runOwner = runs;
   registerApprovedCommands(approvals, runs, sessions);
+  const control = new ControlService(orm, runs, notifier, { softGraceMs: config.PAUSE_SOFT_GRACE });
+  control.gate = gate;
+  const messages = new MessageService(orm, notifier);
+  messages.gate = gate;
   const sweeper = new Sweeper(orm, sessions, runs, notifier, redis ? redisLeadership(redis.pub, `${config.REDIS_KEY_PREFIX}:sweeper`, 5000) : soleLeader, log.child({ module: 'sweeper' }), {
     intervalMs: config.SWEEP_INTERVAL,
     graceMs: config.LIVE_GRACE,
@@ -115,7 +121,7 @@ export async function createHub(config: ServerConfig, opts: { logger?: Logger } 
     limiter: new RateLimiter({ perSecond: config.RATE_LIMIT_SOCKET_PER_SEC, burst: config.RATE_LIMIT_SOCKET_BURST }),
   });
   setupWorkerNamespace(workerNsp, {
-    orm, auth, runs, scheduler, terminal, log,
+    orm, auth, runs, scheduler, terminal, log, control, messages,
     heartbeatIntervalMs: config.HEARTBEAT_INTERVAL,
     assignAckTimeoutMs: config.ASSIGN_ACK_TIMEOUT,
   });
@@ -123,6 +129,8 @@ export async function createHub(config: ServerConfig, opts: { logger?: Logger } 
   const app = createApp({
     auth, runs, sessions, terminal, log,
     audit: new AuditLog(orm, gate),
+    control,
+    messages,
     limiter: new RateLimiter({ perSecond: config.RATE_LIMIT_REST_PER_SEC, burst: config.RATE_LIMIT_REST_BURST }),
     allowedOrigins,
     approvals,

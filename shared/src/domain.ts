@@ -106,6 +106,8 @@ export const runSchema = z.object({
     state: controlStateSchema,
     seq: z.number().int(),
     appliedSeq: z.number().int(),
+    /** For `paused`: soft or hard, as requested. */
+    mode: z.enum(['soft', 'hard']).nullable(),
     controllerId: z.string().nullable(),
   }),
   needsOperator: z.object({ reason: z.string(), at: isoDate }).nullable(),

@@ -41,6 +41,10 @@ describe('authorization matrix: every route × (no token, observer, operator, ad
     ['GET', '/api/approvals', undefined, { none: 401, observer: 403, operator: 'ok', admin: 'ok', worker: 403 }],
     ['POST', `/api/approvals/${uuid}/approve`, {}, { none: 401, observer: 403, operator: 'ok', admin: 'ok', worker: 403 }],
     ['POST', `/api/approvals/${uuid}/deny`, {}, { none: 401, observer: 403, operator: 'ok', admin: 'ok', worker: 403 }],
+    ['POST', '/api/task-runs/RUN/control', { action: 'pause' }, { none: 401, observer: 403, operator: 'ok', admin: 'ok', worker: 403 }],
+    ['POST', '/api/task-runs/RUN/operator-messages', { message: 'hi' }, { none: 401, observer: 403, operator: 'ok', admin: 'ok', worker: 403 }],
+    ['GET', '/api/task-runs/RUN/operator-messages', undefined, { none: 401, observer: 'ok', operator: 'ok', admin: 'ok', worker: 403 }],
+    ['POST', '/api/task-runs/RUN/needs-operator/dismiss', {}, { none: 401, observer: 403, operator: 'ok', admin: 'ok', worker: 403 }],
     ['GET', '/api/auth/whoami', undefined, { none: 401, observer: 'ok', operator: 'ok', admin: 'ok', worker: 'ok' }],
   ];
 

@@ -29,7 +29,7 @@ describe('fuzz: every REST route and socket event refuses hostile payloads', () 
     (await em(hub.orm).execute<{ t: string; n: number }[]>(
       `select 'runs' t, count(*)::int n from runs union all select 'sessions', count(*)::int from live_sessions
        union all select 'audit', count(*)::int from control_events union all select 'approvals', count(*)::int from approvals
-       union all select 'users', count(*)::int from users union all select 'tokens', count(*)::int from api_tokens`,
+       union all select 'messages', count(*)::int from operator_messages union all select 'users', count(*)::int from users union all select 'tokens', count(*)::int from api_tokens`,
     )).map((r) => `${r.t}=${r.n}`).join(' ');
 
   const routes: Array<[string, string, Record<string, unknown>]> = [
@@ -38,6 +38,8 @@ describe('fuzz: every REST route and socket event refuses hostile payloads', () 
     ['POST', `/api/task-runs/RUN/live-session`, { provider: 'web', ttlMinutes: 5 }],
     ['POST', `/api/task-runs/RUN/live-session/extend`, { ttlMinutes: 5 }],
     ['POST', `/api/task-runs/RUN/live-session/revoke`, { reason: 'r' }],
+    ['POST', `/api/task-runs/RUN/control`, { action: 'pause', mode: 'soft' }],
+    ['POST', `/api/task-runs/RUN/operator-messages`, { message: 'hello' }],
     ['POST', `/api/approvals/01a1fc84-556c-72b6-8c34-8b8d9e28c380/approve`, { reason: 'r' }],
     ['POST', `/api/approvals/01a1fc84-556c-72b6-8c34-8b8d9e28c380/deny`, { reason: 'r' }],
   ];
@@ -80,6 +82,7 @@ describe('fuzz: every REST route and socket event refuses hostile payloads', () 
     ['run:started', { runId: 'RUN' }], ['run:output', { runId: 'RUN', frames: [{ seq: 1, t: 0, data: 'x' }] }],
     ['run:exited', { runId: 'RUN', exitCode: 0 }], ['share:ready', { sessionId: 'RUN', attachRo: {}, attachRw: {} }],
     ['share:failed', { sessionId: 'RUN', message: 'm' }],
+    ['control:applied', { runId: 'RUN', seq: 1, effective: 'agent', appliedAt: 1 }], ['run:needs-operator', { runId: 'RUN', reason: 'r' }],
   ];
 
   for (const [ns, table] of [['/dashboard', dashboardEvents], ['/worker', workerEvents]] as const) {

@@ -70,6 +70,7 @@ export const RunSchema = defineEntity({
     controlSeq: p.integer(),
     controlAppliedSeq: p.integer(),
     controllerId: p.string().nullable(),
+    controlChangedAt: p.datetime().nullable(),
     needsOperatorReason: p.string().nullable(),
     needsOperatorAt: p.datetime().nullable(),
     liveSessionEnabled: p.boolean(),

@@ -3,6 +3,7 @@ import { RunStatus, SessionStatus } from '@handoff/shared';
 import { RunEvent, runTable, runTransition } from './run-machine.js';
 import { SessionEvent, sessionTable, sessionTransition } from './live-session-machine.js';
 import { roleAtLeast } from './roles.js';
+import { ControlEvent, controlTransition } from './control-machine.js';
 
 // Exhaustive: every (state, event) pair is either in the table or a STATE_CONFLICT.
 describe('run machine', () => {
@@ -53,4 +54,21 @@ describe('roles', () => {
     expect(roleAtLeast('admin', 'operator')).toBe(true);
     expect(roleAtLeast('operator', 'admin')).toBe(false);
   });
+});
+
+describe('control machine', () => {
+  const expected: Record<string, string> = {
+    'agent/pause': 'paused', 'agent/takeover': 'operator',
+    'paused/resume': 'agent', 'paused/takeover': 'operator',
+    'operator/handback': 'agent',
+  };
+  for (const state of ['agent', 'paused', 'operator'] as const) {
+    for (const event of Object.values(ControlEvent)) {
+      const key = `${state}/${event}`;
+      it(key, () => {
+        if (expected[key]) expect(controlTransition(state, event)).toBe(expected[key]);
+        else expect(() => controlTransition(state, event)).toThrow(expect.objectContaining({ code: 'STATE_CONFLICT' }));
+      });
+    }
+  }
 });

@@ -7,6 +7,8 @@ import { AppError, ErrorCode, type Whoami } from '@handoff/shared';
 import type { AuthService } from '../services/auth.js';
 import type { ApprovalService } from '../services/approvals.js';
 import type { AuditLog } from '../services/audit.js';
+import type { ControlService } from '../services/control.js';
+import type { MessageService } from '../services/messages.js';
 import type { LiveSessionService } from '../services/live-sessions.js';
 import type { TerminalService } from '../services/terminal.js';
 import type { RateLimiter } from '../services/rate-limiter.js';
@@ -15,6 +17,7 @@ import { authenticate, principalOf } from './auth.js';
 import { errorBoundary } from './errors.js';
 import { approvalRoutes } from './approval-routes.js';
 import { auditRoutes } from './audit-routes.js';
+import { controlRoutes } from './control-routes.js';
 import { liveSessionRoutes } from './live-session-routes.js';
 import { taskRunsRoutes } from './task-runs-routes.js';
 
@@ -24,6 +27,8 @@ export interface AppDeps {
   sessions: LiveSessionService;
   terminal: TerminalService;
   audit: AuditLog;
+  control: ControlService;
+  messages: MessageService;
   approvals: ApprovalService;
   log: Logger;
   /** Readiness probe of the hub's dependencies (DB, Redis). */
@@ -79,6 +84,7 @@ export function createApp(deps: AppDeps): Express {
   });
   api.use('/task-runs/:id', liveSessionRoutes(deps.sessions));
   api.use('/task-runs/:id', auditRoutes(deps.audit, deps.runs, deps.terminal));
+  api.use('/task-runs/:id', controlRoutes(deps.control, deps.messages, deps.runs));
   api.use('/task-runs', taskRunsRoutes(deps.runs));
   api.use('/approvals', approvalRoutes(deps.approvals));
   api.use((req) => {

@@ -1,4 +1,4 @@
-import type { ApprovalRequest, Frame, LiveSession, Run, RunAssignment, ShareStart } from '@handoff/shared';
+import type { ApprovalRequest, ControlApply, Frame, LiveSession, OperatorMessage, Run, RunAssignment, RunMessage, ShareStart } from '@handoff/shared';
 
 /**
  * The push side of the services: implemented by the socket edge (rooms, adapter
@@ -18,6 +18,12 @@ export interface Notifier {
   closeTerm(runId: string, reason: string): void;
   /** Asks the run's worker to start an external share; `onRefused` when it refuses or isn't there. */
   startShare(workerId: string, share: ShareStart, onRefused: (message: string) => void): void;
+  /** Pushes a run's desired control state to its worker. */
+  controlApply(workerId: string, control: ControlApply): void;
+  /** Delivers an operator message to the run's worker; `onAck` once it is in the inbox. */
+  deliverMessage(workerId: string, message: RunMessage, onAck: () => void): void;
+  messageCreated(message: OperatorMessage): void;
+  needsOperator(runId: string, reason: string, at: string): void;
   /** An approval request changed (to the approvals room). */
   approvalUpdated(approval: ApprovalRequest): void;
   /** Asks a worker to kill a share's process group. */

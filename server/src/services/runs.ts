@@ -83,7 +83,7 @@ export class RunService {
       tx.create(RunSchema, {
         id, title, command: body.command, cwd: body.cwd ?? null, env: body.env ?? {}, labels: body.labels ?? {},
         status: 'queued', createdBy: actor.id, workerId: null, exitCode: null, errorMessage: null,
-        controlState: 'agent', controlMode: null, controlSeq: 0, controlAppliedSeq: 0, controllerId: null,
+        controlState: 'agent', controlMode: null, controlSeq: 0, controlAppliedSeq: 0, controllerId: null, controlChangedAt: null,
         needsOperatorReason: null, needsOperatorAt: null,
         liveSessionEnabled: body.liveSession ?? this.options.liveSessionDefault,
         createdAt: new Date(), assignedAt: null, startedAt: null, endedAt: null,
@@ -165,6 +165,30 @@ export class RunService {
     await this.sessions.endAllForRun(runId, ended ? 'run-ended' : 'run-cancelled');
     await this.publish(runId);
     this.notifier.kickSchedulers();
+  }
+
+  /** The agent asked for a human: flag the run, push it to dashboards at once, audit it. */
+  async needsOperator(workerId: string, runId: string, reason: string): Promise<void> {
+    await this.assertOwned(workerId, runId, 'run:needs-operator');
+    const at = new Date();
+    await em(this.orm).transactional(async (tx) => {
+      await tx.nativeUpdate(RunSchema, { id: runId }, { needsOperatorReason: reason, needsOperatorAt: at });
+      await appendAudit(tx, { runId, actor: { type: 'agent', id: runId }, action: 'run.needs-operator', metadata: { reason } });
+    });
+    this.notifier.needsOperator(runId, reason, at.toISOString());
+    await this.publish(runId);
+  }
+
+  /** An operator saw the request: clear the flag. */
+  async dismissNeedsOperator(actor: Actor, runId: string): Promise<Run> {
+    await em(this.orm).transactional(async (tx) => {
+      const run = await tx.findOne(RunSchema, { id: runId });
+      if (!run) throw notFound(runId);
+      if (!run.needsOperatorAt) throw new AppError({ code: ErrorCode.STATE_CONFLICT, message: `run ${runId} has not asked for an operator` });
+      await tx.nativeUpdate(RunSchema, { id: runId }, { needsOperatorReason: null, needsOperatorAt: null });
+      await appendAudit(tx, { runId, actor, action: 'run.needs-operator.dismiss', metadata: { reason: run.needsOperatorReason } });
+    });
+    return this.publish(runId);
   }
 
   /**

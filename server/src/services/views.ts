@@ -41,6 +41,7 @@ export function runView(r: RunRow, sessions: LiveSessionRow[]): Run {
       state: r.controlState as ControlState,
       seq: r.controlSeq,
       appliedSeq: r.controlAppliedSeq,
+      mode: (r.controlMode as 'soft' | 'hard' | null) ?? null,
       controllerId: r.controllerId ?? null,
     },
     needsOperator: r.needsOperatorReason && r.needsOperatorAt ? { reason: r.needsOperatorReason, at: r.needsOperatorAt.toISOString() } : null,

@@ -1,4 +1,4 @@
-import { rooms, type ApprovalRequest, type Frame, type LiveSession, type Run, type ShareStart } from '@handoff/shared';
+import { rooms, type ApprovalRequest, type ControlApply, type Frame, type LiveSession, type OperatorMessage, type Run, type RunMessage, type ShareStart } from '@handoff/shared';
 import type { Notifier } from '../services/notifier.js';
 import type { DashboardNamespace, WorkerNamespace } from './namespaces.js';
 
@@ -41,6 +41,26 @@ export class SocketNotifier implements Notifier {
     this.dashboard.to(room).emit('term:closed', { runId, reason });
     // Through the adapter, so viewers on every node stop receiving frames at once.
     this.dashboard.in(room).socketsLeave(room);
+  }
+
+  controlApply(workerId: string, control: ControlApply): void {
+    // The worker acks and then reports control:applied; a worker that misses this push
+    // gets the desired state again when it says hello.
+    this.worker.to(rooms.worker(workerId)).timeout(10_000).emit('control:apply', control, () => {});
+  }
+
+  deliverMessage(workerId: string, message: RunMessage, onAck: () => void): void {
+    this.worker.to(rooms.worker(workerId)).timeout(10_000).emit('run:message', message, (_err: Error | null, acks: Array<{ ok: boolean }>) => {
+      if (acks?.some((a) => a.ok)) onAck();
+    });
+  }
+
+  messageCreated(message: OperatorMessage): void {
+    this.dashboard.to(rooms.run(message.runId)).emit('message:created', message);
+  }
+
+  needsOperator(runId: string, reason: string, at: string): void {
+    this.dashboard.to([rooms.runs, rooms.run(runId)]).emit('run:needs-operator', { runId, reason, at });
   }
 
   approvalUpdated(approval: ApprovalRequest): void {

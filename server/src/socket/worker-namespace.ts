@@ -5,6 +5,8 @@ import { em, type Orm } from '../db/orm.js';
 import type { AuthService } from '../services/auth.js';
 import type { RunService } from '../services/runs.js';
 import type { Scheduler } from '../services/scheduler.js';
+import type { ControlService } from '../services/control.js';
+import type { MessageService } from '../services/messages.js';
 import type { TerminalService } from '../services/terminal.js';
 import { authenticateHandshake, on } from './on.js';
 import type { WorkerNamespace } from './namespaces.js';
@@ -14,6 +16,8 @@ export interface WorkerNamespaceDeps {
   auth: AuthService;
   runs: RunService;
   scheduler: Scheduler;
+  control: ControlService;
+  messages: MessageService;
   terminal: TerminalService;
   log: Logger;
   heartbeatIntervalMs: number;
@@ -56,6 +60,9 @@ export function setupWorkerNamespace(nsp: WorkerNamespace, deps: WorkerNamespace
             });
           }),
       });
+      // What it missed while away: the desired control state and undelivered messages.
+      await deps.control.resync(worker.id);
+      await deps.messages.redeliver(worker.id);
       wlog.info({ capacity, version, runs: runs.length }, 'worker connected');
       return { workerId: worker.id, name: worker.name, heartbeatIntervalMs: deps.heartbeatIntervalMs };
     });
@@ -64,6 +71,18 @@ export function setupWorkerNamespace(nsp: WorkerNamespace, deps: WorkerNamespace
       requireHello();
       await em(deps.orm).nativeUpdate(WorkerSchema, { id: worker.id }, { lastHeartbeatAt: new Date(), status: 'online' });
       await deps.runs.sessions.onHeartbeat(worker.id);
+      return {};
+    });
+
+    on(socket, events, 'control:applied', wlog, async ({ runId, seq, effective, appliedAt }) => {
+      requireHello();
+      await deps.control.onApplied(worker.id, runId, seq, effective, appliedAt);
+      return {};
+    });
+
+    on(socket, events, 'run:needs-operator', wlog, async ({ runId, reason }) => {
+      requireHello();
+      await deps.runs.needsOperator(worker.id, runId, reason);
       return {};
     });
 
@@ -84,6 +103,9 @@ export function setupWorkerNamespace(nsp: WorkerNamespace, deps: WorkerNamespace
     on(socket, events, 'run:started', wlog, async ({ runId }) => {
       requireHello();
       await deps.runs.reportStarted(worker.id, runId);
+      // Paused or messaged while still assigned: deliver now that the run exists.
+      await deps.control.resync(worker.id);
+      await deps.messages.redeliver(worker.id);
       return {};
     });
 
