@@ -1,5 +1,5 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { api, connect } from '../support/clients.js';
+import { api, connect, emitAck } from '../support/clients.js';
 import { startTestHub, type TestHub } from '../support/hub.js';
 
 describe('authentication and roles', () => {
@@ -62,6 +62,8 @@ describe('authentication and roles', () => {
     await expect(connect(hub.url, '/worker', undefined)).rejects.toMatchObject({ data: { code: 'UNAUTHENTICATED' } });
     const ok = await connect(hub.url, '/dashboard', observer);
     expect(ok.connected).toBe(true);
+    // Observers watch runs, but approval requests are for operators and up.
+    expect(await emitAck(ok, 'approvals:subscribe', {})).toMatchObject({ ok: false, error: { code: 'FORBIDDEN' } });
     ok.close();
     const w = await connect(hub.url, '/worker', worker);
     expect(w.connected).toBe(true);

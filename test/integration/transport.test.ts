@@ -59,7 +59,7 @@ describe('transport hygiene and abuse resistance', () => {
       const xs: number[] = [];
       for (let i = 0; i < n; i++) {
         const t = performance.now();
-        expect((await emitAck(b, 'approvals:subscribe', {})).ok).toBe(true);
+        expect((await emitAck(b, 'runs:subscribe', {})).ok).toBe(true);
         xs.push(performance.now() - t);
         await new Promise((r) => setTimeout(r, 220)); // stay inside b's own limit
       }

@@ -1,5 +1,6 @@
 import type { Logger } from 'pino';
-import { dashboardClientEvents as events, ErrorCode, rooms } from '@handoff/shared';
+import { AppError, dashboardClientEvents as events, ErrorCode, rooms, type Role } from '@handoff/shared';
+import { roleAtLeast } from '../domain/roles.js';
 import type { AuthService } from '../services/auth.js';
 import type { RunService } from '../services/runs.js';
 import type { RateLimiter } from '../services/rate-limiter.js';
@@ -55,6 +56,9 @@ export function setupDashboardNamespace(nsp: DashboardNamespace, deps: Dashboard
       return deps.terminal.scrollback(runId, afterSeq);
     }, limit);
     on(socket, events, 'approvals:subscribe', log, async () => {
+      // Approval requests carry command details: the same audience as GET /api/approvals.
+      const { role } = socket.data.principal as { role: Role };
+      if (!roleAtLeast(role, 'operator')) throw new AppError({ code: ErrorCode.FORBIDDEN, message: 'requires role operator' });
       await socket.join(rooms.approvals);
       return {};
     }, limit);
