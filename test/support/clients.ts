@@ -111,3 +111,14 @@ export function joinFrames(frames: Frame[]): string {
   });
   return sorted.map((f) => f.data).join('');
 }
+
+/** Re-checks an async condition (e.g. a REST read or a file) every 50 ms until it holds; rejects after `ms`. */
+export async function eventually<T>(what: string, check: () => Promise<T | undefined | false>, ms = 15_000): Promise<T> {
+  const deadline = Date.now() + ms;
+  for (;;) {
+    const value = await check();
+    if (value) return value;
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 50));
+  }
+}

@@ -1,11 +1,13 @@
 #!/usr/bin/env node
 // A stand-in for an AI agent, for demos and tests: a banner, then a few steps with fake
-// progress, reading operator messages from $HANDOFF_INBOX before each step. Plain Node
-// (20+), no dependencies, so a worker can run it as `node worker/src/demo-agent.mjs`.
+// progress. It uses the agent SDK like a real agent would: a checkpoint before each step
+// (a soft pause halts it there), operator messages printed as they arrive, and — only when
+// DEMO_AGENT_REQUEST_OPERATOR_AT=<step> is set — a request for an operator at that step.
+// Plain Node (20+), no dependencies, so a worker can run it as `node worker/src/demo-agent.mjs`.
 // DEMO_AGENT_STEPS (default 8) and DEMO_AGENT_STEP_MS (default: 1500–3000 random)
 // shorten it for tests.
-import { readFileSync } from 'node:fs';
 import { setTimeout as sleep } from 'node:timers/promises';
+import { checkpoint, onMessage, requestOperator } from '../agent-sdk/index.mjs';
 
 const STEPS = [
   'reading the task description',
@@ -19,31 +21,9 @@ const STEPS = [
 ];
 const total = Math.max(1, Number(process.env.DEMO_AGENT_STEPS) || STEPS.length);
 const fixedStepMs = Number(process.env.DEMO_AGENT_STEP_MS);
+const requestAt = Number(process.env.DEMO_AGENT_REQUEST_OPERATOR_AT) || null;
 const inbox = process.env.HANDOFF_INBOX;
 const color = (code, text) => `\x1b[${code}m${text}\x1b[0m`;
-
-let seenLines = 0;
-/** Prints operator messages appended to the inbox since the last look. */
-function readInbox() {
-  if (!inbox) return;
-  let lines;
-  try {
-    lines = readFileSync(inbox, 'utf8').split('\n');
-  } catch {
-    return; // no inbox yet
-  }
-  // The last element is either '' or a line still being written: read it next time.
-  const complete = lines.slice(0, -1);
-  for (const line of complete.slice(seenLines)) {
-    try {
-      const { ts, actor, message } = JSON.parse(line);
-      process.stdout.write(`${color('1;35', `✉ message from ${actor ?? 'operator'}`)} ${color('2', ts ?? '')}\n  ${message}\n`);
-    } catch {
-      process.stdout.write(`${color('33', '(unreadable inbox line)')}\n`);
-    }
-  }
-  seenLines = complete.length;
-}
 
 async function progress(ms) {
   const width = 24;
@@ -64,8 +44,16 @@ process.stdout.write(
     `run ${process.env.HANDOFF_RUN_ID ?? '(no run id)'} · inbox ${inbox ?? '(none)'}\n\n`,
 );
 
+// Messages print as they arrive, even mid-step: they never pause the agent.
+const stopMessages = onMessage(({ ts, actor, message }) => {
+  process.stdout.write(`${color('1;35', `✉ message from ${actor ?? 'operator'}`)} ${color('2', ts ?? '')}\n  ${message}\n`);
+});
+
 for (let step = 1; step <= total; step += 1) {
-  readInbox();
+  await checkpoint(); // a soft pause halts the agent here, between steps
+  if (step === requestAt && (await requestOperator(`demo: stuck at step ${step}`))) {
+    process.stdout.write(`${color('1;33', '⚑ asked for an operator')} (demo: stuck at step ${step})\n`);
+  }
   const what = STEPS[(step - 1) % STEPS.length];
   process.stdout.write(`${color('1', `step ${step}/${total}:`)} ${what}…\n`);
   const ms = Number.isFinite(fixedStepMs) && fixedStepMs >= 0 ? fixedStepMs : 1500 + Math.random() * 1500;
@@ -79,5 +67,5 @@ for (let step = 1; step <= total; step += 1) {
     await progress(ms);
   }
 }
-readInbox();
+stopMessages();
 process.stdout.write(`\n${color('1;32', 'done:')} all ${total} steps finished\n`);

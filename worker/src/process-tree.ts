@@ -7,6 +7,27 @@ export interface ProcInfo {
   ppid: number;
   pgid: number;
   sid: number;
+  /** /proc state letter: R running, S sleeping, D disk wait, T stopped (SIGSTOP), t traced, … */
+  state: string;
+}
+
+/** States of a process that is halted by a stop signal (or a tracer). */
+const HALTED = new Set(['T', 't']);
+/** SIGSTOP (19) in the pending-signal masks of /proc/<pid>/status (bit N-1 for signal N). */
+const SIGSTOP_BIT = 1n << 18n;
+
+/**
+ * Whether a process can run none of its own code until it is continued: it is stopped, or
+ * it sits in an uninterruptible kernel wait with a SIGSTOP pending, which it meets before
+ * returning to user space — the case of a shell's vfork parent (dash runs commands through
+ * vfork) waiting for a child that was stopped before it could exec.
+ */
+export async function isHalted(p: ProcInfo): Promise<boolean> {
+  if (HALTED.has(p.state)) return true;
+  if (p.state !== 'D') return false;
+  const status = await readFile(`/proc/${p.pid}/status`, 'utf8').catch(() => '');
+  // SigPnd: signals pending for the thread; ShdPnd: for the whole process (where kill() puts SIGSTOP).
+  return [...status.matchAll(/^(?:SigPnd|ShdPnd):\s*([0-9a-f]+)$/gm)].some((m) => (BigInt(`0x${m[1]}`) & SIGSTOP_BIT) !== 0n);
 }
 
 /** Reads every live (non-zombie) process from /proc. Linux only, like the worker. */
@@ -24,7 +45,7 @@ function parseStat(stat: string): ProcInfo | null {
   const fields = stat.slice(close + 2).split(' ');
   const [state, ppid, pgid, sid] = fields;
   if (state === undefined || state === 'Z' || state === 'X') return null;
-  return { pid: Number.parseInt(stat, 10), ppid: Number(ppid), pgid: Number(pgid), sid: Number(sid) };
+  return { pid: Number.parseInt(stat, 10), ppid: Number(ppid), pgid: Number(pgid), sid: Number(sid), state };
 }
 
 /**
@@ -77,12 +98,59 @@ export async function signalRun(rootPid: number, signal: NodeJS.Signals): Promis
 }
 
 /**
- * Ends every process of the run: SIGTERM to their process groups, then SIGKILL to what
- * is left after `graceMs`. Resolves once none remains (or after a last short wait).
- * Returns whether SIGKILL was needed.
+ * SIGTERM to every process group of the run, then SIGCONT: a paused (SIGSTOPped) process
+ * keeps a SIGTERM pending until it is continued, so without the SIGCONT a paused run would
+ * only end by SIGKILL after the grace. TERM goes first so that a continued process meets
+ * its pending SIGTERM before it runs another instruction of its own. Returns how many groups.
+ */
+export async function terminateRun(rootPid: number): Promise<number> {
+  const groups = await signalRun(rootPid, 'SIGTERM');
+  if (groups > 0) await signalRun(rootPid, 'SIGCONT');
+  return groups;
+}
+
+/**
+ * Pauses the run: SIGSTOP to every process of it except its root, again until each is seen
+ * stopped in /proc — so a process that entered a new group between a scan and its signal
+ * is caught too, and the caller may tell the hub the run is really halted. The root (the
+ * pane's wrapper shell, the worker's own helper that only waits for the command) keeps
+ * running on purpose: tmux answers a stopped pane process with SIGCONT to its whole process
+ * group, so stopping it would undo the pause. Processes sharing the root's group are
+ * stopped one by one; other groups as a whole. Only the run's own processes (its pane's
+ * session and descendants) are touched: the worker's other helpers (the `wait-for` client,
+ * tmux, the output capture, shares) are not among them. Returns false when something was
+ * still not stopped after `timeoutMs` (e.g. a process in uninterruptible disk wait; it
+ * stops once that returns).
+ */
+export async function suspendRun(rootPid: number, timeoutMs = 1000, pollMs = 5): Promise<boolean> {
+  const deadline = Date.now() + timeoutMs;
+  let clean = 0;
+  for (;;) {
+    const procs = (await runProcesses(rootPid)).filter((p) => p.pid !== rootPid);
+    const halted = await Promise.all(procs.map(isHalted));
+    const running = procs.filter((_, i) => !halted[i]);
+    // Twice in a row: a child forked just after a scan listed /proc, by a parent stopped
+    // just before its state was read, only shows up in the next scan.
+    clean = running.length === 0 ? clean + 1 : 0;
+    if (clean === 2) return true;
+    if (Date.now() >= deadline) return false;
+    signalProcesses(running, 'SIGSTOP', rootPid);
+    await sleep(pollMs);
+  }
+}
+
+/** Continues (SIGCONT) every process group of the run. Returns how many groups. */
+export function resumeRun(rootPid: number): Promise<number> {
+  return signalRun(rootPid, 'SIGCONT');
+}
+
+/**
+ * Ends every process of the run: SIGTERM to their process groups (continuing paused
+ * ones, see `terminateRun`), then SIGKILL to what is left after `graceMs`. Resolves once
+ * none remains (or after a last short wait). Returns whether SIGKILL was needed.
  */
 export async function reapRun(rootPid: number, graceMs: number, pollMs = 25): Promise<{ killed: boolean }> {
-  if ((await signalRun(rootPid, 'SIGTERM')) === 0) return { killed: false };
+  if ((await terminateRun(rootPid)) === 0) return { killed: false };
   if (await waitUntilGone(() => runProcesses(rootPid), graceMs, pollMs)) return { killed: false };
   await signalRun(rootPid, 'SIGKILL');
   await waitUntilGone(() => runProcesses(rootPid), 1000, pollMs);
@@ -106,16 +174,16 @@ export async function processesWithEnv(name: string, value: string): Promise<Pro
 
 /**
  * Signals the given processes: whole process groups where they lead their own, single
- * pids where they share the worker's group (the worker's own helper children), never the
- * worker itself. Returns how many processes were targeted.
+ * pids where they share the worker's group (the worker's own helper children) or
+ * `singlesIn`, never the worker itself. Returns how many processes were targeted.
  */
-export function signalProcesses(procs: readonly ProcInfo[], signal: NodeJS.Signals): number {
+export function signalProcesses(procs: readonly ProcInfo[], signal: NodeJS.Signals, singlesIn?: number): number {
   const groups = new Set<number>();
   let targeted = 0;
   for (const p of procs) {
     if (p.pid === process.pid) continue;
     targeted += 1;
-    if (p.pgid > 1 && p.pgid !== ownGroup()) {
+    if (p.pgid > 1 && p.pgid !== ownGroup() && p.pgid !== singlesIn) {
       groups.add(p.pgid);
       continue;
     }

@@ -141,6 +141,62 @@ describe('RunReporter', () => {
     expect(link.sent).toEqual([]);
   });
 
+  it('reports control changes and operator requests once the hub knows the run started, one at a time; the exit waits for them', () => {
+    const link = new ManualLink();
+    const { r, settled } = reporter(link);
+    r.reportControlApplied({ runId: RUN, seq: 1, effective: 'paused-hard', appliedAt: 1000 });
+    expect(link.pending()).toEqual([]); // nothing before run:started
+    r.reportStarted();
+    expect(link.pending()).toEqual(['run:started']);
+    link.take()[0]!.ack(ok());
+    expect(link.pending()).toEqual(['control:applied']);
+    r.reportNeedsOperator('stuck');
+    r.reportExited({ exitCode: 0 });
+    expect(link.pending()).toEqual(['control:applied']); // one report at a time, the exit after them
+    const applied = link.take()[0]!;
+    expect(applied.payload).toEqual({ runId: RUN, seq: 1, effective: 'paused-hard', appliedAt: 1000 });
+    applied.ack(ok());
+    const needs = link.take()[0]!;
+    expect(needs.event).toBe('run:needs-operator');
+    expect(needs.payload).toEqual({ runId: RUN, reason: 'stuck' });
+    needs.ack(ok());
+    expect(link.pending()).toEqual(['run:exited']);
+    link.take()[0]!.ack(ok());
+    expect(settled).toHaveBeenCalledOnce();
+  });
+
+  it('keeps only the newest unsent report of an event, and resends the unanswered one after a reconnect', () => {
+    const link = new ManualLink();
+    const { r } = reporter(link);
+    r.reportStarted();
+    link.take()[0]!.ack(ok());
+    r.reportControlApplied({ runId: RUN, seq: 1, effective: 'paused-soft', appliedAt: 1 });
+    r.reportControlApplied({ runId: RUN, seq: 2, effective: 'agent', appliedAt: 2 });
+    r.reportControlApplied({ runId: RUN, seq: 3, effective: 'paused-hard', appliedAt: 3 });
+    const first = link.take()[0]!;
+    expect(first.payload.seq).toBe(1); // already in flight: it stays
+
+    // Connection lost with seq 1 unanswered: after the reconnect only seq 3 goes (it supersedes 1, and 2 was never sent).
+    link.ready = false;
+    r.offline();
+    first.ack(undefined);
+    link.ready = true;
+    r.resend();
+    const [again] = link.take();
+    expect(again!.payload.seq).toBe(3);
+    again!.ack({ ok: false, error: { code: 'UNAVAILABLE', message: 'db down' } });
+    vi.advanceTimersByTime(1000);
+    const retried = link.take();
+    expect(retried.map((s) => s.payload.seq)).toEqual([3]);
+    r.reportNeedsOperator('help');
+    retried[0]!.ack({ ok: false, error: { code: 'STATE_CONFLICT', message: 'run ended' } }); // refused for good: dropped
+    const next = link.take();
+    expect(next.map((s) => s.event)).toEqual(['run:needs-operator']);
+    next[0]!.ack(undefined); // no answer on a live connection: retried
+    vi.advanceTimersByTime(1000);
+    expect(link.take().map((s) => s.event)).toEqual(['run:needs-operator']);
+  });
+
   it('a run that never started reports only its exit', () => {
     const link = new ManualLink();
     const { r } = reporter(link);

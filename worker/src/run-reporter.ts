@@ -1,7 +1,8 @@
 import type { Ack, ErrorBody, Frame } from '@handoff/shared';
 import { FrameBatcher, type FrameBatcherOptions } from './frame-batcher.js';
-import { RETRYABLE_CODES, type HubLink } from './hub-link.js';
+import { RETRYABLE_CODES, type HubLink, type PayloadOf } from './hub-link.js';
 import type { Logger } from './logger.js';
+import { ReportQueue } from './report-queue.js';
 
 export interface RunExit {
   exitCode: number | null;
@@ -31,14 +32,17 @@ const MAX_EMIT_FRAMES = 1000;
 
 /**
  * Delivers one run's reports to the hub, in order — `run:started`, then `run:output`
- * frames, then `run:exited` once every frame is acknowledged — and sends again whatever
- * is unacknowledged after a reconnect, so neither output nor the exit is lost.
+ * frames (and, alongside them, `control:applied` / `run:needs-operator`), then
+ * `run:exited` once every frame and event is acknowledged — and sends again whatever is
+ * unacknowledged after a reconnect, so neither output, nor a pause, nor the exit is lost.
  */
 export class RunReporter {
   readonly runId: string;
   private readonly link: HubLink;
   private readonly log: Logger;
   private readonly batcher: FrameBatcher;
+  /** Control changes that took hold and requests for an operator, after `run:started`. */
+  private readonly events: ReportQueue;
   private readonly onSettled: () => void;
   private readonly retryMs: number;
 
@@ -70,6 +74,14 @@ export class RunReporter {
       onFrame: () => this.pump(),
       onDrop: (d) => this.log.warn(d, 'hub unreachable for too long: dropped the oldest output'),
     });
+    this.events = new ReportQueue({
+      link: opts.link,
+      logger: opts.logger,
+      retryMs: this.retryMs,
+      // The hub takes a control report or a request only for a run it knows is running.
+      canSend: () => this.outputOpen,
+      onDrained: () => this.pump(),
+    });
   }
 
   /** Whether the hub has taken the exit report. */
@@ -87,6 +99,18 @@ export class RunReporter {
     this.batcher.push(text);
   }
 
+  /** A control change took hold (only the newest unsent one is kept). */
+  reportControlApplied(payload: PayloadOf<'control:applied'>): void {
+    if (this.exit) return; // the run ended: its control state no longer matters
+    this.events.push({ event: 'control:applied', payload });
+  }
+
+  /** The agent asked for an operator. */
+  reportNeedsOperator(reason: string): void {
+    if (this.exit) return;
+    this.events.push({ event: 'run:needs-operator', payload: { runId: this.runId, reason: reason.slice(0, 2000) } });
+  }
+
   /** The run ended: seal the last output, and report the exit once the hub has every frame. */
   reportExited(exit: RunExit): void {
     if (this.exit) return;
@@ -96,8 +120,14 @@ export class RunReporter {
     this.pump();
   }
 
-  /** After a (re)connect, or to retry: send everything the hub has not acknowledged, in order. */
+  /** After a (re)connect: send everything the hub has not acknowledged, in order. */
   resend(): void {
+    this.events.resend();
+    this.restart();
+  }
+
+  /** Sends again the started/output/exit reports the hub has not acknowledged. */
+  private restart(): void {
     this.round += 1;
     this.clearRetry();
     if (this.started === 'sent' || this.started === 'backoff') this.started = 'due';
@@ -116,18 +146,23 @@ export class RunReporter {
 
   dispose(): void {
     this.disposed = true;
+    this.events.dispose();
     this.clearRetry();
     this.batcher.dispose();
+  }
+
+  /** The hub learns the run is running before it gets output or events (unless it never started). */
+  private get outputOpen(): boolean {
+    return this.started === 'done' || (this.started === 'idle' && this.exit !== null);
   }
 
   private pump(): void {
     if (this.disposed || !this.link.ready) return;
     if (this.started === 'due') this.sendStarted();
-    // The hub learns the run is running before it gets output (unless it never started).
-    const outputOpen = this.started === 'done' || (this.started === 'idle' && this.exit !== null);
-    if (!outputOpen) return;
+    if (!this.outputOpen) return;
     this.sendFrames();
-    if (this.exited === 'due' && !this.batcher.hasUnacked && !this.batcher.hasPending) this.sendExited();
+    this.events.pump();
+    if (this.exited === 'due' && !this.batcher.hasUnacked && !this.batcher.hasPending && this.events.empty) this.sendExited();
   }
 
   private sendStarted(): void {
@@ -225,7 +260,7 @@ export class RunReporter {
     if (this.retryTimer || this.disposed) return;
     this.retryTimer = setTimeout(() => {
       this.retryTimer = null;
-      this.resend();
+      this.restart();
     }, this.retryMs);
   }
 

@@ -119,6 +119,18 @@ describe('TmuxRun', () => {
     }
   });
 
+  it('gives the agent its outbox, its control file and the `handoff-agent` CLI first on PATH', async () => {
+    const { run, out } = await start(
+      { script: 'echo "$HANDOFF_OUTBOX|$HANDOFF_CONTROL"; test -f "$HANDOFF_OUTBOX" && echo outbox-exists; command -v handoff-agent; handoff-agent checkpoint && echo not-paused' },
+      { env: { PATH: '/usr/bin:/bin' } },
+    );
+    const outbox = run.outboxPath;
+    expect((await run.result).exitCode).toBe(0);
+    expect(lf(out.text)).toBe(`${outbox}|${run.controlPath}\noutbox-exists\n${join(run.dir, 'bin', 'handoff-agent')}\nnot-paused\n`);
+    expect(outbox).toBe(join(runsDir, run.runId, 'outbox.jsonl'));
+    expect(run.controlPath).toBe(join(runsDir, run.runId, 'control.json'));
+  });
+
   it('fails clearly, without an exit code, when cwd does not exist', async () => {
     const { run, out } = await start({ argv: ['echo', 'unreachable'] }, { cwd: '/nonexistent/handoff-dir' });
     const outcome = await run.result;

@@ -2,14 +2,15 @@ import { execFile, spawn } from 'node:child_process';
 import { constants, open } from 'node:fs';
 import { chmod, mkdir, readFile, rm, writeFile } from 'node:fs/promises';
 import { Socket } from 'node:net';
-import { join } from 'node:path';
+import { delimiter, join } from 'node:path';
 import { StringDecoder } from 'node:string_decoder';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { promisify } from 'node:util';
 import type { Command } from '@handoff/shared';
 import type { Logger } from './logger.js';
-import { reapRun, signalRun } from './process-tree.js';
-import { RunFiles, shellQuote, wrapperScript } from './run-script.js';
+import { reapRun, signalRun, terminateRun } from './process-tree.js';
+import { agentCliWrapper, RunFiles, shellQuote, wrapperScript } from './run-script.js';
+import { StatusLine } from './status-line.js';
 import { tmux } from './tmux.js';
 
 export interface TmuxRunOptions {
@@ -19,7 +20,10 @@ export interface TmuxRunOptions {
   command: Command;
   /** Working directory; the run fails to start (exit code null) if it does not exist. */
   cwd: string | null;
-  /** The run process's complete environment; HANDOFF_RUN_ID and HANDOFF_INBOX are added. */
+  /**
+   * The run process's complete environment; HANDOFF_RUN_ID, HANDOFF_INBOX, HANDOFF_OUTBOX
+   * and HANDOFF_CONTROL are added, and `<run dir>/bin` (the `handoff-agent` CLI) goes first on PATH.
+   */
   env: Record<string, string | undefined>;
   cols: number;
   rows: number;
@@ -34,6 +38,10 @@ export interface TmuxRunOptions {
   drainTimeoutMs?: number;
   /** Scrollback lines tmux keeps for the pane. Default 50 000. */
   historyLimit?: number;
+  /** The Node that runs the `handoff-agent` CLI inside the run. Default: the worker's own (`process.execPath`). */
+  nodeBin?: string;
+  /** How long an operator message stays in the status line, in ms. Default 10 000. */
+  messageFlashMs?: number;
 }
 
 export interface RunOutcome {
@@ -62,6 +70,12 @@ export class TmuxRun {
   readonly dir: string;
   /** `$HANDOFF_INBOX` of the run: operator messages as JSON lines. */
   readonly inboxPath: string;
+  /** `$HANDOFF_OUTBOX` of the run: the agent's requests (e.g. for an operator) as JSON lines. */
+  readonly outboxPath: string;
+  /** `$HANDOFF_CONTROL` of the run: the desired control state, written by `RunControl`. */
+  readonly controlPath: string;
+  /** The status line of the run's tmux session (pause banner, operator messages). */
+  readonly status: StatusLine;
   /** Resolves once the run ended and everything was cleaned up; never rejects. */
   readonly result: Promise<RunOutcome>;
 
@@ -74,6 +88,7 @@ export class TmuxRun {
   private commandEnded: Promise<void> = Promise.resolve();
   private panePid = 0;
   private cancelRequested = false;
+  private commandDone = false;
   private killedHard = false;
   private resolveResult!: (outcome: RunOutcome) => void;
 
@@ -82,8 +97,17 @@ export class TmuxRun {
     this.runId = opts.runId;
     this.dir = dir;
     this.inboxPath = join(dir, RunFiles.inbox);
+    this.outboxPath = join(dir, RunFiles.outbox);
+    this.controlPath = join(dir, RunFiles.control);
     this.socketPath = join(dir, RunFiles.socket);
     this.log = opts.logger;
+    this.status = new StatusLine({
+      tmuxBin: opts.tmuxBin,
+      socket: this.socketPath,
+      session: SESSION,
+      logger: opts.logger,
+      flashMs: opts.messageFlashMs,
+    });
     this.result = new Promise((resolve) => (this.resolveResult = resolve));
   }
 
@@ -111,6 +135,11 @@ export class TmuxRun {
     return this.panePid;
   }
 
+  /** True once the run is being cancelled or its command ended: nothing may pause it any more. */
+  get ending(): boolean {
+    return this.cancelRequested || this.commandDone;
+  }
+
   /**
    * Ends the run: SIGTERM to every process group of the run, SIGKILL after the grace,
    * then the tmux server goes. Resolves with the outcome (128+signal unless the command
@@ -120,7 +149,7 @@ export class TmuxRun {
     if (this.cancelRequested) return this.result;
     this.cancelRequested = true;
     this.log.info('cancelling run');
-    await signalRun(this.panePid, 'SIGTERM');
+    await terminateRun(this.panePid); // continues a paused run too, so it meets its SIGTERM now
     const ended = await Promise.race([
       this.commandEnded.then(() => true),
       sleep(this.opts.killGraceMs ?? 2000, false, { ref: false }),
@@ -140,6 +169,10 @@ export class TmuxRun {
     const wrapper = join(dir, RunFiles.wrapper);
     await writeFile(wrapper, wrapperScript({ tmuxBin: opts.tmuxBin, dir, command: opts.command, cwd: opts.cwd }), { mode: 0o600 });
     await writeFile(this.inboxPath, '', { mode: 0o600 });
+    await writeFile(this.outboxPath, '', { mode: 0o600 });
+    const bin = join(dir, RunFiles.bin);
+    await mkdir(bin, { mode: 0o700 });
+    await writeFile(join(bin, 'handoff-agent'), agentCliWrapper(opts.nodeBin ?? process.execPath), { mode: 0o700 });
     await execFileAsync('mkfifo', ['-m', '600', fifo]);
     this.capture = await openCapture(fifo);
     this.capture.on('data', (chunk: Buffer) => this.emit(this.decoder.write(chunk)));
@@ -151,6 +184,9 @@ export class TmuxRun {
       ...opts.env,
       HANDOFF_RUN_ID: opts.runId,
       HANDOFF_INBOX: this.inboxPath,
+      HANDOFF_OUTBOX: this.outboxPath,
+      HANDOFF_CONTROL: this.controlPath,
+      PATH: `${bin}${delimiter}${opts.env.PATH ?? '/usr/local/bin:/usr/bin:/bin'}`,
       TMUX: undefined, // a worker itself running inside tmux must not make the run's server look nested
       TMUX_PANE: undefined,
     };
@@ -201,6 +237,7 @@ export class TmuxRun {
 
   private async supervise(): Promise<void> {
     await this.commandEnded;
+    this.commandDone = true;
     let outcome: RunOutcome;
     try {
       // Whatever the command left behind (background jobs) goes with it.
@@ -236,6 +273,7 @@ export class TmuxRun {
 
   /** Leaves nothing behind: processes, tmux server, capture, directory. Safe to call twice. */
   private async cleanUp(): Promise<void> {
+    this.status.dispose();
     if (this.panePid > 1) await reapRun(this.panePid, 0).catch(() => undefined);
     await tmux(this.opts.tmuxBin, this.socketPath, ['kill-server']);
     if (this.capture) {

@@ -2,19 +2,26 @@ import { io, type Socket } from 'socket.io-client';
 import { z } from 'zod';
 import {
   NAMESPACE,
+  controlApplySchema,
   runAssignmentSchema,
+  runMessageSchema,
   validationError,
   workerClientEvents,
   type Ack,
   type AckCallback,
+  type ControlApply,
   type HubToWorker,
   type RunAssignment,
+  type RunMessage,
   type WorkerToHub,
 } from '@handoff/shared';
 import pkg from '../package.json' with { type: 'json' };
 import type { ResolvedWorkerConfig } from './config.js';
 import type { HubLink, PayloadOf, ReportEvent, ResponseOf } from './hub-link.js';
 import type { Logger } from './logger.js';
+import { OutboxWatcher } from './outbox-watcher.js';
+import { RunControl } from './run-control.js';
+import { messageFlash, RunInbox } from './run-inbox.js';
 import { RunReporter } from './run-reporter.js';
 import { ShareManager } from './share-manager.js';
 import { findProviderBinary } from './share-provider.js';
@@ -49,6 +56,13 @@ interface RunEntry {
   /** `starting` until tmux runs it, `running`, then `ended` until the hub has the exit report. */
   phase: 'starting' | 'running' | 'ended';
   tmux: TmuxRun | null;
+  /** Takes control changes from the moment the run is known; acts on them once tmux runs it. */
+  readonly control: RunControl;
+  /** The run's inbox once tmux runs it; null if it never started. */
+  readonly inbox: Promise<RunInbox | null>;
+  readonly setInbox: (inbox: RunInbox | null) => void;
+  /** Follows the agent's requests (`$HANDOFF_OUTBOX`) while the run runs. */
+  outbox: OutboxWatcher | null;
   cancelRequested: boolean;
   /** Why it was cancelled, when the hub did not ask for it (reported with the exit). */
   cancelReason: string | null;
@@ -182,6 +196,8 @@ export class Worker {
     });
     socket.on('run:assign', (payload, ack) => this.onAssign(payload, ack));
     socket.on('run:cancel', (payload) => this.onCancel(payload));
+    socket.on('control:apply', (payload, ack) => this.onControlApply(payload, ack));
+    socket.on('run:message', (payload, ack) => this.onMessage(payload, ack));
     socket.on('share:start', (payload, ack) => this.shares.onStart(payload, ack));
     socket.on('share:stop', (payload) => this.shares.onStop(payload));
     this.log.info({ url, capacity: this.config.WORKER_CAPACITY, runDir: this.config.WORKER_RUN_DIR }, 'connecting to hub');
@@ -299,6 +315,7 @@ export class Worker {
   private track(runId: string, phase: RunEntry['phase']): RunEntry {
     let markEnded!: () => void;
     let markSettled!: () => void;
+    let setInbox!: (inbox: RunInbox | null) => void;
     const reporter = new RunReporter({
       runId,
       link: this.link,
@@ -315,6 +332,14 @@ export class Worker {
       reporter,
       phase,
       tmux: null,
+      control: new RunControl({
+        runId,
+        logger: this.root.child({ module: 'control', runId }),
+        onApplied: (report) => reporter.reportControlApplied(report),
+      }),
+      inbox: new Promise((resolve) => (setInbox = resolve)),
+      setInbox: (inbox) => setInbox(inbox),
+      outbox: null,
       cancelRequested: false,
       cancelReason: null,
       ended: new Promise((resolve) => (markEnded = resolve)),
@@ -349,6 +374,14 @@ export class Worker {
       entry.tmux = run;
       entry.phase = 'running';
       entry.reporter.reportStarted();
+      entry.control.attach(run);
+      entry.setInbox(new RunInbox({ dir: run.dir, logger: this.root.child({ module: 'inbox', runId }) }));
+      entry.outbox = new OutboxWatcher({
+        path: run.outboxPath,
+        logger: this.root.child({ module: 'outbox', runId }),
+        onRequestOperator: (reason) => entry.reporter.reportNeedsOperator(reason),
+      });
+      entry.outbox.start();
       if (entry.cancelRequested) void run.cancel();
       outcome = await run.result;
     } catch (err) {
@@ -356,6 +389,9 @@ export class Worker {
       outcome = { exitCode: null, error: `could not start the run: ${err instanceof Error ? err.message : String(err)}` };
     }
     entry.phase = 'ended';
+    entry.control.close();
+    entry.outbox?.close();
+    entry.setInbox(null); // no-op once set: a promise settles once
     void this.shares.stopRun(runId);
     const error = outcome.error ?? entry.cancelReason ?? undefined;
     entry.reporter.reportExited(error === undefined ? { exitCode: outcome.exitCode } : { exitCode: outcome.exitCode, error });
@@ -384,7 +420,69 @@ export class Worker {
     if (entry.phase === 'ended') return;
     entry.cancelRequested = true;
     entry.cancelReason ??= reason;
+    // No pause may land once the cancel began; a paused run is continued by the cancel itself.
+    entry.control.close();
     if (entry.tmux) void entry.tmux.cancel();
+  }
+
+  /** `control:apply`: accepted (or a seq already seen) → ok at once; `control:applied` follows once it took hold. */
+  private onControlApply(raw: ControlApply, ack: AckCallback<Record<string, never>>): void {
+    const parsed = controlApplySchema.safeParse(raw);
+    if (!parsed.success) {
+      ack({ ok: false, error: validationError(parsed.error, 'control change').toBody() });
+      return;
+    }
+    const entry = this.activeRun(parsed.data.runId);
+    if (!entry) {
+      ack({ ok: false, error: notRunningHere(parsed.data.runId) });
+      return;
+    }
+    const result = entry.control.apply(parsed.data);
+    if (result === 'closed') {
+      ack({ ok: false, error: { code: 'STATE_CONFLICT', message: `run ${parsed.data.runId} is being cancelled on this worker` } });
+      return;
+    }
+    ack({ ok: true, data: {} });
+  }
+
+  /** `run:message`: ok once the message is in the run's inbox (at most once per message id). */
+  private onMessage(raw: RunMessage, ack: AckCallback<Record<string, never>>): void {
+    const parsed = runMessageSchema.safeParse(raw);
+    if (!parsed.success) {
+      ack({ ok: false, error: validationError(parsed.error, 'run message').toBody() });
+      return;
+    }
+    const entry = this.activeRun(parsed.data.runId);
+    if (!entry) {
+      ack({ ok: false, error: notRunningHere(parsed.data.runId) });
+      return;
+    }
+    void this.deliverMessage(entry, parsed.data, ack);
+  }
+
+  private async deliverMessage(entry: RunEntry, msg: RunMessage, ack: AckCallback<Record<string, never>>): Promise<void> {
+    const inbox = await entry.inbox; // a message may arrive while tmux is still starting the run
+    if (!inbox || entry.phase === 'ended') {
+      ack({ ok: false, error: notRunningHere(msg.runId) });
+      return;
+    }
+    try {
+      if (await inbox.deliver(msg)) void entry.tmux?.status.flash(messageFlash(msg.actor, msg.message));
+      ack({ ok: true, data: {} });
+    } catch (err) {
+      if (hasEnded(entry)) {
+        ack({ ok: false, error: notRunningHere(msg.runId) }); // the run directory went with the run
+        return;
+      }
+      this.log.error({ err, runId: msg.runId }, 'could not append a message to the run inbox');
+      ack({ ok: false, error: { code: 'INTERNAL', message: 'could not write the message to the run inbox' } });
+    }
+  }
+
+  /** The run, while it is starting or running here. */
+  private activeRun(runId: string): RunEntry | null {
+    const entry = this.runs.get(runId);
+    return entry && entry.phase !== 'ended' ? entry : null;
   }
 
   private reportMissing(runId: string): void {
@@ -413,6 +511,15 @@ export class Worker {
     };
     untyped.emit(event, payload, (err, res) => onAck(err ? undefined : readAck(event, res)));
   }
+}
+
+/** Read through a call: the phase changes across awaits, which TypeScript's narrowing does not see. */
+function hasEnded(entry: RunEntry): boolean {
+  return entry.phase === 'ended';
+}
+
+function notRunningHere(runId: string): { code: 'NOT_FOUND'; message: string } {
+  return { code: 'NOT_FOUND', message: `run ${runId} is not running on this worker` };
 }
 
 const ackSchema = z.union([

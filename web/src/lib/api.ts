@@ -1,16 +1,28 @@
 import { type ErrorCode, errorResponseSchema } from '@handoff/shared';
-import type { z } from 'zod';
+import { z } from 'zod';
 
 /** A failed REST call or socket request, carrying the server's error code and message. */
 export class ApiError extends Error {
   readonly code: ErrorCode | 'NETWORK';
   readonly status: number;
-  constructor(code: ErrorCode | 'NETWORK', message: string, status = 0) {
+  /** The envelope's `details`, e.g. `{approvalId}` for APPROVAL_REQUIRED. */
+  readonly details: unknown;
+  constructor(code: ErrorCode | 'NETWORK', message: string, status = 0, details?: unknown) {
     super(message);
     this.name = 'ApiError';
     this.code = code;
     this.status = status;
+    this.details = details;
   }
+}
+
+const approvalDetailsSchema = z.object({ approvalId: z.string() });
+
+/** The pending approval's id when `error` is APPROVAL_REQUIRED (the command waits for a decision), else null. */
+export function pendingApprovalId(error: unknown): string | null {
+  if (!(error instanceof ApiError) || error.code !== 'APPROVAL_REQUIRED') return null;
+  const details = approvalDetailsSchema.safeParse(error.details);
+  return details.success ? details.data.approvalId : null;
 }
 
 export interface ApiRequest<S extends z.ZodType> {
@@ -36,9 +48,13 @@ export async function api<S extends z.ZodType>(path: string, req: ApiRequest<S>)
     throw new ApiError('NETWORK', `cannot reach the hub (${errorMessage(cause)})`);
   }
   const body: unknown = await response.json().catch(() => undefined);
-  if (!response.ok) {
-    const parsed = errorResponseSchema.safeParse(body);
-    if (parsed.success) throw new ApiError(parsed.data.error.code, parsed.data.error.message, response.status);
+  const envelope = errorResponseSchema.safeParse(body);
+  // APPROVAL_REQUIRED answers 202 with an error envelope: the command has not happened (yet).
+  if (!response.ok || (response.status === 202 && envelope.success)) {
+    if (envelope.success) {
+      const { code, message, details } = envelope.data.error;
+      throw new ApiError(code, message, response.status, details);
+    }
     throw new ApiError('INTERNAL', `the hub answered ${response.status} ${response.statusText}`.trim(), response.status);
   }
   const parsed = req.schema.safeParse(body);
@@ -49,4 +65,9 @@ export async function api<S extends z.ZodType>(path: string, req: ApiRequest<S>)
 /** A readable message for anything thrown. */
 export function errorMessage(error: unknown): string {
   return error instanceof Error ? error.message : String(error);
+}
+
+/** `/task-runs/<id><rest>`, the id escaped. */
+export function runPath(runId: string, rest = ''): string {
+  return `/task-runs/${encodeURIComponent(runId)}${rest}`;
 }

@@ -42,3 +42,15 @@ export function formatCommand(command: Command): string {
   if ('script' in command) return command.script;
   return command.argv.map((arg) => (/^[\w@%+=:,./-]+$/.test(arg) ? arg : `'${arg.replaceAll("'", `'\\''`)}'`)).join(' ');
 }
+
+/** Time left until `iso` relative to `now` (ms), e.g. "59m 12s", "1h 05m"; "expired" once past. */
+export function formatCountdown(iso: string, now: number): string {
+  const total = Math.round((new Date(iso).getTime() - now) / 1000);
+  if (total <= 0) return 'expired';
+  const h = Math.floor(total / 3600);
+  const m = Math.floor((total % 3600) / 60);
+  const s = total % 60;
+  if (h > 0) return `${h}h ${String(m).padStart(2, '0')}m`;
+  if (m > 0) return `${m}m ${String(s).padStart(2, '0')}s`;
+  return `${s}s`;
+}

@@ -1,9 +1,10 @@
-export type Route = { name: 'runs' } | { name: 'run'; runId: string } | { name: 'not-found'; path: string };
+export type Route = { name: 'runs' } | { name: 'run'; runId: string } | { name: 'approvals' } | { name: 'not-found'; path: string };
 
-/** `#/` → runs, `#/runs/<id>` → one run. */
+/** `#/` → runs, `#/runs/<id>` → one run, `#/approvals` → the approval requests. */
 export function parseRoute(hash: string): Route {
   const path = hash.replace(/^#/, '') || '/';
   if (path === '/') return { name: 'runs' };
+  if (path === '/approvals') return { name: 'approvals' };
   const run = /^\/runs\/([^/]+)$/.exec(path);
   if (run?.[1]) return { name: 'run', runId: decodeURIComponent(run[1]) };
   return { name: 'not-found', path };
@@ -12,6 +13,7 @@ export function parseRoute(hash: string): Route {
 export const href = {
   runs: '#/',
   run: (runId: string) => `#/runs/${encodeURIComponent(runId)}`,
+  approvals: '#/approvals',
 };
 
 /** The current hash route. */

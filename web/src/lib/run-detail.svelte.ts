@@ -1,8 +1,11 @@
 import { type LiveSession, type Run, runSchema } from '@handoff/shared';
-import { api, errorMessage } from './api.js';
+import { api, errorMessage, runPath } from './api.js';
 import type { HubConnection } from './hub.svelte.js';
 
-/** One run, kept current by the `run:<id>` room (`run:updated`, `session:updated`). */
+/**
+ * One run, kept current by the `run:<id>` room (`run:updated`, `session:updated`,
+ * `run:needs-operator`).
+ */
 export class RunDetail {
   run = $state<Run | null>(null);
   /** Why the run could not be loaded (e.g. NOT_FOUND). */
@@ -25,6 +28,10 @@ export class RunDetail {
     const offSession = hub.on('session:updated', (session) => {
       if (session.runId === this.runId) this.#applySession(session);
     });
+    // The flag also comes with the run:updated that follows; this one shows it a moment sooner.
+    const offNeedsOperator = hub.on('run:needs-operator', ({ runId, reason, at }) => {
+      if (runId === this.runId && this.run) this.run.needsOperator = { reason, at };
+    });
     const unregister = hub.whileConnected(() => {
       hub.request('run:subscribe', { runId: this.runId }).then(
         ({ run }) => {
@@ -39,10 +46,22 @@ export class RunDetail {
     return () => {
       offRun();
       offSession();
+      offNeedsOperator();
       unregister();
       // Best effort: a missed unsubscribe only costs events this page no longer listens to.
       if (hub.connected) hub.request('run:unsubscribe', { runId: this.runId }).catch(() => undefined);
     };
+  }
+
+  /**
+   * Takes a run a command answered with. The same state is also pushed to the room, and
+   * a push may already have overtaken it (e.g. the worker's `applied`): an answer that
+   * would move the control state backwards is dropped.
+   */
+  accept(run: Run): void {
+    const current = this.run?.control;
+    if (current && (run.control.seq < current.seq || (run.control.seq === current.seq && run.control.appliedSeq < current.appliedSeq))) return;
+    this.run = run;
   }
 
   /** `POST /api/task-runs/:id/cancel`. */
@@ -50,17 +69,20 @@ export class RunDetail {
     this.cancelling = true;
     this.actionError = null;
     try {
-      this.run = await api(`/task-runs/${encodeURIComponent(this.runId)}/cancel`, {
-        token,
-        method: 'POST',
-        body: {},
-        schema: runSchema,
-      });
+      this.accept(await api(runPath(this.runId, '/cancel'), { token, method: 'POST', body: {}, schema: runSchema }));
     } catch (error) {
       this.actionError = errorMessage(error);
     } finally {
       this.cancelling = false;
     }
+  }
+
+  /**
+   * Lists a session a command answered with, unless the room already pushed it: pushes
+   * are ordered, answers are not, so a known session is only ever updated by a push.
+   */
+  addSession(session: LiveSession): void {
+    if (this.run && !this.run.sessions.some((s) => s.id === session.id)) this.run.sessions.push(session);
   }
 
   #applySession(session: LiveSession): void {

@@ -5,7 +5,7 @@ import type { HubConnection } from './hub.svelte.js';
 /** Page size of `GET /api/task-runs`. */
 const PAGE_SIZE = 50;
 
-/** The live run list: one REST page (or more), kept current by `run:updated`. */
+/** The live run list: one REST page (or more), kept current by `run:updated` and `run:needs-operator`. */
 export class RunsStore {
   runs = $state<Run[]>([]);
   loading = $state(false);
@@ -24,6 +24,11 @@ export class RunsStore {
   follow(hub: HubConnection, token: string): () => void {
     this.#token = token;
     const off = hub.on('run:updated', (run) => this.apply(run));
+    // The flag also comes with the run:updated that follows; this one shows it a moment sooner.
+    const offNeedsOperator = hub.on('run:needs-operator', ({ runId, reason, at }) => {
+      const run = this.runs.find((r) => r.id === runId);
+      if (run) run.needsOperator = { reason, at };
+    });
     let connects = 0;
     const unregister = hub.whileConnected(() => {
       hub.request('runs:subscribe', {}).catch((error: unknown) => {
@@ -34,6 +39,7 @@ export class RunsStore {
     void this.reload();
     return () => {
       off();
+      offNeedsOperator();
       unregister();
       this.runs = [];
       this.nextCursor = null;

@@ -13,10 +13,12 @@ class FakeHub {
   requests: { event: RequestName; payload: unknown; resolve: (data: unknown) => void }[] = [];
   #onConnect = new Set<() => void>();
   #onFrame = new Set<(push: { runId: string; frames: Frame[] }) => void>();
+  #onClosed = new Set<(push: { runId: string; reason: string }) => void>();
 
-  on(_event: 'term:frame', handler: (push: { runId: string; frames: Frame[] }) => void) {
-    this.#onFrame.add(handler);
-    return () => this.#onFrame.delete(handler);
+  on(event: 'term:frame' | 'term:closed', handler: (push: never) => void) {
+    const set: Set<(push: never) => void> = event === 'term:frame' ? this.#onFrame : this.#onClosed;
+    set.add(handler);
+    return () => set.delete(handler);
   }
   whileConnected(fn: () => void) {
     this.#onConnect.add(fn);
@@ -28,6 +30,9 @@ class FakeHub {
   }
   push(list: Frame[], runId = RUN) {
     for (const handler of this.#onFrame) handler({ runId, frames: list });
+  }
+  close(reason: string, runId = RUN) {
+    for (const handler of this.#onClosed) handler({ runId, reason });
   }
   reconnect() {
     for (const fn of this.#onConnect) fn();
@@ -47,16 +52,19 @@ class FakeHub {
 describe('followTerminal', () => {
   let hub: FakeHub;
   let written: string;
+  let closed: string[];
   let stop: () => void;
 
   beforeEach(() => {
     vi.useFakeTimers();
     hub = new FakeHub();
     written = '';
+    closed = [];
     stop = followTerminal({
       runId: RUN,
       hub: hub as unknown as TerminalFeedOptions['hub'],
       write: (data) => (written += data),
+      onClosed: (reason) => closed.push(reason),
       resyncIntervalMs: 1000,
     });
   });
@@ -103,5 +111,20 @@ describe('followTerminal', () => {
     await hub.answer(frames(1, 2));
     hub.push([frame(3)]);
     expect(written).toBe('');
+  });
+
+  it('stops for good on term:closed for its run: no more frames, no resubscribe', async () => {
+    await hub.answer(frames(1, 2));
+    hub.close('other', 'another-run');
+    expect(closed).toEqual([]);
+    hub.close('revoked by alice');
+    expect(closed).toEqual(['revoked by alice']);
+    hub.push([frame(3)]);
+    hub.reconnect();
+    expect(hub.subscribes()).toEqual([]);
+    expect(written).toBe('1;2;');
+    // The hub already removed the viewer: stopping later sends nothing more.
+    stop();
+    expect(hub.requests.map((r) => r.event)).not.toContain('term:unsubscribe');
   });
 });

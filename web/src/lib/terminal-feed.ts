@@ -9,6 +9,8 @@ export interface TerminalFeedOptions {
   write: (data: string) => void;
   /** Reports a failed subscribe (e.g. FORBIDDEN), or null once one succeeds. */
   onError?: (message: string | null) => void;
+  /** The hub ended live viewing (`term:closed`: revoked or expired); the feed has stopped. */
+  onClosed?: (reason: string) => void;
   /** Minimum time between two gap resyncs, in ms. Default 1000. */
   resyncIntervalMs?: number;
 }
@@ -16,10 +18,11 @@ export interface TerminalFeedOptions {
 /**
  * Streams a run's terminal: `term:subscribe` for the scrollback (again after every
  * reconnect, from the last written seq), live `term:frame`s, and a throttled
- * resync when frames go missing. Returns a stop function that unsubscribes.
+ * resync when frames go missing. `term:closed` ends it for good (the hub already
+ * removed this viewer from the room). Returns a stop function that unsubscribes.
  */
 export function followTerminal(options: TerminalFeedOptions): () => void {
-  const { runId, hub, write, onError } = options;
+  const { runId, hub, write, onError, onClosed } = options;
   const interval = options.resyncIntervalMs ?? 1000;
   const sequencer = new FrameSequencer();
   let stopped = false;
@@ -78,11 +81,23 @@ export function followTerminal(options: TerminalFeedOptions): () => void {
   });
   const unregister = hub.whileConnected(() => void subscribe());
 
-  return () => {
+  const halt = (): void => {
     stopped = true;
     clearTimeout(resyncTimer);
     offFrame();
+    offClosed();
     unregister();
+  };
+  const offClosed = hub.on('term:closed', (push) => {
+    if (push.runId !== runId || stopped) return;
+    // Not resubscribed on reconnect either: the hub would refuse it until a new web share.
+    halt();
+    onClosed?.(push.reason);
+  });
+
+  return () => {
+    if (stopped) return;
+    halt();
     // Best effort: a missed unsubscribe only costs frames this page no longer listens to.
     if (hub.connected) hub.request('term:unsubscribe', { runId }).catch(() => undefined);
   };

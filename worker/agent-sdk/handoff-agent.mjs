@@ -1,0 +1,62 @@
+#!/usr/bin/env node
+// `handoff-agent`: the agent SDK from a shell, for agents that are scripts or not written
+// in JavaScript. Plain Node (20+), no dependencies. Inside a run the worker puts it on PATH.
+import { checkpoint, onMessage, requestOperator } from './index.mjs';
+
+const USAGE = `usage: handoff-agent <command>
+
+  checkpoint                  return at once while the agent may run; while the run is
+                              paused, halt here (the pause is then soft) until resumed
+  inbox [--follow] [--json]   print the operator messages of the run (--follow: and wait
+                              for new ones; --json: one JSON line each, as in the inbox)
+  request-operator <reason>   ask for a human: the run is flagged on every dashboard
+
+exit status: 0 done, 1 failed, 2 bad usage or not inside a Handoff run
+`;
+
+const out = (text) => process.stdout.write(text);
+const fail = (code, text) => {
+  process.stderr.write(`handoff-agent: ${text}\n`);
+  process.exit(code);
+};
+// `handoff-agent inbox | head` closes our stdout early: that is not an error.
+process.stdout.on('error', (err) => process.exit(err.code === 'EPIPE' ? 0 : 1));
+
+const [command, ...args] = process.argv.slice(2);
+
+switch (command) {
+  case 'checkpoint': {
+    if (args.length > 0) fail(2, `checkpoint takes no arguments\n\n${USAGE}`);
+    await checkpoint();
+    break;
+  }
+  case 'inbox': {
+    const unknown = args.filter((a) => a !== '--follow' && a !== '-f' && a !== '--json');
+    if (unknown.length > 0) fail(2, `unknown option ${unknown[0]}\n\n${USAGE}`);
+    if (!process.env.HANDOFF_INBOX) fail(2, 'HANDOFF_INBOX is not set: not inside a Handoff run');
+    const follow = args.includes('--follow') || args.includes('-f');
+    const json = args.includes('--json');
+    const print = (m) => out(json ? `${JSON.stringify(m)}\n` : `${m.ts} ${m.actor}: ${m.message}\n`);
+    // The messages already there arrive before onMessage returns; --follow keeps the
+    // process alive for the next ones (until it is interrupted).
+    const stop = onMessage(print, { keepAlive: follow });
+    if (!follow) stop();
+    break;
+  }
+  case 'request-operator': {
+    const reason = args.join(' ').trim();
+    if (reason === '') fail(2, `request-operator needs a reason\n\n${USAGE}`);
+    if (!(await requestOperator(reason))) fail(2, 'HANDOFF_OUTBOX is not set: not inside a Handoff run');
+    break;
+  }
+  case 'help':
+  case '--help':
+  case '-h':
+    out(USAGE);
+    break;
+  case undefined:
+    fail(2, `a command is needed\n\n${USAGE}`);
+    break;
+  default:
+    fail(2, `unknown command ${JSON.stringify(command)}\n\n${USAGE}`);
+}

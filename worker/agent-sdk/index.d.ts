@@ -1,0 +1,109 @@
+/**
+ * Handoff agent SDK — for an agent process running inside a Handoff run. Plain Node 20+,
+ * no dependencies. Everything goes through files of the run directory whose paths the
+ * worker puts in the run's environment; outside a run (those variables unset) every
+ * function is a harmless no-op, so one agent works with and without Handoff.
+ *
+ * - `HANDOFF_CONTROL` — the desired control state ({@link ControlFile}), replaced atomically by the worker.
+ * - `HANDOFF_INBOX` — JSON lines: operator messages ({@link OperatorMessage}) and hand-back packets ({@link HandoffPacket}).
+ * - `HANDOFF_OUTBOX` — JSON lines the agent writes: `{type: 'request-operator', reason, ts}`.
+ * - `checkpoint.json` next to the control file — written by {@link checkpoint} when it halts: `{seq, at, pid}`.
+ *
+ * The `handoff-agent` CLI (on the run's PATH) offers the same from a shell.
+ */
+
+/** Who drives the run: the agent, nobody (paused), or an operator who took it over. */
+export type ControlState = 'agent' | 'paused' | 'operator';
+
+/** The content of `$HANDOFF_CONTROL`. */
+export interface ControlFile {
+  /** Increases with every control change of the run. */
+  seq: number;
+  state: ControlState;
+  /** For `paused`: `soft` waits for a checkpoint; `hard` stops the run's processes (SIGSTOP). Null otherwise. */
+  mode: 'soft' | 'hard' | null;
+}
+
+/** One operator message, as appended to `$HANDOFF_INBOX`. */
+export interface OperatorMessage {
+  /** When the operator sent it (ISO 8601). */
+  ts: string;
+  /** The operator's display name. */
+  actor: string;
+  /** The text, at most 4000 characters; may span several lines. */
+  message: string;
+}
+
+/**
+ * A hand-back packet (an operator returns control to the agent): a line of `$HANDOFF_INBOX`
+ * with `type: 'handoff'`. Reserved: its fields (the operator's summary, the pane's cwd, a
+ * redacted env snapshot, a scrollback reference) are defined by the hand-back feature;
+ * read them defensively.
+ */
+export interface HandoffPacket {
+  type: 'handoff';
+  ts?: string;
+  actor?: string;
+  summary?: string;
+  [field: string]: unknown;
+}
+
+/** Where the SDK finds the run's files. Defaults: the `HANDOFF_*` environment variables. */
+export interface PathOptions {
+  /** Default `$HANDOFF_CONTROL`. */
+  controlPath?: string;
+  /** Default `$HANDOFF_INBOX`. */
+  inboxPath?: string;
+  /** Default `$HANDOFF_OUTBOX`. */
+  outboxPath?: string;
+}
+
+export interface CheckpointOptions extends Pick<PathOptions, 'controlPath'> {
+  /** Stops waiting: the promise rejects with the signal's reason. */
+  signal?: AbortSignal;
+}
+
+export interface SubscribeOptions extends Pick<PathOptions, 'inboxPath'> {
+  /**
+   * Deliver the entries already in the inbox too (synchronously, before the subscribe call
+   * returns), then the new ones. Default true: an agent sees every message of its run once.
+   */
+  fromStart?: boolean;
+  /** Keep the process alive while subscribed (e.g. a follower that does nothing else). Default false. */
+  keepAlive?: boolean;
+}
+
+/** Name of the checkpoint marker file, in the directory of the control file. */
+export declare const CHECKPOINT_FILE: 'checkpoint.json';
+
+/** The desired control state, or null outside a run or before any control change. */
+export declare function controlState(options?: Pick<PathOptions, 'controlPath'>): ControlFile | null;
+
+/**
+ * A safe place to pause. Resolves at once while the agent may run (control `agent`, or no
+ * control file). While the run is paused or taken over, writes the checkpoint marker with
+ * the seq it honours — so the worker reports the pause as soft (`paused-soft`) — and
+ * resolves once control is back with the agent. Call it between steps; an agent that does
+ * not reach one within the hub's soft-pause grace is stopped (SIGSTOP) instead.
+ */
+export declare function checkpoint(options?: CheckpointOptions): Promise<void>;
+
+/**
+ * Calls `cb` for each operator message in `$HANDOFF_INBOX` (not for hand-back packets),
+ * in order. Messages never pause the run. Returns the function that unsubscribes.
+ */
+export declare function onMessage(cb: (message: OperatorMessage) => void, options?: SubscribeOptions): () => void;
+
+/**
+ * Calls `cb` for each hand-back packet in `$HANDOFF_INBOX`, in order. Returns the function
+ * that unsubscribes. Each subscription follows the inbox on its own: a packet and a
+ * message written around the same time may reach their callbacks in either order.
+ */
+export declare function onHandoff(cb: (packet: HandoffPacket) => void, options?: SubscribeOptions): () => void;
+
+/**
+ * Asks for a human: the run is flagged "needs operator" on every dashboard (and policy may
+ * pause it). The hub keeps the first 2000 characters of `reason`. Resolves true once
+ * written to `$HANDOFF_OUTBOX`, false outside a run. Rejects with a TypeError for an empty reason.
+ */
+export declare function requestOperator(reason: string, options?: Pick<PathOptions, 'outboxPath'>): Promise<boolean>;

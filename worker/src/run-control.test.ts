@@ -1,0 +1,238 @@
+import { randomUUID } from 'node:crypto';
+import { existsSync, readFileSync } from 'node:fs';
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { pino } from 'pino';
+import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import type { Command, ControlApply } from '@handoff/shared';
+import type { PayloadOf } from './hub-link.js';
+import { runProcesses } from './process-tree.js';
+import { RunControl } from './run-control.js';
+import { TmuxRun } from './tmux-run.js';
+import { killMatching, pgrep, tmuxServerAlive, uniqueSleep } from './testing/processes.js';
+import { TMUX, tmuxQuery, until } from './testing/shares.js';
+
+// Real tmux, real processes, real signals: a pause is checked where a user would check
+// it — the state letters of the run's processes in /proc and the output that stops.
+
+let runsDir: string;
+const runs: TmuxRun[] = [];
+const controls: RunControl[] = [];
+const markers: string[] = [];
+
+beforeAll(async () => {
+  runsDir = await mkdtemp(join(tmpdir(), 'handoff-control-'));
+});
+afterEach(async () => {
+  for (const c of controls.splice(0)) c.close();
+  await Promise.all(runs.splice(0).map((r) => r.cancel()));
+  for (const m of markers.splice(0)) killMatching(m);
+});
+afterAll(async () => {
+  await rm(runsDir, { recursive: true, force: true });
+});
+
+async function startControlled(command: Command, opts: { killGraceMs?: number } = {}) {
+  const out = { text: '' };
+  const run = await TmuxRun.start({
+    runId: randomUUID(),
+    runsDir,
+    command,
+    cwd: null,
+    env: { PATH: process.env.PATH, LANG: 'C.UTF-8' },
+    cols: 100,
+    rows: 30,
+    tmuxBin: TMUX,
+    onOutput: (t) => (out.text += t),
+    logger: pino({ level: 'silent' }),
+    killGraceMs: opts.killGraceMs ?? 2000,
+  });
+  runs.push(run);
+  const applied: PayloadOf<'control:applied'>[] = [];
+  const control = new RunControl({ runId: run.runId, logger: pino({ level: 'silent' }), onApplied: (r) => applied.push(r) });
+  controls.push(control);
+  control.attach(run);
+  const change = (seq: number, state: ControlApply['state'], mode: ControlApply['mode'] = null, softGraceMs = 10_000) =>
+    control.apply({ runId: run.runId, seq, state, mode, softGraceMs, by: { id: 'op-1', name: 'Ada' } });
+  const appliedSeq = (seq: number) =>
+    until(() => applied.some((a) => a.seq === seq), `control seq ${seq} applied`).then(() => applied.find((a) => a.seq === seq)!);
+  return { run, out, control, applied, change, appliedSeq };
+}
+
+/**
+ * State letters (/proc/<pid>/stat) of the run's processes — all but the pane's wrapper
+ * shell, which only waits for the command and is left running (see `suspendRun`). A
+ * process in uninterruptible wait (D) with SIGSTOP pending (/proc/<pid>/status) shows as
+ * `D+SIGSTOP`: dash runs commands through vfork, and a parent whose child was stopped
+ * before its exec waits in D — frozen too, it stops the moment that wait ends.
+ */
+async function states(run: TmuxRun): Promise<string[]> {
+  const procs = (await runProcesses(run.pid)).filter((p) => p.pid !== run.pid);
+  return procs.map((p) => {
+    if (p.state !== 'D') return p.state;
+    const status = readFileSync(`/proc/${p.pid}/status`, 'utf8');
+    const pending = [...status.matchAll(/^(?:SigPnd|ShdPnd):\s*([0-9a-f]+)$/gm)].some((m) => (BigInt(`0x${m[1]}`) >> 18n) & 1n);
+    return pending ? 'D+SIGSTOP' : 'D';
+  });
+}
+
+/** Every process of the run (but its wrapper) is stopped. */
+async function expectStopped(run: TmuxRun): Promise<void> {
+  const all = await states(run);
+  expect(all.length).toBeGreaterThanOrEqual(1);
+  expect(all.filter((s) => s !== 'T' && s !== 'D+SIGSTOP')).toEqual([]);
+}
+
+/** Whether the output stays exactly as it is for `ms`. */
+async function quiet(out: { text: string }, ms: number): Promise<boolean> {
+  const before = out.text;
+  await sleep(ms);
+  return out.text === before;
+}
+
+const count = (text: string, word: string) => text.match(new RegExp(`${word} \\d+`, 'g'))?.length ?? 0;
+const statusOf = (run: TmuxRun, option: string) => tmuxQuery(join(run.dir, 'tmux.sock'), ['show-options', '-A', '-t', 'run', '-v', option]);
+/** The status line updates beside the control change (it does not hold up the report): wait for it. */
+const statusShows = (run: TmuxRun, option: string, text: string) =>
+  until(() => statusOf(run, option).includes(text), `${option} to show ${JSON.stringify(text)}`).then(() => statusOf(run, option));
+const controlFile = (run: TmuxRun) => JSON.parse(readFileSync(run.controlPath, 'utf8'));
+
+describe('RunControl', () => {
+  it('hard pause stops every process of the run (state T) and the output; resume continues both', async () => {
+    const { run, out, change, appliedSeq } = await startControlled({ script: 'i=0; while :; do i=$((i+1)); echo "tick $i"; sleep 0.05; done' });
+    await until(() => count(out.text, 'tick') >= 3, 'first ticks');
+
+    expect(change(1, 'paused', 'hard')).toBe('accepted');
+    const paused = await appliedSeq(1);
+    expect(paused).toMatchObject({ runId: run.runId, seq: 1, effective: 'paused-hard' });
+    expect(Math.abs(paused.appliedAt - Date.now())).toBeLessThan(5000);
+    await expectStopped(run); // the loop's shell (and maybe its sleep)
+    expect(await quiet(out, 600)).toBe(true);
+    expect(controlFile(run)).toEqual({ seq: 1, state: 'paused', mode: 'hard' });
+    // The banner is in the session's status line for attached viewers, never in the agent's output.
+    await statusShows(run, 'status-left', 'PAUSED FOR OPERATOR (by Ada)');
+    expect(statusOf(run, 'status')).toBe('on');
+    expect(out.text).not.toContain('PAUSED');
+
+    const ticks = count(out.text, 'tick');
+    expect(change(2, 'agent')).toBe('accepted');
+    expect(await appliedSeq(2)).toMatchObject({ seq: 2, effective: 'agent' });
+    expect(await states(run)).not.toContain('T');
+    await until(() => count(out.text, 'tick') >= ticks + 3, 'ticks after resume');
+    expect(controlFile(run)).toEqual({ seq: 2, state: 'agent', mode: null });
+    await statusShows(run, 'status', 'off');
+  });
+
+  it('soft pause halts an agent at its next `handoff-agent checkpoint` (paused-soft); resume releases it', async () => {
+    const { run, out, change, appliedSeq } = await startControlled({
+      script: 'i=0; while [ $i -lt 2000 ]; do handoff-agent checkpoint || exit 9; i=$((i+1)); echo "step $i"; sleep 0.05; done',
+    });
+    await until(() => count(out.text, 'step') >= 3, 'agent stepping', 10_000);
+
+    expect(change(1, 'paused', 'soft')).toBe('accepted');
+    expect(await appliedSeq(1)).toMatchObject({ seq: 1, effective: 'paused-soft' });
+    const steps = count(out.text, 'step');
+    expect(await quiet(out, 800)).toBe(true);
+    expect(count(out.text, 'step')).toBe(steps);
+    // Halted by its own checkpoint, not by a signal: nothing is stopped.
+    expect(await states(run)).not.toContain('T');
+    const marker = JSON.parse(readFileSync(join(run.dir, 'checkpoint.json'), 'utf8'));
+    expect(marker).toMatchObject({ seq: 1, pid: expect.any(Number), at: expect.any(String) });
+    await statusShows(run, 'status-left', 'PAUSED FOR OPERATOR (by Ada)');
+
+    expect(change(2, 'agent')).toBe('accepted');
+    expect(await appliedSeq(2)).toMatchObject({ seq: 2, effective: 'agent' });
+    await until(() => count(out.text, 'step') >= steps + 3, 'agent stepping again');
+  });
+
+  it('a soft pause escalates to a hard one when the agent never reaches a checkpoint', async () => {
+    const { run, out, change, appliedSeq, applied } = await startControlled({ script: 'while :; do echo busy; sleep 0.05; done' });
+    await until(() => out.text.includes('busy'), 'agent busy');
+    const t0 = Date.now();
+    change(1, 'paused', 'soft', 300);
+    expect(await appliedSeq(1)).toMatchObject({ seq: 1, effective: 'paused-hard' });
+    expect(Date.now() - t0).toBeGreaterThanOrEqual(290);
+    await expectStopped(run);
+    expect(await quiet(out, 500)).toBe(true);
+    expect(applied.map((a) => a.effective)).toEqual(['paused-hard']);
+  });
+
+  it('cancel while hard-paused ends the run at once by SIGTERM and leaves no process', async () => {
+    const m = uniqueSleep();
+    markers.push(m);
+    const { run, change, appliedSeq } = await startControlled({ script: `sleep ${m} & sleep ${m}` }, { killGraceMs: 5000 });
+    await until(() => pgrep(m).length === 3, 'the script and both sleeps'); // `sh -c` carries the marker too
+    change(1, 'paused', 'hard');
+    await appliedSeq(1);
+    expect(pgrep(m).map((pid) => readFileSync(`/proc/${pid}/stat`, 'utf8').replace(/^.*\) /, '')[0])).toEqual(['T', 'T', 'T']);
+
+    const t0 = Date.now();
+    // A stopped process holds SIGTERM until continued: without the SIGCONT this would take the 5 s grace and a SIGKILL.
+    expect(await run.cancel()).toEqual({ exitCode: 143, cancelled: true });
+    expect(Date.now() - t0).toBeLessThan(2000);
+    expect(pgrep(m)).toEqual([]);
+    expect(tmuxServerAlive(join(run.dir, 'tmux.sock'))).toBe(false);
+    expect(existsSync(run.dir)).toBe(false);
+  });
+
+  it('a closed control (the run is being cancelled) no longer escalates a pending soft pause', async () => {
+    const { run, out, control, change, applied } = await startControlled({ script: 'while :; do echo busy; sleep 0.05; done' });
+    await until(() => out.text.includes('busy'), 'agent busy');
+    change(1, 'paused', 'soft', 200);
+    await control.idle();
+    control.close();
+    await sleep(400);
+    expect(applied).toEqual([]);
+    expect(await states(run)).not.toContain('T');
+    expect(change(2, 'agent')).toBe('closed');
+  });
+
+  it('is idempotent by seq: seq 3 then seq 2 leaves seq 3 in force', async () => {
+    const { run, control, change, appliedSeq, applied } = await startControlled({ script: 'while :; do sleep 0.05; done' });
+    expect(change(3, 'paused', 'hard')).toBe('accepted');
+    await appliedSeq(3);
+    expect(change(2, 'agent')).toBe('stale');
+    expect(change(3, 'agent')).toBe('stale'); // a redelivery of seq 3, whatever it says
+    await control.idle();
+    await sleep(200);
+    expect(control.seq).toBe(3);
+    expect(controlFile(run)).toEqual({ seq: 3, state: 'paused', mode: 'hard' });
+    await expectStopped(run);
+    expect(applied.map((a) => [a.seq, a.effective])).toEqual([[3, 'paused-hard']]);
+  });
+
+  it('operator state stops the run like a hard pause; a soft pause never lets a stopped run go on', async () => {
+    const { run, change, appliedSeq } = await startControlled({ script: 'while :; do sleep 0.05; done' });
+    change(1, 'operator');
+    expect(await appliedSeq(1)).toMatchObject({ effective: 'operator' });
+    await statusShows(run, 'status-left', 'PAUSED FOR OPERATOR (by Ada)');
+    change(2, 'paused', 'soft', 10_000);
+    expect(await appliedSeq(2)).toMatchObject({ effective: 'paused-hard' });
+    await expectStopped(run);
+    change(3, 'agent');
+    await appliedSeq(3);
+    expect(await states(run)).not.toContain('T');
+  });
+
+  it('takes changes before the run is attached and applies the newest once it is', async () => {
+    const control = new RunControl({ runId: randomUUID(), logger: pino({ level: 'silent' }), onApplied: () => undefined });
+    controls.push(control);
+    const by = { id: 'op-1', name: 'Ada' };
+    expect(control.apply({ runId: randomUUID(), seq: 1, state: 'paused', mode: 'hard', softGraceMs: 0, by })).toBe('accepted');
+    expect(control.apply({ runId: randomUUID(), seq: 2, state: 'agent', mode: null, softGraceMs: 0, by: null })).toBe('accepted');
+    expect(control.seq).toBe(2);
+    const { run } = await startControlled({ script: 'while :; do sleep 0.05; done' });
+    const reports: PayloadOf<'control:applied'>[] = [];
+    const late = new RunControl({ runId: run.runId, logger: pino({ level: 'silent' }), onApplied: (r) => reports.push(r) });
+    controls.push(late);
+    late.apply({ runId: run.runId, seq: 1, state: 'paused', mode: 'hard', softGraceMs: 0, by });
+    late.apply({ runId: run.runId, seq: 2, state: 'paused', mode: 'hard', softGraceMs: 0, by: { id: 'op-2', name: 'Grace' } });
+    late.attach(run);
+    await until(() => reports.length > 0, 'applied after attach');
+    await late.idle();
+    expect(reports.map((r) => [r.seq, r.effective])).toEqual([[2, 'paused-hard']]); // seq 1 was superseded before it took hold
+    await statusShows(run, 'status-left', 'PAUSED FOR OPERATOR (by Grace)');
+  });
+});
