@@ -1,19 +1,27 @@
 import type { Ack, ErrorBody } from '@handoff/shared';
-import { RETRYABLE_CODES, type HubLink, type PayloadOf } from './hub-link.js';
+import { RETRYABLE_CODES, type HubLink, type PayloadOf, type ReportEvent } from './hub-link.js';
 import type { Logger } from './logger.js';
 
-/** The one-off reports of a run besides its output: control changes that took hold, and requests for an operator. */
-export type RunEventReport =
-  | { event: 'control:applied'; payload: PayloadOf<'control:applied'> }
-  | { event: 'run:needs-operator'; payload: PayloadOf<'run:needs-operator'> };
+/** A discrete report to the hub: an event and its payload. */
+export type Report<E extends ReportEvent = ReportEvent> = { [K in E]: { event: K; payload: PayloadOf<K> } }[E];
 
-export interface ReportQueueOptions {
+/** The one-off reports of a run besides its output: control changes that took hold, and requests for an operator. */
+export type RunEventReport = Report<'control:applied' | 'run:needs-operator'>;
+
+/** By default a newer report replaces a queued one of the same event (seqs only grow; the latest reason wins). */
+const sameEvent = (queued: Report, incoming: Report) => queued.event === incoming.event;
+
+export interface ReportQueueOptions<R extends Report> {
   link: HubLink;
   logger: Logger;
   /** Whether reports may go out now (the run reporter holds them until the hub knows the run started). Default: always. */
   canSend?: () => boolean;
   /** Everything queued was taken (or refused for good). */
   onDrained?: () => void;
+  /** Called for each report the hub took (or refused for good). */
+  onTaken?: (report: R) => void;
+  /** Whether `incoming` makes the queued, unsent `queued` moot. Default: the same event. */
+  supersedes?: (queued: R, incoming: R) => boolean;
   /** Delay before retrying after a timeout or a transient refusal, in ms. Default 2000. */
   retryMs?: number;
 }
@@ -21,28 +29,31 @@ export interface ReportQueueOptions {
 /**
  * Delivers discrete reports to the hub one at a time, in order, and sends the oldest
  * unacknowledged one again after a reconnect (or a transient refusal) until the hub takes
- * it — like the share reporter. A report not sent yet is replaced by a newer one of the
- * same event: the hub only needs the newest control state that took hold (seqs only grow)
- * and the agent's latest reason, and a chatty agent cannot flood it.
+ * it. A report not sent yet is dropped when a newer one supersedes it, so a chatty agent
+ * cannot flood the hub. Payloads may carry RW attach data: nothing here logs a payload.
  */
-export class ReportQueue {
+export class ReportQueue<R extends Report = RunEventReport> {
   private readonly link: HubLink;
   private readonly log: Logger;
   private readonly canSend: () => boolean;
   private readonly onDrained: () => void;
+  private readonly onTaken: (report: R) => void;
+  private readonly supersedes: (queued: R, incoming: R) => boolean;
   private readonly retryMs: number;
-  private readonly queue: RunEventReport[] = [];
+  private readonly queue: R[] = [];
   private inFlight = false;
   /** Bumped on every resend: an answer to an older round's emit is ignored. */
   private round = 0;
   private retryTimer: ReturnType<typeof setTimeout> | null = null;
   private disposed = false;
 
-  constructor(opts: ReportQueueOptions) {
+  constructor(opts: ReportQueueOptions<R>) {
     this.link = opts.link;
     this.log = opts.logger;
     this.canSend = opts.canSend ?? (() => true);
     this.onDrained = opts.onDrained ?? (() => undefined);
+    this.onTaken = opts.onTaken ?? (() => undefined);
+    this.supersedes = opts.supersedes ?? sameEvent;
     this.retryMs = opts.retryMs ?? 2000;
   }
 
@@ -51,12 +62,11 @@ export class ReportQueue {
     return this.queue.length === 0;
   }
 
-  push(report: RunEventReport): void {
+  push(report: R): void {
     if (this.disposed) return;
     const keep = this.inFlight ? 1 : 0; // the one in flight may already be taken: it stays
-    const stale = this.queue.findIndex((r, i) => i >= keep && r.event === report.event);
-    if (stale !== -1) this.queue.splice(stale, 1);
-    this.queue.push(report);
+    const kept = this.queue.filter((r, i) => i < keep || !this.supersedes(r, report));
+    this.queue.splice(0, this.queue.length, ...kept, report);
     this.pump();
   }
 
@@ -65,9 +75,9 @@ export class ReportQueue {
     this.round += 1;
     this.inFlight = false;
     this.clearRetry();
-    // The unanswered report is sent again unless a newer one of its event replaces it.
+    // The unanswered report is sent again unless a newer one supersedes it.
     const head = this.queue[0];
-    if (head && this.queue.some((r, i) => i > 0 && r.event === head.event)) this.queue.shift();
+    if (head && this.queue.some((r, i) => i > 0 && this.supersedes(head, r))) this.queue.shift();
     this.pump();
   }
 
@@ -90,6 +100,8 @@ export class ReportQueue {
       if (ack?.ok || (ack && !RETRYABLE_CODES.has(ack.error.code))) {
         if (ack && !ack.ok) this.log.error({ event: next.event, error: errorFields(ack.error) }, 'hub refused a report');
         this.queue.shift();
+        this.onTaken(next);
+        if (this.disposed) return;
         if (this.queue.length === 0) this.onDrained();
         this.pump();
         return;
@@ -100,8 +112,8 @@ export class ReportQueue {
         this.scheduleRetry();
       }
     };
-    if (next.event === 'control:applied') this.link.send('control:applied', next.payload, onAck);
-    else this.link.send('run:needs-operator', next.payload, onAck);
+    // The union of reports is checked where reports are built; here one event goes out as is.
+    (this.link.send as (event: ReportEvent, payload: unknown, onAck: (ack: Ack<unknown> | undefined) => void) => void)(next.event, next.payload, onAck);
   }
 
   private scheduleRetry(): void {

@@ -1,6 +1,6 @@
-import type { Ack, ErrorBody } from '@handoff/shared';
-import { RETRYABLE_CODES, type HubLink, type PayloadOf } from './hub-link.js';
+import type { HubLink } from './hub-link.js';
 import type { Logger } from './logger.js';
+import { ReportQueue, type Report } from './report-queue.js';
 
 export interface ShareReporterOptions {
   sessionId: string;
@@ -12,36 +12,33 @@ export interface ShareReporterOptions {
   retryMs?: number;
 }
 
-type Report =
-  | { event: 'share:ready'; payload: PayloadOf<'share:ready'> }
-  | { event: 'share:failed'; payload: PayloadOf<'share:failed'> };
+type ShareReport = Report<'share:ready' | 'share:failed'>;
 
 /**
  * Delivers one share's reports to the hub, in order — `share:ready`, then maybe
- * `share:failed` — one at a time, and sends again whatever is unacknowledged after a
- * reconnect (or a transient refusal), like the run reporter does for runs.
+ * `share:failed` — through a ReportQueue: one at a time, sent again after a reconnect.
  * Payloads carry RW attach data: nothing here ever logs one.
  */
 export class ShareReporter {
   readonly sessionId: string;
-  private readonly link: HubLink;
-  private readonly log: Logger;
-  private readonly onSettled: () => void;
-  private readonly retryMs: number;
-  private readonly queue: Report[] = [];
-  private inFlight = false;
-  /** Bumped on every resend: an answer to an older round's emit is ignored. */
-  private round = 0;
-  private retryTimer: ReturnType<typeof setTimeout> | null = null;
-  private disposed = false;
+  private readonly queue: ReportQueue<ShareReport>;
   private failedTaken = false;
 
   constructor(opts: ShareReporterOptions) {
     this.sessionId = opts.sessionId;
-    this.link = opts.link;
-    this.log = opts.logger;
-    this.onSettled = opts.onSettled;
-    this.retryMs = opts.retryMs ?? 2000;
+    this.queue = new ReportQueue<ShareReport>({
+      link: opts.link,
+      logger: opts.logger,
+      ...(opts.retryMs === undefined ? {} : { retryMs: opts.retryMs }),
+      // A ready report not sent yet is moot once the share failed: the hub goes straight to ERROR.
+      supersedes: (queued, incoming) => queued.event === 'share:ready' && incoming.event === 'share:failed',
+      onTaken: (report) => {
+        if (report.event !== 'share:failed') return;
+        this.failedTaken = true;
+        this.queue.dispose();
+        opts.onSettled();
+      },
+    });
   }
 
   /** Whether the hub has taken the final `share:failed` report. */
@@ -50,81 +47,20 @@ export class ShareReporter {
   }
 
   ready(attachRo: Record<string, string>, attachRw: Record<string, string>): void {
-    this.enqueue({ event: 'share:ready', payload: { sessionId: this.sessionId, attachRo, attachRw } });
+    this.queue.push({ event: 'share:ready', payload: { sessionId: this.sessionId, attachRo, attachRw } });
   }
 
   failed(message: string): void {
-    // A ready report not sent yet is moot: the hub goes straight to ERROR.
-    const keep = this.inFlight ? 1 : 0;
-    this.queue.splice(keep, this.queue.length - keep, ...this.queue.slice(keep).filter((r) => r.event !== 'share:ready'));
-    this.enqueue({ event: 'share:failed', payload: { sessionId: this.sessionId, message: message.slice(0, 2000) } });
+    this.queue.push({ event: 'share:failed', payload: { sessionId: this.sessionId, message: message.slice(0, 2000) } });
   }
 
   /** After a (re)connect, or to retry: send the oldest unacknowledged report again. */
   resend(): void {
-    this.round += 1;
-    this.inFlight = false;
-    this.clearRetry();
-    this.pump();
+    this.queue.resend();
   }
 
   /** Stops reporting (the share was stopped on purpose; whatever is pending is moot). */
   dispose(): void {
-    this.disposed = true;
-    this.queue.length = 0;
-    this.clearRetry();
+    this.queue.dispose();
   }
-
-  private enqueue(report: Report): void {
-    if (this.disposed) return;
-    this.queue.push(report);
-    this.pump();
-  }
-
-  private pump(): void {
-    if (this.disposed || this.inFlight || !this.link.ready) return;
-    const next = this.queue[0];
-    if (!next) return;
-    this.inFlight = true;
-    const round = this.round;
-    const onAck = (ack: Ack<unknown> | undefined) => {
-      if (round !== this.round || this.disposed) return;
-      this.inFlight = false;
-      if (ack?.ok || (ack && !RETRYABLE_CODES.has(ack.error.code))) {
-        if (ack && !ack.ok) this.log.error({ event: next.event, error: errorFields(ack.error) }, 'hub refused a share report');
-        this.queue.shift();
-        if (next.event === 'share:failed') {
-          this.failedTaken = true;
-          this.onSettled();
-          return;
-        }
-        this.pump();
-        return;
-      }
-      // Dropped connection: the reconnect's resend covers it.
-      if (this.link.ready) {
-        this.log.warn({ event: next.event, error: ack ? errorFields(ack.error) : 'no answer' }, 'share report not acknowledged; will retry');
-        this.scheduleRetry();
-      }
-    };
-    if (next.event === 'share:ready') this.link.send('share:ready', next.payload, onAck);
-    else this.link.send('share:failed', next.payload, onAck);
-  }
-
-  private scheduleRetry(): void {
-    if (this.retryTimer || this.disposed) return;
-    this.retryTimer = setTimeout(() => {
-      this.retryTimer = null;
-      this.resend();
-    }, this.retryMs);
-  }
-
-  private clearRetry(): void {
-    if (this.retryTimer) clearTimeout(this.retryTimer);
-    this.retryTimer = null;
-  }
-}
-
-function errorFields(error: ErrorBody): { code: string; message: string } {
-  return { code: error.code, message: error.message };
 }
