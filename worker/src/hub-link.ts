@@ -1,4 +1,5 @@
 import type { Ack, EventResponse, WorkerClientEvents, WorkerToHub } from '@handoff/shared';
+import type { Logger } from './logger.js';
 
 export type ReportEvent = keyof WorkerToHub;
 export type PayloadOf<E extends ReportEvent> = Parameters<WorkerToHub[E]>[0];
@@ -17,3 +18,44 @@ export interface HubLink {
 
 /** Error codes after which sending the same thing again may succeed. */
 export const RETRYABLE_CODES: ReadonlySet<string> = new Set(['UNAVAILABLE', 'INTERNAL', 'RATE_LIMITED']);
+
+/**
+ * Reads the hub's answer to a report: `done` when taken, or refused for good (logged);
+ * otherwise `backoff` — and, while the link is up, `onRetry` is asked to schedule a retry
+ * (when the connection dropped, the reconnect's resend covers it).
+ */
+export function judgeAck(ack: Ack<unknown> | undefined, event: string, link: HubLink, log: Logger, onRetry: () => void): 'done' | 'backoff' {
+  if (ack?.ok) return 'done';
+  if (ack && !RETRYABLE_CODES.has(ack.error.code)) {
+    log.error({ event, error: { code: ack.error.code, message: ack.error.message } }, 'hub refused a report');
+    return 'done';
+  }
+  if (link.ready) {
+    log.warn({ event, error: ack ? { code: ack.error.code, message: ack.error.message } : 'no answer' }, 'report not acknowledged; will retry');
+    onRetry();
+  }
+  return 'backoff';
+}
+
+/** At most one pending retry: `schedule()` while one is pending does nothing. */
+export class RetryTimer {
+  private timer: ReturnType<typeof setTimeout> | null = null;
+
+  constructor(
+    private readonly ms: number,
+    private readonly fire: () => void,
+  ) {}
+
+  schedule(): void {
+    if (this.timer) return;
+    this.timer = setTimeout(() => {
+      this.timer = null;
+      this.fire();
+    }, this.ms);
+  }
+
+  clear(): void {
+    if (this.timer) clearTimeout(this.timer);
+    this.timer = null;
+  }
+}

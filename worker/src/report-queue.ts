@@ -1,5 +1,5 @@
-import type { Ack, ErrorBody } from '@handoff/shared';
-import { RETRYABLE_CODES, type HubLink, type PayloadOf, type ReportEvent } from './hub-link.js';
+import type { Ack } from '@handoff/shared';
+import { judgeAck, RetryTimer, type HubLink, type PayloadOf, type ReportEvent } from './hub-link.js';
 import type { Logger } from './logger.js';
 
 /** A discrete report to the hub: an event and its payload. */
@@ -39,12 +39,11 @@ export class ReportQueue<R extends Report = RunEventReport> {
   private readonly onDrained: () => void;
   private readonly onTaken: (report: R) => void;
   private readonly supersedes: (queued: R, incoming: R) => boolean;
-  private readonly retryMs: number;
   private readonly queue: R[] = [];
   private inFlight = false;
   /** Bumped on every resend: an answer to an older round's emit is ignored. */
   private round = 0;
-  private retryTimer: ReturnType<typeof setTimeout> | null = null;
+  private readonly retry: RetryTimer;
   private disposed = false;
 
   constructor(opts: ReportQueueOptions<R>) {
@@ -54,7 +53,9 @@ export class ReportQueue<R extends Report = RunEventReport> {
     this.onDrained = opts.onDrained ?? (() => undefined);
     this.onTaken = opts.onTaken ?? (() => undefined);
     this.supersedes = opts.supersedes ?? sameEvent;
-    this.retryMs = opts.retryMs ?? 2000;
+    this.retry = new RetryTimer(opts.retryMs ?? 2000, () => {
+      if (!this.disposed) this.resend();
+    });
   }
 
   /** Nothing waits to be sent or answered. */
@@ -74,7 +75,7 @@ export class ReportQueue<R extends Report = RunEventReport> {
   resend(): void {
     this.round += 1;
     this.inFlight = false;
-    this.clearRetry();
+    this.retry.clear();
     // The unanswered report is sent again unless a newer one supersedes it.
     const head = this.queue[0];
     if (head && this.queue.some((r, i) => i > 0 && this.supersedes(head, r))) this.queue.shift();
@@ -84,7 +85,7 @@ export class ReportQueue<R extends Report = RunEventReport> {
   dispose(): void {
     this.disposed = true;
     this.queue.length = 0;
-    this.clearRetry();
+    this.retry.clear();
   }
 
   /** Sends the next report if none is in flight and the link and the owner allow it. */
@@ -97,39 +98,14 @@ export class ReportQueue<R extends Report = RunEventReport> {
     const onAck = (ack: Ack<unknown> | undefined) => {
       if (round !== this.round || this.disposed) return;
       this.inFlight = false;
-      if (ack?.ok || (ack && !RETRYABLE_CODES.has(ack.error.code))) {
-        if (ack && !ack.ok) this.log.error({ event: next.event, error: errorFields(ack.error) }, 'hub refused a report');
-        this.queue.shift();
-        this.onTaken(next);
-        if (this.disposed) return;
-        if (this.queue.length === 0) this.onDrained();
-        this.pump();
-        return;
-      }
-      // Dropped connection: the reconnect's resend covers it.
-      if (this.link.ready) {
-        this.log.warn({ event: next.event, error: ack ? errorFields(ack.error) : 'no answer' }, 'report not acknowledged; will retry');
-        this.scheduleRetry();
-      }
+      if (judgeAck(ack, next.event, this.link, this.log, () => this.retry.schedule()) === 'backoff') return;
+      this.queue.shift();
+      this.onTaken(next);
+      if (this.disposed) return;
+      if (this.queue.length === 0) this.onDrained();
+      this.pump();
     };
     // The union of reports is checked where reports are built; here one event goes out as is.
     (this.link.send as (event: ReportEvent, payload: unknown, onAck: (ack: Ack<unknown> | undefined) => void) => void)(next.event, next.payload, onAck);
   }
-
-  private scheduleRetry(): void {
-    if (this.retryTimer || this.disposed) return;
-    this.retryTimer = setTimeout(() => {
-      this.retryTimer = null;
-      this.resend();
-    }, this.retryMs);
-  }
-
-  private clearRetry(): void {
-    if (this.retryTimer) clearTimeout(this.retryTimer);
-    this.retryTimer = null;
-  }
-}
-
-function errorFields(error: ErrorBody): { code: string; message: string } {
-  return { code: error.code, message: error.message };
 }

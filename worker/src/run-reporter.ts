@@ -1,6 +1,6 @@
-import type { Ack, ErrorBody, Frame } from '@handoff/shared';
+import type { Ack, Frame } from '@handoff/shared';
 import { FrameBatcher, type FrameBatcherOptions } from './frame-batcher.js';
-import { RETRYABLE_CODES, type HubLink, type PayloadOf } from './hub-link.js';
+import { judgeAck, RetryTimer, type HubLink, type PayloadOf } from './hub-link.js';
 import type { Logger } from './logger.js';
 import { ReportQueue } from './report-queue.js';
 
@@ -44,7 +44,6 @@ export class RunReporter {
   /** Control changes that took hold and requests for an operator, after `run:started`. */
   private readonly events: ReportQueue;
   private readonly onSettled: () => void;
-  private readonly retryMs: number;
 
   private started: ReportState = 'idle';
   private exited: ReportState = 'idle';
@@ -59,7 +58,7 @@ export class RunReporter {
   private ackedAtCatchUp = 0;
   /** Bumped on every resend: answers to emits of an older round are only used for acks. */
   private round = 0;
-  private retryTimer: ReturnType<typeof setTimeout> | null = null;
+  private readonly retry: RetryTimer;
   private disposed = false;
 
   constructor(opts: RunReporterOptions) {
@@ -67,7 +66,10 @@ export class RunReporter {
     this.link = opts.link;
     this.log = opts.logger;
     this.onSettled = opts.onSettled;
-    this.retryMs = opts.retryMs ?? 2000;
+    // A retry that fires after dispose() does nothing (dispose also clears it).
+    this.retry = new RetryTimer(opts.retryMs ?? 2000, () => {
+      if (!this.disposed) this.restart();
+    });
     this.batcher = new FrameBatcher({
       ...opts.batcher,
       live: opts.link.ready,
@@ -77,7 +79,7 @@ export class RunReporter {
     this.events = new ReportQueue({
       link: opts.link,
       logger: opts.logger,
-      retryMs: this.retryMs,
+      retryMs: opts.retryMs ?? 2000,
       // The hub takes a control report or a request only for a run it knows is running.
       canSend: () => this.outputOpen,
       onDrained: () => this.pump(),
@@ -129,7 +131,7 @@ export class RunReporter {
   /** Sends again the started/output/exit reports the hub has not acknowledged. */
   private restart(): void {
     this.round += 1;
-    this.clearRetry();
+    this.retry.clear();
     if (this.started === 'sent' || this.started === 'backoff') this.started = 'due';
     if (this.exited === 'sent' || this.exited === 'backoff') this.exited = 'due';
     this.sentThrough = this.batcher.ackedSeq;
@@ -147,7 +149,7 @@ export class RunReporter {
   dispose(): void {
     this.disposed = true;
     this.events.dispose();
-    this.clearRetry();
+    this.retry.clear();
     this.batcher.dispose();
   }
 
@@ -216,7 +218,7 @@ export class RunReporter {
       this.ackedAtCatchUp = this.batcher.ackedSeq;
       this.sentThrough = this.batcher.ackedSeq;
     } else {
-      this.scheduleRetry();
+      this.retry.schedule();
     }
   }
 
@@ -232,44 +234,13 @@ export class RunReporter {
       if (round !== this.round || this.exited !== 'sent') return;
       this.exited = this.judge(ack, 'run:exited');
       if (this.exited === 'done') {
-        this.clearRetry();
+        this.retry.clear();
         this.onSettled();
       }
     });
   }
 
-  /**
-   * Reads an answer of the current round: `done` when taken, or refused for good (logged);
-   * otherwise `backoff` with a retry scheduled — unless the connection dropped, in which
-   * case the reconnect's resend covers it.
-   */
   private judge(ack: Ack<unknown> | undefined, event: string): 'done' | 'backoff' {
-    if (ack?.ok) return 'done';
-    if (ack && !RETRYABLE_CODES.has(ack.error.code)) {
-      this.log.error({ event, error: errorFields(ack.error) }, 'hub refused a report');
-      return 'done';
-    }
-    if (this.link.ready) {
-      this.log.warn({ event, error: ack ? errorFields(ack.error) : 'no answer' }, 'report not acknowledged; will retry');
-      this.scheduleRetry();
-    }
-    return 'backoff';
+    return judgeAck(ack, event, this.link, this.log, () => this.retry.schedule());
   }
-
-  private scheduleRetry(): void {
-    if (this.retryTimer || this.disposed) return;
-    this.retryTimer = setTimeout(() => {
-      this.retryTimer = null;
-      this.restart();
-    }, this.retryMs);
-  }
-
-  private clearRetry(): void {
-    if (this.retryTimer) clearTimeout(this.retryTimer);
-    this.retryTimer = null;
-  }
-}
-
-function errorFields(error: ErrorBody): { code: string; message: string } {
-  return { code: error.code, message: error.message };
 }

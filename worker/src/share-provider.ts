@@ -54,6 +54,48 @@ export interface ShareProvider {
   onExit(cb: () => void): void;
 }
 
+/**
+ * The lifecycle both providers share: `start()` once, `stop()` idempotent (aborts a start
+ * in progress, waits for it, then cleans up), exit callbacks. Subclasses supply `launch`
+ * (start and wait for the relay, honouring `abort`) and `cleanUp` (kill and remove all).
+ */
+export abstract class ShareLifecycle implements ShareProvider {
+  abstract readonly provider: ExternalProvider;
+  protected readonly abort = new AbortController();
+  protected state: 'idle' | 'starting' | 'ready' | 'dead' = 'idle';
+  protected readonly exitCallbacks: Array<() => void> = [];
+  private starting: Promise<unknown> = Promise.resolve();
+  private stopping: Promise<void> | null = null;
+
+  start(opts: ShareStartOptions): Promise<ShareAttach> {
+    if (this.state !== 'idle') return Promise.reject(new Error(`a ${this.provider} share starts once`));
+    this.state = 'starting';
+    const started = this.launch(opts);
+    this.starting = started.catch(() => undefined);
+    return started;
+  }
+
+  stop(): Promise<void> {
+    this.stopping ??= (async () => {
+      this.abort.abort();
+      await this.starting;
+      await this.cleanUp();
+    })();
+    return this.stopping;
+  }
+
+  onExit(cb: () => void): void {
+    this.exitCallbacks.push(cb);
+  }
+
+  protected get stopRequested(): boolean {
+    return this.abort.signal.aborted;
+  }
+
+  protected abstract launch(opts: ShareStartOptions): Promise<ShareAttach>;
+  protected abstract cleanUp(): Promise<void>;
+}
+
 /** A share failure to show an operator. Its message never contains attach data. */
 export class ShareError extends Error {
   override readonly name = 'ShareError';

@@ -5,6 +5,7 @@ import type { ShareStart } from '@handoff/shared';
 import type { Logger } from './logger.js';
 import {
   ShareError,
+  ShareLifecycle,
   createShareDir,
   lastLine,
   relayLabel,
@@ -16,7 +17,6 @@ import {
   shellCommand,
   type ShareAttach,
   type ShareContext,
-  type ShareProvider,
   type ShareStartOptions,
 } from './share-provider.js';
 import { tmux } from './tmux.js';
@@ -44,56 +44,27 @@ const SAFE_FINGERPRINT = /^[A-Za-z0-9:+/=._-]+$/;
  * and process group. Its death is noticed without polling: a `wait-for` client on a
  * channel nobody signals exits the moment the server goes (even on SIGKILL).
  */
-export class TmateProvider implements ShareProvider {
+export class TmateProvider extends ShareLifecycle {
   readonly provider = 'tmate' as const;
   private readonly opts: TmateProviderOptions;
   private readonly log: Logger;
   private readonly env: Record<string, string | undefined>;
   private readonly socket: string;
-  private readonly abort = new AbortController();
   private bin: string | null = null;
-  private state: 'idle' | 'starting' | 'ready' | 'dead' = 'idle';
-  private starting: Promise<unknown> = Promise.resolve();
-  private stopping: Promise<void> | null = null;
   private cleaning: Promise<void> | null = null;
   private watcher: ChildProcess | null = null;
   /** The server is gone (noticed by the watcher). */
   private gone = false;
-  private readonly exitCallbacks: Array<() => void> = [];
 
   constructor(opts: TmateProviderOptions) {
+    super();
     this.opts = opts;
     this.log = opts.logger;
     this.env = shareEnvironment(opts.env, opts.dir);
     this.socket = join(opts.dir, TmateFiles.socket);
   }
 
-  start(opts: ShareStartOptions): Promise<ShareAttach> {
-    if (this.state !== 'idle') return Promise.reject(new Error('a tmate share starts once'));
-    this.state = 'starting';
-    const started = this.launch(opts);
-    this.starting = started.catch(() => undefined);
-    return started;
-  }
-
-  stop(): Promise<void> {
-    this.stopping ??= (async () => {
-      this.abort.abort();
-      await this.starting;
-      await this.cleanUp();
-    })();
-    return this.stopping;
-  }
-
-  onExit(cb: () => void): void {
-    this.exitCallbacks.push(cb);
-  }
-
-  private get stopRequested(): boolean {
-    return this.abort.signal.aborted;
-  }
-
-  private async launch(opts: ShareStartOptions): Promise<ShareAttach> {
+  protected async launch(opts: ShareStartOptions): Promise<ShareAttach> {
     const deadline = Date.now() + opts.timeoutMs;
     const relay = relayLabel('tmate', opts.relay);
     // Both fail before anything exists: nothing to clean up.
@@ -212,7 +183,7 @@ export class TmateProvider implements ShareProvider {
   }
 
   /** Leaves nothing of the share: server (and its pane clients), watcher, orphans, directory. Safe to call twice. */
-  private cleanUp(): Promise<void> {
+  protected cleanUp(): Promise<void> {
     this.cleaning ??= (async () => {
       this.watcher?.kill('SIGKILL');
       // kill-server first: tmate tells its relay the session ended and hangs up its panes.

@@ -7,6 +7,7 @@ import type { Logger } from './logger.js';
 import { shellQuote } from './run-script.js';
 import {
   ShareError,
+  ShareLifecycle,
   createShareDir,
   lastLine,
   relayLabel,
@@ -18,7 +19,6 @@ import {
   shellCommand,
   type ShareAttach,
   type ShareContext,
-  type ShareProvider,
   type ShareStartOptions,
 } from './share-provider.js';
 import { runCommand } from './tmux.js';
@@ -50,57 +50,28 @@ const TAIL_CHARS = 4096;
  * the command it hosts, and only runs it once the relay accepted the session: the hosted
  * command writes that path into the share directory, then execs the read-only attach.
  */
-export class UptermProvider implements ShareProvider {
+export class UptermProvider extends ShareLifecycle {
   readonly provider = 'upterm' as const;
   private readonly opts: UptermProviderOptions;
   private readonly log: Logger;
   private readonly env: Record<string, string | undefined>;
-  private readonly abort = new AbortController();
   private bin: string | null = null;
   private host: ChildProcess | null = null;
   private hostExited: Promise<void> = Promise.resolve();
-  private state: 'idle' | 'starting' | 'ready' | 'dead' = 'idle';
-  private starting: Promise<unknown> = Promise.resolve();
-  private stopping: Promise<void> | null = null;
   private cleaning: Promise<void> | null = null;
   private stderrTail = '';
   private hostKeyPrompt = false;
   /** Set while waiting for the session: a host-key prompt ends the wait at once (nobody will answer it). */
   private onPrompt: (() => void) | null = null;
-  private readonly exitCallbacks: Array<() => void> = [];
 
   constructor(opts: UptermProviderOptions) {
+    super();
     this.opts = opts;
     this.log = opts.logger;
     this.env = { ...shareEnvironment(opts.env, opts.dir), XDG_RUNTIME_DIR: join(opts.dir, UptermFiles.runtime) };
   }
 
-  start(opts: ShareStartOptions): Promise<ShareAttach> {
-    if (this.state !== 'idle') return Promise.reject(new Error('an upterm share starts once'));
-    this.state = 'starting';
-    const started = this.launch(opts);
-    this.starting = started.catch(() => undefined);
-    return started;
-  }
-
-  stop(): Promise<void> {
-    this.stopping ??= (async () => {
-      this.abort.abort();
-      await this.starting;
-      await this.cleanUp();
-    })();
-    return this.stopping;
-  }
-
-  onExit(cb: () => void): void {
-    this.exitCallbacks.push(cb);
-  }
-
-  private get stopRequested(): boolean {
-    return this.abort.signal.aborted;
-  }
-
-  private async launch(opts: ShareStartOptions): Promise<ShareAttach> {
+  protected async launch(opts: ShareStartOptions): Promise<ShareAttach> {
     const deadline = Date.now() + opts.timeoutMs;
     const relay = relayLabel('upterm', opts.relay);
     const bin = resolveProviderBinary('upterm', this.opts.bin, this.opts.env.PATH); // before anything exists
@@ -253,7 +224,7 @@ export class UptermProvider implements ShareProvider {
   }
 
   /** Leaves nothing of the share: upterm's group, the hosted and forced commands, orphans, directory. Safe to call twice. */
-  private cleanUp(): Promise<void> {
+  protected cleanUp(): Promise<void> {
     this.cleaning ??= (async () => {
       const host = this.host;
       if (host?.pid !== undefined && host.exitCode === null && host.signalCode === null) {
