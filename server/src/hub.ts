@@ -1,6 +1,5 @@
 import { createServer, type Server as HttpServer } from 'node:http';
 import type { AddressInfo } from 'node:net';
-import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { Server } from 'socket.io';
 import { createAdapter } from '@socket.io/redis-adapter';
@@ -172,7 +171,6 @@ export async function createHub(config: ServerConfig, opts: { logger?: Logger } 
   };
 }
 
-export const webDirDefault = path.resolve(DEFAULT_WEB_DIR);
 
 /** What an approval replays, as the requester, once approved. */
 function registerApprovedCommands(approvals: ApprovalService, runs: RunService, sessions: LiveSessionService): void {
