@@ -17,6 +17,7 @@ export default tseslint.config(
   },
   {
     files: ['shared/src/**/*.ts'],
+    ignores: ['shared/src/**/*.test.ts'],
     rules: {
       'no-restricted-imports': ['error', { patterns: [{ regex: '^(?!zod$)(?!\\.{1,2}/).*', message: 'shared/ depends on zod only.' }] }],
     },

@@ -19,7 +19,8 @@ With the embedded database (no DATABASE_URL), stop the hub first: PGlite allows 
 const offline: Notifier = {
   runUpdated() {}, sessionUpdated() {}, termFrames() {}, cancelOnWorker() {}, kickSchedulers() {},
   sessionGrace() {}, closeTerm() {}, startShare() {}, stopShare() {}, approvalUpdated() {},
-  controlApply() {}, deliverMessage() {}, messageCreated() {}, needsOperator() {},
+  controlApply() {}, deliverMessage() {}, messageCreated() {}, needsOperator() {}, grantUpdated() {},
+  termInput: () => Promise.reject(new Error('the CLI cannot type into a terminal')),
 };
 
 const DEMO_AGENT = fileURLToPath(new URL('../../worker/src/demo-agent.mjs', import.meta.url));

@@ -19,11 +19,12 @@ import { redisLeadership, soleLeader } from './services/leader.js';
 import { Sweeper } from './services/sweeper.js';
 import { RateLimiter } from './services/rate-limiter.js';
 import { ControlService } from './services/control.js';
+import { WriteGrantService } from './services/write-grants.js';
 import { MessageService } from './services/messages.js';
 import { ApprovalService } from './services/approvals.js';
 import { PolicyGate } from './services/policy-gate.js';
 import { loadPolicy } from './services/policy-loader.js';
-import type { CreateRunBody, Provider } from '@handoff/shared';
+import { controlBodySchema, grantWriteBodySchema, type CreateRunBody, type Provider } from '@handoff/shared';
 import { TerminalService } from './services/terminal.js';
 import { setupDashboardNamespace } from './socket/dashboard-namespace.js';
 import { PEER_TIMEOUT_MS, type DashboardNamespace, type WorkerNamespace } from './socket/namespaces.js';
@@ -87,9 +88,15 @@ export async function createHub(config: ServerConfig, opts: { logger?: Logger } 
   runs.gate = gate;
   sessions.gate = gate;
   sessions.runOwner = runs;
-  registerApprovedCommands(approvals, runs, sessions);
-  const control = new ControlService(orm, runs, notifier, { softGraceMs: config.PAUSE_SOFT_GRACE });
+  const grants = new WriteGrantService(orm, notifier, runs, sessions, secretBox, log.child({ module: 'write-grants' }), {
+    ttlMs: config.LIVE_RW_GRANT_TTL,
+    maxTtlMs: config.LIVE_RW_GRANT_MAX_TTL,
+  });
+  grants.gate = gate;
+  sessions.onEnded = (sessionId, reason) => void grants.onSessionEnded(sessionId, reason).catch((err) => log.error({ err, sessionId }, 'could not end the write grants of an ended session'));
+  const control = new ControlService(orm, runs, grants, notifier, { softGraceMs: config.PAUSE_SOFT_GRACE });
   control.gate = gate;
+  registerApprovedCommands(approvals, runs, sessions, grants, control);
   const messages = new MessageService(orm, notifier);
   messages.gate = gate;
   const sweeper = new Sweeper(orm, sessions, runs, notifier, redis ? redisLeadership(redis.pub, `${config.REDIS_KEY_PREFIX}:sweeper`, 5000) : soleLeader, log.child({ module: 'sweeper' }), {
@@ -97,7 +104,7 @@ export async function createHub(config: ServerConfig, opts: { logger?: Logger } 
     graceMs: config.LIVE_GRACE,
     startTimeoutMs: config.LIVE_PROVIDER_START_TIMEOUT,
     workerLostAfterMs: config.WORKER_LOST_AFTER,
-    chores: [() => approvals.expireDue()],
+    chores: [() => approvals.expireDue(), () => grants.expireDue()],
   });
   sessions.onCreated = (sessionId) => void sweeper.graceWarnings(sessionId).catch((err) => log.error({ err }, 'grace check failed'));
   const terminal = new TerminalService(orm, notifier, log.child({ module: 'terminal' }), {
@@ -116,7 +123,7 @@ export async function createHub(config: ServerConfig, opts: { logger?: Logger } 
 
   const allowedOrigins = (config.HANDOFF_ALLOWED_ORIGINS ?? '').split(',').map((o) => o.trim()).filter(Boolean);
   setupDashboardNamespace(dashboardNsp, {
-    auth, runs, terminal, log, allowedOrigins,
+    auth, runs, terminal, grants, log, allowedOrigins,
     limiter: new RateLimiter({ perSecond: config.RATE_LIMIT_SOCKET_PER_SEC, burst: config.RATE_LIMIT_SOCKET_BURST }),
   });
   setupWorkerNamespace(workerNsp, {
@@ -126,7 +133,7 @@ export async function createHub(config: ServerConfig, opts: { logger?: Logger } 
   });
 
   const app = createApp({
-    auth, runs, sessions, terminal, log,
+    auth, runs, sessions, grants, terminal, log,
     audit: new AuditLog(orm, gate),
     control,
     messages,
@@ -173,7 +180,7 @@ export async function createHub(config: ServerConfig, opts: { logger?: Logger } 
 
 
 /** What an approval replays, as the requester, once approved. */
-function registerApprovedCommands(approvals: ApprovalService, runs: RunService, sessions: LiveSessionService): void {
+function registerApprovedCommands(approvals: ApprovalService, runs: RunService, sessions: LiveSessionService, grants: WriteGrantService, control: ControlService): void {
   const approved = { approved: true };
   const session = (runId: string | null) => runId ?? '';
   approvals.register('run.create', (actor, _runId, p) => runs.create(actor, p.body as CreateRunBody, approved));
@@ -184,6 +191,10 @@ function registerApprovedCommands(approvals: ApprovalService, runs: RunService, 
   approvals.register('session.create.external', create);
   approvals.register('session.extend', (actor, runId, p) =>
     sessions.extend(actor, session(runId), { ttlMinutes: p.ttlMinutes as number, provider: (p.provider as Provider | undefined) ?? undefined }, approved));
+  // The outcome is shown to approvers: an approved grant carries no attach data (the grantee reveals it).
+  approvals.register('rw.grant', (actor, runId, p) => grants.grantApproved(actor, session(runId), grantWriteBodySchema.parse(p)));
+  const replayControl = (actor: Parameters<typeof control.apply>[0], runId: string | null, p: Record<string, unknown>) => control.apply(actor, session(runId), controlBodySchema.parse(p), approved);
+  for (const action of ['takeover', 'handback', 'control.pause', 'control.resume'] as const) approvals.register(action, replayControl);
 }
 
 function liveSessionOptions(config: ServerConfig): LiveSessionOptions {

@@ -57,6 +57,7 @@ export const auditResultSchema = enumOf(AuditResult);
 
 export const GrantStatus = { active: 'active', revoked: 'revoked', expired: 'expired' } as const;
 export type GrantStatus = (typeof GrantStatus)[keyof typeof GrantStatus];
+export const grantStatusSchema = enumOf(GrantStatus);
 
 export const ApprovalStatus = { pending: 'pending', approved: 'approved', denied: 'denied', expired: 'expired' } as const;
 export type ApprovalStatus = (typeof ApprovalStatus)[keyof typeof ApprovalStatus];
@@ -90,6 +91,24 @@ export const liveSessionSchema = z.object({
 });
 export type LiveSession = z.infer<typeof liveSessionSchema>;
 
+/** A time-bound write grant: its grantee's dashboard input reaches the run's terminal (DESIGN.md §2). */
+export const writeGrantSchema = z.object({
+  id: z.string(),
+  runId: z.string(),
+  /** The live session it was issued on (its RW attach data, if any, went to the grantee). */
+  sessionId: z.string(),
+  granteeId: z.string(),
+  granteeName: z.string(),
+  status: grantStatusSchema,
+  createdAt: isoDate,
+  expiresAt: isoDate,
+  endedAt: isoDate.nullable(),
+  /** Why it ended: `revoked`, `ttl`, `handback`, `session-ended`, `run-ended`. */
+  endReason: z.string().nullable(),
+  correlationId: z.string(),
+});
+export type WriteGrant = z.infer<typeof writeGrantSchema>;
+
 export const runSchema = z.object({
   id: z.string(),
   title: z.string(),
@@ -109,7 +128,11 @@ export const runSchema = z.object({
     /** For `paused`: soft or hard, as requested. */
     mode: z.enum(['soft', 'hard']).nullable(),
     controllerId: z.string().nullable(),
+    /** Who made the latest control change (the taker, while `operator`); null for the system. */
+    by: z.object({ id: z.string(), name: z.string() }).nullable(),
   }),
+  /** Live write grants on the run's terminal (no attach data: that goes to the grantee alone). */
+  writeGrants: z.array(writeGrantSchema),
   needsOperator: z.object({ reason: z.string(), at: isoDate }).nullable(),
   liveSessionEnabled: z.boolean(),
   createdAt: isoDate,
@@ -155,3 +178,14 @@ export const operatorMessageSchema = z.object({
   deliveredAt: isoDate.nullable(),
 });
 export type OperatorMessage = z.infer<typeof operatorMessageSchema>;
+
+/** What the worker captured when an operator handed a run back to its agent. */
+export const handoffContextSchema = z.object({
+  /** The working directory of the operator's pane at hand-back; null if it could not be read. */
+  cwd: z.string().max(4096).nullable(),
+  /** The operator shell's environment, secrets redacted (`[REDACTED:<kind>]`). */
+  env: z.record(z.string().max(256), z.string().max(8192)),
+  /** Scrollback reference: the last terminal frame seq before the hand-back (into the recording). */
+  scrollbackSeq: z.number().int().min(0),
+});
+export type HandoffContext = z.infer<typeof handoffContextSchema>;

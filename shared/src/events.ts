@@ -1,6 +1,6 @@
 import { z } from 'zod';
 import type { AckCallback } from './errors.js';
-import { approvalSchema, commandSchema, controlStateSchema, liveSessionSchema, operatorMessageSchema, pauseModeSchema, runSchema } from './domain.js';
+import { approvalSchema, commandSchema, controlStateSchema, handoffContextSchema, liveSessionSchema, operatorMessageSchema, pauseModeSchema, runSchema, writeGrantSchema } from './domain.js';
 
 /** External share providers run by the worker (the `web` provider lives in the hub). */
 export const externalProviderSchema = z.enum(['tmate', 'upterm']);
@@ -37,8 +37,23 @@ export const controlApplySchema = z.object({
   mode: pauseModeSchema.nullable(),
   /** Soft pause escalates to hard after this many ms without a checkpoint (PAUSE_SOFT_GRACE). */
   softGraceMs: z.number().int().min(0),
-  /** Shown in the terminal's banner. */
+  /** Who asked for it: shown in the terminal's banner (the operator who took over). */
   by: z.object({ id: z.string(), name: z.string() }).nullable(),
+  /** The control change's correlation id (a takeover and its hand-back share one). */
+  correlationId: z.uuid().optional(),
+  /**
+   * With `state: agent` after a takeover: the operator hands the run back. The worker
+   * captures the context, appends the hand-back packet to the inbox, then resumes the agent.
+   */
+  handback: z
+    .object({
+      summary: z.string().min(1).max(4000),
+      by: z.object({ id: z.string(), name: z.string() }),
+      /** When the operator handed back (ISO 8601). */
+      at: z.string(),
+    })
+    .nullable()
+    .default(null),
 });
 export type ControlApply = z.infer<typeof controlApplySchema>;
 
@@ -51,6 +66,13 @@ export const runMessageSchema = z.object({
   message: z.string().max(4000),
 });
 export type RunMessage = z.infer<typeof runMessageSchema>;
+
+/** Keystrokes for a run's terminal from an operator holding a live write grant (≤ 4 KiB a frame). */
+export const termInputSchema = z.strictObject({
+  runId: z.uuid(),
+  data: z.string().min(1).max(4096),
+});
+export type TermInput = z.infer<typeof termInputSchema>;
 
 /** Attach strings reported by a share: RO ones are shown to viewers, RW ones only to a grantee. */
 export const attachDataSchema = z.record(z.string().max(100), z.string().max(2000));
@@ -110,6 +132,8 @@ export const workerClientEvents = {
       effective: z.enum(['agent', 'paused-soft', 'paused-hard', 'operator']),
       /** Worker clock, ms since the epoch. */
       appliedAt: z.number().int(),
+      /** After a hand-back: what the worker captured and put in the agent's hand-back packet. */
+      handoff: handoffContextSchema.optional(),
     }),
     response: z.object({}),
   },
@@ -152,6 +176,8 @@ export const workerServerEvents = {
   'control:apply': { payload: controlApplySchema, ack: z.object({}) },
   /** Deliver an operator message; ack once it is in the inbox. */
   'run:message': { payload: runMessageSchema, ack: z.object({}) },
+  /** Type into the run's terminal (the operator's pane during a takeover); ack once tmux took the keys. */
+  'term:input': { payload: termInputSchema, ack: z.object({}) },
   /** Kill a share's process group now (revoke, expiry, run end, rotation). Never touches the run. */
   'share:stop': { payload: z.object({ sessionId: z.string(), reason: z.string() }) },
 } as const;
@@ -171,6 +197,11 @@ export const dashboardClientEvents = {
     response: z.object({ frames: z.array(frameSchema), truncated: z.boolean() }),
   },
   'term:unsubscribe': { payload: runRef, response: z.object({}) },
+  /**
+   * Keystrokes for the run's terminal. Only the holder of a live write grant may type;
+   * anyone else gets FORBIDDEN (audited). Rate-limited per socket.
+   */
+  'term:input': { payload: termInputSchema, response: z.object({}) },
   /** Join the `approvals` room: approval requests and their resolutions, live. */
   'approvals:subscribe': { payload: z.strictObject({}), response: z.object({}) },
 } as const;
@@ -184,6 +215,8 @@ export const dashboardServerEvents = {
   'run:needs-operator': { payload: z.object({ runId: z.string(), reason: z.string(), at: z.string() }) },
   /** An approval request was created or resolved (to `approvals`). */
   'approval:updated': { payload: approvalSchema },
+  /** A write grant was created or ended (to the run room; never carries attach data). */
+  'grant:updated': { payload: writeGrantSchema },
   /** Pushed once per session at LIVE_GRACE before it expires. */
   'session:grace': { payload: z.object({ sessionId: z.string(), runId: z.string(), expiresAt: z.string() }) },
   /** Live viewing of a run ended for everyone in `run:<id>:term` (revoked or expired); they were removed from the room. */

@@ -4,3 +4,4 @@ export * from './domain.js';
 export * from './config.js';
 export * from './rest.js';
 export * from './events.js';
+export * from './redaction.js';

@@ -1,5 +1,5 @@
 import { z } from 'zod';
-import { approvalSchema, commandSchema, operatorMessageSchema, pauseModeSchema, liveSessionSchema, providerSchema, runSchema, runStatusSchema } from './domain.js';
+import { approvalSchema, commandSchema, operatorMessageSchema, pauseModeSchema, liveSessionSchema, providerSchema, runSchema, runStatusSchema, writeGrantSchema } from './domain.js';
 
 const envName = z.string().regex(/^[A-Za-z_][A-Za-z0-9_]{0,127}$/, 'must be an environment variable name');
 const labelKey = z.string().regex(/^[a-z0-9][a-z0-9._/-]{0,62}$/, 'must be a lowercase label key');
@@ -112,14 +112,54 @@ export const approvalIdParamsSchema = z.strictObject({ id: z.uuid() });
 export const resolveApprovalBodySchema = z.strictObject({ reason: z.string().min(1).max(500).optional() });
 export const approvalListSchema = z.object({ approvals: z.array(approvalSchema) });
 
-/** `POST /api/task-runs/:id/control` body. Takeover and hand-back come with write grants (not yet built). */
-export const controlBodySchema = z.strictObject({
-  action: z.enum(['pause', 'resume']),
-  /** Pause mode; default soft (escalates to hard after PAUSE_SOFT_GRACE). */
-  mode: pauseModeSchema.optional(),
-});
+/**
+ * `POST /api/task-runs/:id/control` body. `takeover` pauses the agent (soft, escalating),
+ * grants the caller write access and makes them the controller; `handback` (controller
+ * only) needs a `summary` for the agent.
+ */
+export const controlBodySchema = z
+  .strictObject({
+    action: z.enum(['pause', 'resume', 'takeover', 'handback']),
+    /** Pause mode for pause and takeover; default soft (escalates to hard after PAUSE_SOFT_GRACE). */
+    mode: pauseModeSchema.optional(),
+    /** Hand-back summary for the agent, 1–4000 characters; required for handback. */
+    summary: z.string().trim().min(1).max(4000).optional(),
+    /** Takeover: how long the taker's write grant lasts, in minutes. Default LIVE_RW_GRANT_TTL. */
+    ttlMinutes: z.number().int().min(1).max(100_000).optional(),
+  })
+  .superRefine((b, ctx) => {
+    if (b.action === 'handback' && b.summary === undefined) ctx.addIssue({ code: 'custom', path: ['summary'], message: 'a hand-back needs a summary for the agent' });
+    if (b.summary !== undefined && b.action !== 'handback') ctx.addIssue({ code: 'custom', path: ['summary'], message: 'summary is only for handback' });
+    if (b.mode !== undefined && b.action !== 'pause' && b.action !== 'takeover') ctx.addIssue({ code: 'custom', path: ['mode'], message: 'mode is only for pause and takeover' });
+    if (b.ttlMinutes !== undefined && b.action !== 'takeover') ctx.addIssue({ code: 'custom', path: ['ttlMinutes'], message: 'ttlMinutes is only for takeover' });
+  });
 export type ControlBody = z.infer<typeof controlBodySchema>;
 
 /** `POST /api/task-runs/:id/operator-messages` body. */
 export const operatorMessageBodySchema = z.strictObject({ message: z.string().trim().min(1).max(4000) });
 export const operatorMessageListSchema = z.object({ messages: z.array(operatorMessageSchema) });
+
+/** `POST /api/task-runs/:id/live-session/grant-write` body. */
+export const grantWriteBodySchema = z.strictObject({
+  /** Grant length in minutes. Default LIVE_RW_GRANT_TTL; at most LIVE_RW_GRANT_MAX_TTL. */
+  ttlMinutes: z.number().int().min(1).max(100_000).optional(),
+  /** Which share's RW attach data to reveal; default the primary session. */
+  provider: providerSchema.optional(),
+});
+export type GrantWriteBody = z.infer<typeof grantWriteBodySchema>;
+
+/** `grant-write` response: RW attach data is in this response only, for the grantee alone. */
+export const grantWriteResponseSchema = z.object({
+  session: liveSessionSchema,
+  grant: writeGrantSchema,
+  /** tmate/upterm RW attach data (SSH), decrypted for this response only. */
+  attachRw: z.record(z.string(), z.string()).optional(),
+  /** tmate RW web link, when LIVE_ALLOW_WEB. */
+  webRw: z.string().optional(),
+  grantedUntil: z.string(),
+});
+export type GrantWriteResponse = z.infer<typeof grantWriteResponseSchema>;
+
+/** `POST /api/task-runs/:id/live-session/revoke-write` body: one grant, or every live grant of the run. */
+export const revokeWriteBodySchema = z.strictObject({ grantId: z.uuid().optional() });
+export const revokeWriteResponseSchema = z.object({ session: liveSessionSchema.nullable(), grants: z.array(writeGrantSchema) });

@@ -29,7 +29,7 @@ describe('fuzz: every REST route and socket event refuses hostile payloads', () 
     (await em(hub.orm).execute<{ t: string; n: number }[]>(
       `select 'runs' t, count(*)::int n from runs union all select 'sessions', count(*)::int from live_sessions
        union all select 'audit', count(*)::int from control_events union all select 'approvals', count(*)::int from approvals
-       union all select 'messages', count(*)::int from operator_messages union all select 'users', count(*)::int from users union all select 'tokens', count(*)::int from api_tokens`,
+       union all select 'messages', count(*)::int from operator_messages union all select 'grants', count(*)::int from write_grants union all select 'users', count(*)::int from users union all select 'tokens', count(*)::int from api_tokens`,
     )).map((r) => `${r.t}=${r.n}`).join(' ');
 
   const routes: Array<[string, string, Record<string, unknown>]> = [
@@ -39,6 +39,9 @@ describe('fuzz: every REST route and socket event refuses hostile payloads', () 
     ['POST', `/api/task-runs/RUN/live-session/extend`, { ttlMinutes: 5 }],
     ['POST', `/api/task-runs/RUN/live-session/revoke`, { reason: 'r' }],
     ['POST', `/api/task-runs/RUN/control`, { action: 'pause', mode: 'soft' }],
+    ['POST', `/api/task-runs/RUN/control`, { action: 'handback', summary: 'done' }],
+    ['POST', `/api/task-runs/RUN/live-session/grant-write`, { ttlMinutes: 5 }],
+    ['POST', `/api/task-runs/RUN/live-session/revoke-write`, { grantId: '01a1fc84-556c-72b6-8c34-8b8d9e28c380' }],
     ['POST', `/api/task-runs/RUN/operator-messages`, { message: 'hello' }],
     ['POST', `/api/approvals/01a1fc84-556c-72b6-8c34-8b8d9e28c380/approve`, { reason: 'r' }],
     ['POST', `/api/approvals/01a1fc84-556c-72b6-8c34-8b8d9e28c380/deny`, { reason: 'r' }],
@@ -76,13 +79,14 @@ describe('fuzz: every REST route and socket event refuses hostile payloads', () 
   const dashboardEvents: Array<[string, Record<string, unknown>]> = [
     ['runs:subscribe', {}], ['run:subscribe', { runId: 'RUN' }], ['run:unsubscribe', { runId: 'RUN' }],
     ['term:subscribe', { runId: 'RUN', afterSeq: 0 }], ['term:unsubscribe', { runId: 'RUN' }], ['approvals:subscribe', {}],
+    ['term:input', { runId: 'RUN', data: 'ls\r' }],
   ];
   const workerEvents: Array<[string, Record<string, unknown>]> = [
     ['worker:hello', { capacity: 1, runs: [], version: '1' }], ['worker:heartbeat', { activeRuns: 0, shares: [] }],
     ['run:started', { runId: 'RUN' }], ['run:output', { runId: 'RUN', frames: [{ seq: 1, t: 0, data: 'x' }] }],
     ['run:exited', { runId: 'RUN', exitCode: 0 }], ['share:ready', { sessionId: 'RUN', attachRo: {}, attachRw: {} }],
     ['share:failed', { sessionId: 'RUN', message: 'm' }],
-    ['control:applied', { runId: 'RUN', seq: 1, effective: 'agent', appliedAt: 1 }], ['run:needs-operator', { runId: 'RUN', reason: 'r' }],
+    ['control:applied', { runId: 'RUN', seq: 1, effective: 'agent', appliedAt: 1, handoff: { cwd: '/tmp', env: {}, scrollbackSeq: 1 } }], ['run:needs-operator', { runId: 'RUN', reason: 'r' }],
   ];
 
   for (const [ns, table] of [['/dashboard', dashboardEvents], ['/worker', workerEvents]] as const) {

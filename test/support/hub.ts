@@ -1,7 +1,7 @@
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
-import { pino } from 'pino';
+import { createLogger } from '../../server/src/logger.js';
 import { parseConfig, serverConfigSchema, type Role } from '@handoff/shared';
 import { createHub, type Hub } from '../../server/src/hub.js';
 import { createTestDatabase, type TestDatabase } from './db.js';
@@ -40,7 +40,8 @@ export async function startTestHub(opts: TestHubOptions = {}): Promise<TestHub> 
     ...opts.env,
   });
   const lines: string[] = [];
-  const logger = pino({ level: process.env.TEST_HUB_LOG ?? 'debug' }, { write: (line: string) => void lines.push(line) });
+  // The hub's own logger (redaction included), writing into memory for tests to read.
+  const logger = createLogger(process.env.TEST_HUB_LOG ?? 'debug', { write: (line: string) => void lines.push(line) });
   const hub = await createHub(config, { logger }).catch(async (err: unknown) => {
     // A hub that fails to start (e.g. a bad policy file) must not leak its database.
     await db?.drop();

@@ -1,14 +1,15 @@
 #!/usr/bin/env node
 // `handoff-agent`: the agent SDK from a shell, for agents that are scripts or not written
 // in JavaScript. Plain Node (20+), no dependencies. Inside a run the worker puts it on PATH.
-import { checkpoint, onMessage, requestOperator } from './index.mjs';
+import { checkpoint, onInbox, requestOperator } from './index.mjs';
 
 const USAGE = `usage: handoff-agent <command>
 
   checkpoint                  return at once while the agent may run; while the run is
                               paused, halt here (the pause is then soft) until resumed
-  inbox [--follow] [--json]   print the operator messages of the run (--follow: and wait
-                              for new ones; --json: one JSON line each, as in the inbox)
+  inbox [--follow] [--json]   print the run's operator messages and hand-back packets
+                              (--follow: and wait for new ones; --json: one JSON line
+                              each, as in the inbox)
   request-operator <reason>   ask for a human: the run is flagged on every dashboard
 
 exit status: 0 done, 1 failed, 2 bad usage or not inside a Handoff run
@@ -21,6 +22,22 @@ const fail = (code, text) => {
 };
 // `handoff-agent inbox | head` closes our stdout early: that is not an error.
 process.stdout.on('error', (err) => process.exit(err.code === 'EPIPE' ? 0 : 1));
+
+/**
+ * A hand-back packet for a human reading the inbox: who handed back and their summary
+ * (continuation lines indented), then where they left the terminal.
+ */
+function handoffText(packet) {
+  const summary = String(packet.summary ?? '').replace(/\n/g, '\n    ');
+  const context = packet.context ?? {};
+  const vars = Object.keys(context.env ?? {}).length;
+  const where = [
+    `cwd ${context.cwd ?? '(unknown)'}`,
+    `${vars} env var${vars === 1 ? '' : 's'} (--json shows them, secrets redacted)`,
+    `scrollback up to frame ${context.scrollbackSeq ?? '?'} of ${context.recording ?? 'the recording'}`,
+  ];
+  return `${packet.ts ?? '?'} ${packet.actor ?? 'an operator'} handed control back: ${summary}\n    ${where.join('; ')}\n`;
+}
 
 const [command, ...args] = process.argv.slice(2);
 
@@ -36,10 +53,13 @@ switch (command) {
     if (!process.env.HANDOFF_INBOX) fail(2, 'HANDOFF_INBOX is not set: not inside a Handoff run');
     const follow = args.includes('--follow') || args.includes('-f');
     const json = args.includes('--json');
-    const print = (m) => out(json ? `${JSON.stringify(m)}\n` : `${m.ts} ${m.actor}: ${m.message}\n`);
-    // The messages already there arrive before onMessage returns; --follow keeps the
+    const print = (entry) => {
+      if (entry.type === 'handoff') out(json ? `${JSON.stringify(entry)}\n` : handoffText(entry));
+      else out(json ? `${JSON.stringify({ ts: entry.ts, actor: entry.actor, message: entry.message })}\n` : `${entry.ts} ${entry.actor}: ${entry.message}\n`);
+    };
+    // The entries already there arrive before onInbox returns; --follow keeps the
     // process alive for the next ones (until it is interrupted).
-    const stop = onMessage(print, { keepAlive: follow });
+    const stop = onInbox(print, { keepAlive: follow });
     if (!follow) stop();
     break;
   }

@@ -20,7 +20,10 @@ export interface ControlFile {
   /** Increases with every control change of the run. */
   seq: number;
   state: ControlState;
-  /** For `paused`: `soft` waits for a checkpoint; `hard` stops the run's processes (SIGSTOP). Null otherwise. */
+  /**
+   * For `paused` and `operator`: how the agent is halted — `soft` waits for a checkpoint
+   * (SIGSTOP if none comes within the grace), `hard` stops the run's processes (SIGSTOP) at once. Null for `agent`.
+   */
   mode: 'soft' | 'hard' | null;
 }
 
@@ -34,19 +37,49 @@ export interface OperatorMessage {
   message: string;
 }
 
+/** Where the operator left the terminal, captured by the worker at hand-back. */
+export interface HandoffContext {
+  /**
+   * The working directory of the operator's shell (the agent pane's when the worker never
+   * opened one); null if it could not be read. Not applied to the agent: `chdir` there if it matters.
+   */
+  cwd: string | null;
+  /**
+   * The operator shell's exported environment at its last prompt (so an `export` the
+   * operator typed counts), sorted by name. Secrets are redacted: secret-named variables
+   * (`*_TOKEN`, `*_PASSWORD`, `API_KEY`, …) read `[REDACTED:env]`, secret-shaped parts of
+   * other values `[REDACTED:<kind>]`. Not applied to the agent's own environment.
+   */
+  env: Record<string, string>;
+  /** The run's newest terminal frame when the operator handed back: what they did is in the recording up to this frame. */
+  scrollbackSeq: number;
+  /** The run's recording on the hub (asciicast v2): `GET <hub>/api/task-runs/<runId>/recording.cast`. */
+  recording: string;
+}
+
 /**
- * A hand-back packet (an operator returns control to the agent): a line of `$HANDOFF_INBOX`
- * with `type: 'handoff'`. Reserved: its fields (the operator's summary, the pane's cwd, a
- * redacted env snapshot, a scrollback reference) are defined by the hand-back feature;
- * read them defensively.
+ * A hand-back packet: an operator who took over the run returns control to the agent. One
+ * line of `$HANDOFF_INBOX` with `type: 'handoff'`, appended once per hand-back and before
+ * the agent is resumed, so an agent leaving `checkpoint()` (or continued from SIGSTOP)
+ * finds it already there.
  */
 export interface HandoffPacket {
   type: 'handoff';
-  ts?: string;
-  actor?: string;
-  summary?: string;
-  [field: string]: unknown;
+  /** When the operator handed back (ISO 8601). */
+  ts: string;
+  /** The operator's display name. */
+  actor: string;
+  /** The operator's user id. */
+  actorId: string;
+  /** What the operator did and what the agent should know (at most 4000 characters; secrets redacted). */
+  summary: string;
+  /** Shared by the takeover, the hand-back and their audit events on the hub; null if none was given. */
+  correlationId: string | null;
+  context: HandoffContext;
 }
+
+/** One `$HANDOFF_INBOX` entry as {@link onInbox} delivers it. */
+export type InboxEntry = ({ type: 'message' } & OperatorMessage) | HandoffPacket;
 
 /** Where the SDK finds the run's files. Defaults: the `HANDOFF_*` environment variables. */
 export interface PathOptions {
@@ -100,6 +133,13 @@ export declare function onMessage(cb: (message: OperatorMessage) => void, option
  * message written around the same time may reach their callbacks in either order.
  */
 export declare function onHandoff(cb: (packet: HandoffPacket) => void, options?: SubscribeOptions): () => void;
+
+/**
+ * Calls `cb` for every entry of `$HANDOFF_INBOX` in file order — operator messages (as
+ * `{type: 'message', ts, actor, message}`) and hand-back packets — e.g. to show the run's
+ * history. Returns the function that unsubscribes.
+ */
+export declare function onInbox(cb: (entry: InboxEntry) => void, options?: SubscribeOptions): () => void;
 
 /**
  * Asks for a human: the run is flagged "needs operator" on every dashboard (and policy may

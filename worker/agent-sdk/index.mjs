@@ -4,7 +4,8 @@
 // index.d.ts. The files it uses (all in the run directory, created by the worker):
 //   $HANDOFF_CONTROL   {seq, state, mode}: the desired control state, replaced atomically by the worker
 //   checkpoint.json    {seq, at, pid}: written next to it by checkpoint() when it halts (the worker watches it)
-//   $HANDOFF_INBOX     JSON lines: {ts, actor, message} operator messages, {type: 'handoff', …} hand-back packets
+//   $HANDOFF_INBOX     JSON lines: {ts, actor, message} operator messages,
+//                      {type: 'handoff', ts, actor, actorId, summary, correlationId, context} hand-back packets
 //   $HANDOFF_OUTBOX    JSON lines: {type: 'request-operator', reason, ts}, read by the worker
 import { closeSync, openSync, readFileSync, readSync, renameSync, statSync, watch, writeFileSync } from 'node:fs';
 import { open } from 'node:fs/promises';
@@ -103,6 +104,17 @@ export function onMessage(cb, options = {}) {
 export function onHandoff(cb, options = {}) {
   return tailInbox(options, (entry) => {
     if (entry.type === 'handoff') cb(entry);
+  });
+}
+
+/**
+ * Calls `cb` for every inbox entry, in file order: operator messages as
+ * `{type: 'message', ts, actor, message}`, hand-back packets as they are. Returns an unsubscribe function.
+ */
+export function onInbox(cb, options = {}) {
+  return tailInbox(options, (entry) => {
+    if (entry.type === 'handoff') cb(entry);
+    else if (entry.type === undefined || entry.type === 'message') cb({ type: 'message', ts: entry.ts, actor: entry.actor, message: entry.message });
   });
 }
 

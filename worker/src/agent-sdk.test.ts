@@ -6,7 +6,7 @@ import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { checkpoint, controlState, onHandoff, onMessage, requestOperator, type OperatorMessage } from '../agent-sdk/index.mjs';
+import { checkpoint, controlState, onHandoff, onInbox, onMessage, requestOperator, type InboxEntry, type OperatorMessage } from '../agent-sdk/index.mjs';
 import { readCheckpoint, writeControlFile } from './run-control.js';
 import { appendLine } from './run-inbox.js';
 import { AGENT_CLI } from './run-script.js';
@@ -29,6 +29,15 @@ afterAll(async () => {
 });
 
 const runDir = () => mkdtemp(join(dir, 'run-'));
+const PACKET = {
+  type: 'handoff',
+  ts: '2025-05-01T12:00:00.000Z',
+  actor: 'Ada',
+  actorId: 'u1',
+  summary: 'fixed the config\nmigrations pass',
+  correlationId: null,
+  context: { cwd: '/srv/app', env: { API_TOKEN: '[REDACTED:env]', HOME: '/root' }, scrollbackSeq: 12, recording: '/api/task-runs/r1/recording.cast' },
+} as const;
 const pending = async (p: Promise<unknown>) => (await Promise.race([p.then(() => 'settled'), sleep(200, 'pending')])) === 'pending';
 
 describe('agent SDK: checkpoint', () => {
@@ -102,6 +111,18 @@ describe('agent SDK: inbox and outbox', () => {
     expect(all).toHaveLength(3);
   });
 
+  it('onInbox gets messages and hand-back packets together, in file order', async () => {
+    const d = await runDir();
+    const inboxPath = join(d, 'inbox.jsonl');
+    writeFileSync(inboxPath, `${JSON.stringify({ ts: 't1', actor: 'alice', message: 'hi' })}\n${JSON.stringify(PACKET)}\n`, { mode: 0o600 });
+    const entries: InboxEntry[] = [];
+    const stop = onInbox((e) => entries.push(e), { inboxPath });
+    await appendLine(inboxPath, `${JSON.stringify({ ts: 't3', actor: 'bob', message: 'later' })}\n`);
+    await until(() => entries.length === 3, 'every entry');
+    stop();
+    expect(entries).toEqual([{ type: 'message', ts: 't1', actor: 'alice', message: 'hi' }, PACKET, { type: 'message', ts: 't3', actor: 'bob', message: 'later' }]);
+  });
+
   it('requestOperator appends one request line; false outside a run; refuses an empty reason', async () => {
     const d = await runDir();
     const outboxPath = join(d, 'outbox.jsonl');
@@ -128,6 +149,26 @@ describe('handoff-agent CLI', () => {
     expect(await run(['request-operator', 'help'])).toMatchObject({ code: 2, stderr: expect.stringContaining('not inside a Handoff run') });
     expect(await run(['inbox'])).toMatchObject({ code: 2, stderr: expect.stringContaining('not inside a Handoff run') });
     expect(await run(['checkpoint'])).toMatchObject({ code: 0 }); // outside a run there is nothing to wait for
+  });
+
+  it('`inbox` prints messages and hand-back packets in order, readable or as the JSON lines', async () => {
+    const d = await runDir();
+    const inboxPath = join(d, 'inbox.jsonl');
+    const message = { ts: 't1', actor: 'alice', message: 'hi' };
+    writeFileSync(inboxPath, `${JSON.stringify(message)}\n${JSON.stringify(PACKET)}\n`, { mode: 0o600 });
+    const env = { HANDOFF_INBOX: inboxPath };
+    const text = await execFileAsync(process.execPath, [AGENT_CLI, 'inbox'], { env });
+    expect(text.stdout).toBe(
+      [
+        't1 alice: hi',
+        '2025-05-01T12:00:00.000Z Ada handed control back: fixed the config',
+        '    migrations pass',
+        '    cwd /srv/app; 2 env vars (--json shows them, secrets redacted); scrollback up to frame 12 of /api/task-runs/r1/recording.cast',
+        '',
+      ].join('\n'),
+    );
+    const json = await execFileAsync(process.execPath, [AGENT_CLI, 'inbox', '--json'], { env });
+    expect(json.stdout.split('\n').filter(Boolean).map((l) => JSON.parse(l))).toEqual([message, PACKET]);
   });
 
   it.runIf(systemNodeMajor >= 20)('`checkpoint` blocks while paused and exits 0 once resumed — on the system Node 20', async () => {

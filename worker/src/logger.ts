@@ -1,4 +1,5 @@
 import { pino, type Logger } from 'pino';
+import { redactText } from '@handoff/shared';
 
 export type { Logger };
 
@@ -13,5 +14,7 @@ export function createLogger(level: string): Logger {
       paths: ['token', '*.token', 'auth', '*.auth', 'HANDOFF_WORKER_TOKEN', '*.HANDOFF_WORKER_TOKEN', 'attachRw', '*.attachRw'],
       censor: '[REDACTED]',
     },
+    // Then every line passes the one redaction module (keys, tokens, passwords in URLs, …).
+    hooks: { streamWrite: redactText },
   });
 }

@@ -9,13 +9,19 @@ import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import type { Command, ControlApply } from '@handoff/shared';
 import type { PayloadOf } from './hub-link.js';
 import { runProcesses } from './process-tree.js';
-import { RunControl } from './run-control.js';
+import { RunControl, type RunControlOptions } from './run-control.js';
 import { TmuxRun } from './tmux-run.js';
 import { killMatching, pgrep, tmuxServerAlive, uniqueSleep } from './testing/processes.js';
 import { TMUX, tmuxQuery, until } from './testing/shares.js';
 
 // Real tmux, real processes, real signals: a pause is checked where a user would check
 // it — the state letters of the run's processes in /proc and the output that stops.
+
+/** RunControl's hand-back plumbing, for tests that do not hand back (operator-shell.test.ts does). */
+const noHandoff: Pick<RunControlOptions, 'scrollbackSeq' | 'deliverHandoff'> = {
+  scrollbackSeq: () => 0,
+  deliverHandoff: () => Promise.reject(new Error('no hand-back expected in this test')),
+};
 
 let runsDir: string;
 const runs: TmuxRun[] = [];
@@ -51,11 +57,11 @@ async function startControlled(command: Command, opts: { killGraceMs?: number } 
   });
   runs.push(run);
   const applied: PayloadOf<'control:applied'>[] = [];
-  const control = new RunControl({ runId: run.runId, logger: pino({ level: 'silent' }), onApplied: (r) => applied.push(r) });
+  const control = new RunControl({ runId: run.runId, logger: pino({ level: 'silent' }), onApplied: (r) => applied.push(r), ...noHandoff });
   controls.push(control);
   control.attach(run);
   const change = (seq: number, state: ControlApply['state'], mode: ControlApply['mode'] = null, softGraceMs = 10_000) =>
-    control.apply({ runId: run.runId, seq, state, mode, softGraceMs, by: { id: 'op-1', name: 'Ada' } });
+    control.apply({ runId: run.runId, seq, state, mode, softGraceMs, by: { id: 'op-1', name: 'Ada' }, handback: null });
   const appliedSeq = (seq: number) =>
     until(() => applied.some((a) => a.seq === seq), `control seq ${seq} applied`).then(() => applied.find((a) => a.seq === seq)!);
   return { run, out, control, applied, change, appliedSeq };
@@ -203,32 +209,36 @@ describe('RunControl', () => {
     expect(applied.map((a) => [a.seq, a.effective])).toEqual([[3, 'paused-hard']]);
   });
 
-  it('operator state stops the run like a hard pause; a soft pause never lets a stopped run go on', async () => {
+  it('a hard takeover stops the run like a hard pause; a soft pause never lets a stopped run go on', async () => {
     const { run, change, appliedSeq } = await startControlled({ script: 'while :; do sleep 0.05; done' });
-    change(1, 'operator');
+    change(1, 'operator', 'hard');
     expect(await appliedSeq(1)).toMatchObject({ effective: 'operator' });
-    await statusShows(run, 'status-left', 'PAUSED FOR OPERATOR (by Ada)');
+    await expectStopped(run);
+    await statusShows(run, 'status-left', 'OPERATOR Ada HAS CONTROL (agent paused)');
+    expect(run.operatorShell).not.toBeNull();
     change(2, 'paused', 'soft', 10_000);
     expect(await appliedSeq(2)).toMatchObject({ effective: 'paused-hard' });
     await expectStopped(run);
+    expect(run.operatorShell).toBeNull(); // a pause ends the takeover: the operator's shell closed
+    await statusShows(run, 'status-left', 'PAUSED FOR OPERATOR (by Ada)');
     change(3, 'agent');
     await appliedSeq(3);
     expect(await states(run)).not.toContain('T');
   });
 
   it('takes changes before the run is attached and applies the newest once it is', async () => {
-    const control = new RunControl({ runId: randomUUID(), logger: pino({ level: 'silent' }), onApplied: () => undefined });
+    const control = new RunControl({ runId: randomUUID(), logger: pino({ level: 'silent' }), onApplied: () => undefined, ...noHandoff });
     controls.push(control);
     const by = { id: 'op-1', name: 'Ada' };
-    expect(control.apply({ runId: randomUUID(), seq: 1, state: 'paused', mode: 'hard', softGraceMs: 0, by })).toBe('accepted');
-    expect(control.apply({ runId: randomUUID(), seq: 2, state: 'agent', mode: null, softGraceMs: 0, by: null })).toBe('accepted');
+    expect(control.apply({ runId: randomUUID(), seq: 1, state: 'paused', mode: 'hard', softGraceMs: 0, by, handback: null })).toBe('accepted');
+    expect(control.apply({ runId: randomUUID(), seq: 2, state: 'agent', mode: null, softGraceMs: 0, by: null, handback: null })).toBe('accepted');
     expect(control.seq).toBe(2);
     const { run } = await startControlled({ script: 'while :; do sleep 0.05; done' });
     const reports: PayloadOf<'control:applied'>[] = [];
-    const late = new RunControl({ runId: run.runId, logger: pino({ level: 'silent' }), onApplied: (r) => reports.push(r) });
+    const late = new RunControl({ runId: run.runId, logger: pino({ level: 'silent' }), onApplied: (r) => reports.push(r), ...noHandoff });
     controls.push(late);
-    late.apply({ runId: run.runId, seq: 1, state: 'paused', mode: 'hard', softGraceMs: 0, by });
-    late.apply({ runId: run.runId, seq: 2, state: 'paused', mode: 'hard', softGraceMs: 0, by: { id: 'op-2', name: 'Grace' } });
+    late.apply({ runId: run.runId, seq: 1, state: 'paused', mode: 'hard', softGraceMs: 0, by, handback: null });
+    late.apply({ runId: run.runId, seq: 2, state: 'paused', mode: 'hard', softGraceMs: 0, by: { id: 'op-2', name: 'Grace' }, handback: null });
     late.attach(run);
     await until(() => reports.length > 0, 'applied after attach');
     await late.idle();

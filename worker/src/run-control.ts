@@ -1,9 +1,11 @@
 import { watch, type FSWatcher } from 'node:fs';
 import { readFile, rename, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import type { ControlApply, ControlState, PauseMode } from '@handoff/shared';
+import type { ControlApply, ControlState, HandoffContext, PauseMode } from '@handoff/shared';
+import { handoffContext, handoffPacket, type CapturedContext, type Handback, type HandoffPacket } from './handoff-packet.js';
 import type { PayloadOf } from './hub-link.js';
 import type { Logger } from './logger.js';
+import type { Operator } from './operator-shell.js';
 import { resumeRun, suspendRun } from './process-tree.js';
 import { RunFiles } from './run-script.js';
 
@@ -14,7 +16,7 @@ export type EffectiveControl = PayloadOf<'control:applied'>['effective'];
 export interface ControlFile {
   seq: number;
   state: ControlState;
-  /** How a pause halts the agent; null unless `state` is `paused`. */
+  /** How a pause or a takeover halts the agent; null when `state` is `agent`. */
   mode: PauseMode | null;
 }
 
@@ -27,6 +29,12 @@ export interface ControlTarget {
   /** True once the run is being cancelled or ended: it must not be paused again. */
   readonly ending: boolean;
   readonly status: { setBanner(text: string | null): Promise<void> };
+  /** Takeover: opens (or keeps) the operator's shell, whose banner says whether the agent is already halted. */
+  openOperatorShell(operator: Operator, agent: 'paused' | 'pausing'): Promise<void>;
+  /** Hand-back: the operator shell's cwd and env (the agent pane's and the run's when no shell is open). */
+  captureContext(): Promise<CapturedContext>;
+  /** Ends a takeover's shell and everything started in it (nothing when none is open). */
+  closeOperatorShell(): Promise<void>;
 }
 
 export interface RunControlOptions {
@@ -38,6 +46,10 @@ export interface RunControlOptions {
   now?: () => number;
   /** How long a hard pause may take to see every process stopped, in ms. Default 1000. */
   suspendTimeoutMs?: number;
+  /** The run's newest terminal frame seq: a hand-back's scrollback reference into the recording. */
+  scrollbackSeq: () => number;
+  /** Appends a hand-back packet to `$HANDOFF_INBOX`, at most once per control seq. */
+  deliverHandoff: (seq: number, packet: HandoffPacket) => Promise<unknown>;
 }
 
 /** `apply()`: taken (the newest seq so far), stale (seq already seen: nothing to do), or refused (the run is ending). */
@@ -47,16 +59,23 @@ export type ApplyResult = 'accepted' | 'stale' | 'closed';
  * The control state of one run on this worker: applies each `control:apply` once, in seq
  * order, and says when it took hold.
  *
- * - Every change is first written to `$HANDOFF_CONTROL` (`{seq, state, mode}`, replaced
- *   atomically), which the agent SDK's `checkpoint()` watches.
- * - `agent`: continues the run if it was stopped → `agent`.
- * - `paused` + `hard`, and `operator` (the takeover terminal is not built yet): SIGSTOP of
- *   every process of the run but the pane's wrapper shell (see `suspendRun`), seen stopped
- *   in /proc before it is reported → `paused-hard` / `operator`.
+ * - A change is written to `$HANDOFF_CONTROL` (`{seq, state, mode}`, replaced atomically),
+ *   which the agent SDK's `checkpoint()` watches — for a hand-back only once the packet is
+ *   in the inbox, so a resumed agent always finds it.
+ * - `paused` + `hard`: SIGSTOP of every process of the run but the pane's wrapper shell
+ *   (see `suspendRun`), seen stopped in /proc before it is reported → `paused-hard`.
  * - `paused` + `soft` (or no mode): waits for the agent's checkpoint marker with this seq →
  *   `paused-soft`; without one within `softGraceMs`, stops the run as above → `paused-hard`.
  *   A run that is already stopped stays stopped (a pause never lets the agent run again).
- * - A paused run shows `PAUSED FOR OPERATOR (by <name>)` in its tmux status line.
+ * - `operator` (takeover): opens the operator's shell in the run's tmux session (see
+ *   `OperatorShell`), then halts the agent like a pause of the given mode (soft by
+ *   default) → `operator` once the agent is halted. The shell opens first so that the
+ *   operator's keystrokes never reach the agent's pane.
+ * - `agent`: after a takeover with `handback`, captures the operator shell's context,
+ *   closes the shell, appends the hand-back packet to the inbox, then continues the run →
+ *   `agent` with `handoff` (the redacted context). Without `handback` it closes any shell
+ *   and continues the run → `agent`.
+ * - The status line shows `PAUSED FOR OPERATOR (by <name>)` or `OPERATOR <name> HAS CONTROL (…)`.
  *
  * Changes apply one after another; one that arrives while an older one is still being
  * applied supersedes it, and only the newest gets its `control:applied`.
@@ -67,6 +86,8 @@ export class RunControl {
   private readonly onApplied: RunControlOptions['onApplied'];
   private readonly now: () => number;
   private readonly suspendTimeoutMs: number;
+  private readonly scrollbackSeq: () => number;
+  private readonly deliverHandoff: RunControlOptions['deliverHandoff'];
 
   private target: ControlTarget | null = null;
   /** The newest change accepted (applied, being applied, or waiting for the run to start). */
@@ -75,7 +96,9 @@ export class RunControl {
   private enactedSeq = 0;
   /** Whether this control stopped (SIGSTOP) the run's processes. */
   private frozen = false;
-  private softWait: { seq: number; timer: ReturnType<typeof setTimeout>; watcher: FSWatcher | null } | null = null;
+  /** Correlation id of the takeover in force: a hand-back that comes without one belongs to it. */
+  private takeoverCorrelationId: string | null = null;
+  private softWait: { change: ControlApply; timer: ReturnType<typeof setTimeout>; watcher: FSWatcher | null } | null = null;
   private work: Promise<void> = Promise.resolve();
   private closed = false;
 
@@ -85,6 +108,8 @@ export class RunControl {
     this.onApplied = opts.onApplied;
     this.now = opts.now ?? Date.now;
     this.suspendTimeoutMs = opts.suspendTimeoutMs ?? 1000;
+    this.scrollbackSeq = opts.scrollbackSeq;
+    this.deliverHandoff = opts.deliverHandoff;
   }
 
   /** The newest seq accepted (0: none). */
@@ -105,7 +130,10 @@ export class RunControl {
     if (this.closed) return 'closed';
     if (change.seq <= this.seq) return 'stale';
     this.desired = change;
-    this.log.info({ seq: change.seq, state: change.state, mode: change.mode, by: change.by?.name }, 'control change');
+    this.log.info(
+      { seq: change.seq, state: change.state, mode: change.mode, by: change.by?.name, correlationId: change.correlationId, handback: change.handback !== null },
+      'control change',
+    );
     if (this.target) this.schedule();
     return 'accepted';
   }
@@ -140,33 +168,85 @@ export class RunControl {
     if (!change || !target || change.seq === this.enactedSeq || this.closed || target.ending) return;
     this.enactedSeq = change.seq;
     this.stopSoftWait();
-    const soft = change.state === 'paused' && change.mode !== 'hard';
-    await writeControlFile(target.dir, {
-      seq: change.seq,
-      state: change.state,
-      mode: change.state === 'paused' ? (soft ? 'soft' : 'hard') : null,
-    });
-
     if (change.state === 'agent') {
-      // Continue whatever is stopped; an agent halted at a checkpoint goes on by itself,
-      // since its checkpoint watches the control file that now says `agent`.
-      if (this.frozen) {
-        await resumeRun(target.pid);
-        this.frozen = false;
-      }
-      // The banner is for viewers and does not gate the report: the status line updates in order on its own.
-      void target.status.setBanner(null);
-      this.report(change.seq, 'agent');
+      await this.giveBack(change, target);
+      this.takeoverCorrelationId = null;
       return;
     }
+    if (change.state === 'operator') this.takeoverCorrelationId = change.correlationId ?? this.takeoverCorrelationId;
 
-    void target.status.setBanner(`PAUSED FOR OPERATOR (by ${change.by?.name ?? 'an operator'})`);
-    if (soft && !this.frozen) {
+    const soft = change.mode !== 'hard';
+    await writeControlFile(target.dir, { seq: change.seq, state: change.state, mode: soft ? 'soft' : 'hard' });
+    const halted = this.frozen || !soft;
+    if (change.state === 'operator') {
+      const operator = change.by ?? { id: '', name: 'an operator' };
+      // The banner is for viewers and does not gate the report: the status line updates in order on its own.
+      void target.status.setBanner(operatorBanner(operator.name, halted));
+      try {
+        await target.openOperatorShell(operator, halted ? 'paused' : 'pausing');
+      } catch (err) {
+        // The agent is still halted; the operator's next keystroke tries again (see TmuxRun.input).
+        this.log.error({ err, seq: change.seq }, 'could not open the operator shell');
+      }
+    } else {
+      // Paused after a takeover: the operator no longer has control.
+      this.takeoverCorrelationId = null;
+      await target.closeOperatorShell();
+      void target.status.setBanner(`PAUSED FOR OPERATOR (by ${change.by?.name ?? 'an operator'})`);
+    }
+    if (!halted) {
       this.startSoftWait(change, target);
       return;
     }
     if (!(await this.freeze(change.seq))) return;
-    this.report(change.seq, change.state === 'operator' ? 'operator' : 'paused-hard');
+    this.halted(change, 'paused-hard');
+  }
+
+  /**
+   * Control back to the agent. A hand-back first captures the context and closes the
+   * operator's shell, then puts the packet in the inbox; only then does the agent go on.
+   */
+  private async giveBack(change: ControlApply, target: ControlTarget): Promise<void> {
+    const correlationId = change.correlationId ?? this.takeoverCorrelationId;
+    const handoff = change.handback ? await this.handBack(change.seq, change.handback, correlationId, target) : undefined;
+    if (!change.handback) await target.closeOperatorShell();
+    await writeControlFile(target.dir, { seq: change.seq, state: 'agent', mode: null });
+    // Continue whatever is stopped; an agent halted at a checkpoint goes on by itself,
+    // since its checkpoint watches the control file that now says `agent`.
+    if (this.frozen) {
+      await resumeRun(target.pid);
+      this.frozen = false;
+    }
+    void target.status.setBanner(null);
+    this.report(change.seq, 'agent', handoff);
+  }
+
+  private async handBack(seq: number, handback: Handback, correlationId: string | null, target: ControlTarget): Promise<HandoffContext> {
+    const captured = await target.captureContext().catch((err: unknown) => {
+      this.log.error({ err, seq }, 'could not capture the terminal’s context for the hand-back');
+      return { cwd: null, env: {} };
+    });
+    const { context, omitted } = handoffContext(captured, this.scrollbackSeq());
+    if (omitted > 0) this.log.warn({ seq, omitted }, 'the environment snapshot was too large: some variables were left out of the hand-back');
+    await target.closeOperatorShell();
+    try {
+      await this.deliverHandoff(seq, handoffPacket(this.runId, handback, correlationId, context));
+      this.log.info({ seq, correlationId, cwd: context.cwd, scrollbackSeq: context.scrollbackSeq }, 'hand-back packet delivered to the inbox');
+    } catch (err) {
+      // The agent still gets control back: a run held paused because its inbox failed would help nobody.
+      this.log.error({ err, seq, correlationId }, 'could not append the hand-back packet to the inbox');
+    }
+    return context;
+  }
+
+  /** The agent is halted (at a checkpoint, or stopped): the change took hold. */
+  private halted(change: ControlApply, how: 'paused-soft' | 'paused-hard'): void {
+    if (change.state === 'operator') {
+      void this.target?.status.setBanner(operatorBanner(change.by?.name ?? 'an operator', true));
+      this.report(change.seq, 'operator');
+      return;
+    }
+    this.report(change.seq, how);
   }
 
   /** SIGSTOPs the run unless a newer change or the run's end came first. Returns whether it still applies. */
@@ -185,36 +265,35 @@ export class RunControl {
    * also read once at once, in case the agent wrote it before the watch began.
    */
   private startSoftWait(change: ControlApply, target: ControlTarget): void {
-    const { seq } = change;
     let watcher: FSWatcher | null = null;
     try {
       watcher = watch(target.dir, (_event, name) => {
-        if (name === null || name === RunFiles.checkpoint) void this.checkMarker(seq, target);
+        if (name === null || name === RunFiles.checkpoint) void this.checkMarker(change, target);
       });
       watcher.on('error', (err) => this.log.warn({ err }, 'cannot watch for the agent’s checkpoint; the pause escalates after its grace'));
     } catch (err) {
       this.log.warn({ err }, 'cannot watch for the agent’s checkpoint; the pause escalates after its grace');
     }
-    const timer = setTimeout(() => this.escalate(seq), change.softGraceMs);
-    this.softWait = { seq, timer, watcher };
-    void this.checkMarker(seq, target);
+    const timer = setTimeout(() => this.escalate(change), change.softGraceMs);
+    this.softWait = { change, timer, watcher };
+    void this.checkMarker(change, target);
   }
 
-  private async checkMarker(seq: number, target: ControlTarget): Promise<void> {
+  private async checkMarker(change: ControlApply, target: ControlTarget): Promise<void> {
     const marker = await readCheckpoint(target.dir);
-    if (!marker || marker.seq < seq || this.softWait?.seq !== seq) return;
+    if (!marker || marker.seq < change.seq || this.softWait?.change !== change) return;
     this.stopSoftWait();
-    this.log.info({ seq, agentPid: marker.pid }, 'agent halted at a checkpoint');
-    this.report(seq, 'paused-soft');
+    this.log.info({ seq: change.seq, agentPid: marker.pid }, 'agent halted at a checkpoint');
+    this.halted(change, 'paused-soft');
   }
 
-  private escalate(seq: number): void {
-    if (this.softWait?.seq !== seq) return;
+  private escalate(change: ControlApply): void {
+    if (this.softWait?.change !== change) return;
     this.stopSoftWait();
-    this.log.info({ seq }, 'no checkpoint within the soft pause grace: stopping the run');
+    this.log.info({ seq: change.seq }, 'no checkpoint within the soft pause grace: stopping the run');
     this.work = this.work
       .then(async () => {
-        if (await this.freeze(seq)) this.report(seq, 'paused-hard');
+        if (await this.freeze(change.seq)) this.halted(change, 'paused-hard');
       })
       .catch((err: unknown) => this.log.error({ err }, 'could not escalate the pause'));
   }
@@ -226,11 +305,17 @@ export class RunControl {
     this.softWait = null;
   }
 
-  private report(seq: number, effective: EffectiveControl): void {
+  private report(seq: number, effective: EffectiveControl, handoff?: HandoffContext): void {
     if (this.closed) return;
     this.log.info({ seq, effective }, 'control applied');
-    this.onApplied({ runId: this.runId, seq, effective, appliedAt: Math.floor(this.now()) });
+    const report = { runId: this.runId, seq, effective, appliedAt: Math.floor(this.now()) };
+    this.onApplied(handoff ? { ...report, handoff } : report);
   }
+}
+
+/** The status line during a takeover. */
+export function operatorBanner(name: string, agentHalted: boolean): string {
+  return `OPERATOR ${name} HAS CONTROL (${agentHalted ? 'agent paused' : 'pausing the agent'})`;
 }
 
 /** Replaces the run's control file atomically: a reader sees the old or the new state, never half of one. */

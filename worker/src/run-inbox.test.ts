@@ -116,20 +116,36 @@ describe('RunInbox', () => {
     expect(lines.filter((l) => l.startsWith('handoff:'))).toEqual(['handoff: fixed the config']);
   });
 
-  it('`handoff-agent inbox` prints the messages (--json: as in the inbox), never the hand-back packets', async () => {
+  it('`handoff-agent inbox` prints messages and hand-back packets in inbox order (--json: as in the inbox)', async () => {
     const runDir = await mkdtemp(join(dir, 'run-'));
     const inbox = new RunInbox({ dir: runDir, logger: pino({ level: 'silent' }) });
     const a = message('hello there');
     const b = message('line one\nline two', 'bob');
+    const packet = {
+      type: 'handoff' as const,
+      ts: new Date().toISOString(),
+      actor: 'carol',
+      actorId: 'u3',
+      summary: 'fixed it',
+      correlationId: null,
+      context: { cwd: '/srv', env: { A: '1' }, scrollbackSeq: 9, recording: '/api/task-runs/r/recording.cast' },
+    };
     await inbox.deliver(a);
-    await appendLine(join(runDir, 'inbox.jsonl'), `${JSON.stringify({ type: 'handoff', summary: 'not a message' })}\n`);
+    expect(await inbox.deliverHandoff(4, packet)).toBe(true);
+    expect(await inbox.deliverHandoff(4, packet)).toBe(false); // once per control seq
     await inbox.deliver(b);
     const env = { PATH: process.env.PATH, HANDOFF_INBOX: join(runDir, 'inbox.jsonl') };
     const plain = await execFileAsync(process.execPath, [AGENT_CLI, 'inbox'], { env });
-    expect(plain.stdout).toBe(`${a.ts} alice: hello there\n${b.ts} bob: line one\nline two\n`);
+    expect(plain.stdout).toBe(
+      `${a.ts} alice: hello there\n` +
+        `${packet.ts} carol handed control back: fixed it\n` +
+        '    cwd /srv; 1 env var (--json shows them, secrets redacted); scrollback up to frame 9 of /api/task-runs/r/recording.cast\n' +
+        `${b.ts} bob: line one\nline two\n`,
+    );
     const json = await execFileAsync(process.execPath, [AGENT_CLI, 'inbox', '--json'], { env });
     expect(json.stdout.trim().split('\n').map((l) => JSON.parse(l))).toEqual([
       { ts: a.ts, actor: 'alice', message: 'hello there' },
+      packet,
       { ts: b.ts, actor: 'bob', message: 'line one\nline two' },
     ]);
   });

@@ -1,6 +1,7 @@
 import { open, readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { RunMessage } from '@handoff/shared';
+import type { HandoffPacket } from './handoff-packet.js';
 import type { Logger } from './logger.js';
 import { RunFiles } from './run-script.js';
 
@@ -15,11 +16,12 @@ const FLASH_CHARS = 80;
 
 /**
  * The run's inbox: operator messages appended as JSON lines `{ts, actor, message}` to
- * `$HANDOFF_INBOX`, where the agent SDK (`onMessage`) and `handoff-agent inbox` read them.
- * Exactly once per message id: the hub redelivers what it has no ack for (after a
- * reconnect, or a worker restart), so the ids already appended are kept in memory and in
- * `inbox.ids` next to the inbox. A message is appended before its id is recorded: a crash
- * in between may repeat it once, but never loses it.
+ * `$HANDOFF_INBOX`, where the agent SDK (`onMessage`) and `handoff-agent inbox` read them,
+ * and hand-back packets (`{type: 'handoff', …}`, see handoff-packet.ts) for `onHandoff`.
+ * Exactly once per message id (per control seq for a packet): the hub redelivers what it
+ * has no ack for (after a reconnect, or a worker restart), so the ids already appended are
+ * kept in memory and in `inbox.ids` next to the inbox. A line is appended before its id is
+ * recorded: a crash in between may repeat it once, but never loses it.
  */
 export class RunInbox {
   private readonly inboxPath: string;
@@ -37,21 +39,33 @@ export class RunInbox {
 
   /** Appends the message unless its id was delivered before. Resolves true when appended, false for a duplicate. */
   deliver(msg: Pick<RunMessage, 'messageId' | 'ts' | 'actor' | 'message'>): Promise<boolean> {
-    const next = this.queue.then(() => this.append(msg));
+    return this.appendOnce(msg.messageId, { ts: msg.ts, actor: msg.actor, message: msg.message }, () =>
+      this.log.info({ messageId: msg.messageId, chars: msg.message.length }, 'operator message delivered to the inbox'),
+    );
+  }
+
+  /** Appends the hand-back packet of control change `seq` unless it was appended before. Resolves true when appended. */
+  deliverHandoff(seq: number, packet: HandoffPacket): Promise<boolean> {
+    // Not a uuid, so it never meets a message id.
+    return this.appendOnce(`handoff:${seq}`, packet, () => undefined);
+  }
+
+  private appendOnce(id: string, entry: object, onAppended: () => void): Promise<boolean> {
+    const next = this.queue.then(() => this.append(id, entry, onAppended));
     this.queue = next.catch(() => undefined);
     return next;
   }
 
-  private async append(msg: Pick<RunMessage, 'messageId' | 'ts' | 'actor' | 'message'>): Promise<boolean> {
+  private async append(id: string, entry: object, onAppended: () => void): Promise<boolean> {
     const delivered = await this.loadDelivered();
-    if (delivered.has(msg.messageId)) {
-      this.log.debug({ messageId: msg.messageId }, 'message already in the inbox; redelivery ignored');
+    if (delivered.has(id)) {
+      this.log.debug({ id }, 'already in the inbox; redelivery ignored');
       return false;
     }
-    await appendLine(this.inboxPath, `${JSON.stringify({ ts: msg.ts, actor: msg.actor, message: msg.message })}\n`);
-    delivered.add(msg.messageId);
-    await appendLine(this.idsPath, `${msg.messageId}\n`);
-    this.log.info({ messageId: msg.messageId, chars: msg.message.length }, 'operator message delivered to the inbox');
+    await appendLine(this.inboxPath, `${JSON.stringify(entry)}\n`);
+    delivered.add(id);
+    await appendLine(this.idsPath, `${id}\n`);
+    onAppended();
     return true;
   }
 

@@ -83,6 +83,8 @@ export class RunReporter {
       // The hub takes a control report or a request only for a run it knows is running.
       canSend: () => this.outputOpen,
       onDrained: () => this.pump(),
+      // A hand-back's report carries the captured context the hub records: a newer control report never replaces it.
+      supersedes: (queued, incoming) => queued.event === incoming.event && !(queued.event === 'control:applied' && queued.payload.handoff),
     });
   }
 
@@ -101,7 +103,13 @@ export class RunReporter {
     this.batcher.push(text);
   }
 
-  /** A control change took hold (only the newest unsent one is kept). */
+  /** Seals the output received so far into a frame (while the hub is reachable) and returns the newest frame's seq (0: none yet). */
+  outputSeq(): number {
+    this.batcher.flush();
+    return this.batcher.lastSeq;
+  }
+
+  /** A control change took hold (only the newest unsent one is kept, but a hand-back's is never dropped). */
   reportControlApplied(payload: PayloadOf<'control:applied'>): void {
     if (this.exit) return; // the run ended: its control state no longer matters
     this.events.push({ event: 'control:applied', payload });

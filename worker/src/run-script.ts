@@ -21,6 +21,10 @@ export const RunFiles = {
   control: 'control.json',
   /** Written by the agent SDK when it halts at a checkpoint: `{seq, at, pid}`. Next to the control file. */
   checkpoint: 'checkpoint.json',
+  /** The rc file of an operator's takeover shell (see operator-shell.ts). */
+  operatorRc: 'operator.rc',
+  /** Written by the operator shell at every prompt: its cwd and `env -0`, NUL-separated (secrets included; removed when the shell closes). */
+  operatorState: 'operator.state',
   /** Prepended to the run's PATH: holds the `handoff-agent` CLI. */
   bin: 'bin',
   exitCode: 'exit-code',

@@ -2,7 +2,8 @@ import { existsSync } from 'node:fs';
 import { readdir, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { Logger } from './logger.js';
-import { reapRun } from './process-tree.js';
+import { operatorShellProcesses } from './operator-shell.js';
+import { reapProcesses, reapRun } from './process-tree.js';
 import { RunFiles } from './run-script.js';
 import { tmux } from './tmux.js';
 
@@ -10,7 +11,7 @@ const RUN_DIR_NAME = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{
 
 /**
  * Removes what a crashed predecessor left in the runs directory: for each run directory,
- * its processes, its tmux server, then the directory. Only run-id-named directories are
+ * its processes (the agent's and an operator shell's), its tmux server, then the directory. Only run-id-named directories are
  * touched, so a misconfigured WORKER_RUN_DIR (say, /tmp) loses nothing else.
  * Returns how many run directories were removed.
  */
@@ -25,11 +26,14 @@ export async function cleanStaleRuns(runsDir: string, tmuxBin: string, log: Logg
     const dir = join(runsDir, entry.name);
     const socket = join(dir, RunFiles.socket);
     if (existsSync(socket)) {
-      const pane = await tmux(tmuxBin, socket, ['display-message', '-p', '-t', 'run', '#{pane_pid}']);
-      const panePid = Number.parseInt(pane.stdout.trim(), 10);
-      if (pane.code === 0 && panePid > 1) await reapRun(panePid, 1000);
+      // Every window's pane: during a takeover the operator's shell has one besides the agent's.
+      const panes = await tmux(tmuxBin, socket, ['list-panes', '-s', '-t', 'run', '-F', '#{pane_pid}']);
+      const pids = panes.code === 0 ? panes.stdout.split('\n').map((l) => Number.parseInt(l, 10)).filter((pid) => pid > 1) : [];
+      await Promise.all(pids.map((pid) => reapRun(pid, 1000)));
       await tmux(tmuxBin, socket, ['kill-server']);
     }
+    // What an operator started and detached (nohup, setsid) outlives the panes: it carries the shell's marker.
+    await reapProcesses(() => operatorShellProcesses(dir), 1000);
     await rm(dir, { recursive: true, force: true });
     removed += 1;
     log.warn({ runId: entry.name }, 'removed a stale run left by a previous worker');

@@ -85,9 +85,10 @@ export function statusCommands(session: string, banner: string | null, message: 
     ...set('status-style', 'bg=colour236,fg=colour252'),
     ...set('status-left-length', String(MAX_SIDE_CHARS + 4)),
     ...set('status-right-length', String(MAX_SIDE_CHARS + 4)),
-    // No window list: the run has one window, and its name says nothing to a viewer.
-    ...['set-option', '-w', '-t', session, 'window-status-format', '', ';'],
-    ...['set-option', '-w', '-t', session, 'window-status-current-format', '', ';'],
+    // No window list: the banner says whose window is shown (the agent's, or a takeover's
+    // operator shell); global, so every window of the run's private server has none.
+    ...['set-option', '-g', '-w', 'window-status-format', '', ';'],
+    ...['set-option', '-g', '-w', 'window-status-current-format', '', ';'],
     ...set('status-left', banner === null ? '' : `#[bg=colour160,fg=colour231,bold] ${statusText(banner)} #[default] `),
     ...set('status-right', message === null ? '' : `#[fg=colour229] ${statusText(message)} #[default] `),
   ];

@@ -6,12 +6,15 @@ import { delimiter, join } from 'node:path';
 import { StringDecoder } from 'node:string_decoder';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { promisify } from 'node:util';
-import type { Command } from '@handoff/shared';
+import { AppError, type Command } from '@handoff/shared';
+import type { CapturedContext } from './handoff-packet.js';
 import type { Logger } from './logger.js';
+import { OperatorShell, type Operator } from './operator-shell.js';
 import { reapRun, signalRun, terminateRun } from './process-tree.js';
 import { agentCliWrapper, RunFiles, shellQuote, wrapperScript } from './run-script.js';
 import { StatusLine } from './status-line.js';
-import { tmux } from './tmux.js';
+import { sendKeysInvocations } from './terminal-input.js';
+import { findExecutable, tmux } from './tmux.js';
 
 export interface TmuxRunOptions {
   runId: string;
@@ -42,6 +45,8 @@ export interface TmuxRunOptions {
   nodeBin?: string;
   /** How long an operator message stays in the status line, in ms. Default 10 000. */
   messageFlashMs?: number;
+  /** The bash of operator shells; null: `sh -i`. Default: `bash` on the run's PATH, else null. */
+  operatorBash?: string | null;
 }
 
 export interface RunOutcome {
@@ -83,10 +88,20 @@ export class TmuxRun {
   private readonly log: Logger;
   private readonly socketPath: string;
   private readonly decoder = new StringDecoder('utf8');
+  private readonly fifo: string;
+  /** The environment the run's command got (and an operator shell gets). */
+  private runEnv: Record<string, string | undefined> = {};
   private capture: Socket | null = null;
   private captureClosed: Promise<void> = Promise.resolve();
   private commandEnded: Promise<void> = Promise.resolve();
   private panePid = 0;
+  /** tmux pane id (`%N`) of the agent's pane. */
+  private agentPane = '';
+  /** The operator who took over (their shell is open, or reopens at their next keystroke); null: the agent's pane gets input. */
+  private operator: Operator | null = null;
+  private shell: OperatorShell | null = null;
+  /** Operator shell changes and keystrokes, one at a time and in order. */
+  private terminal: Promise<unknown> = Promise.resolve();
   private cancelRequested = false;
   private commandDone = false;
   private killedHard = false;
@@ -100,6 +115,7 @@ export class TmuxRun {
     this.outboxPath = join(dir, RunFiles.outbox);
     this.controlPath = join(dir, RunFiles.control);
     this.socketPath = join(dir, RunFiles.socket);
+    this.fifo = join(dir, RunFiles.fifo);
     this.log = opts.logger;
     this.status = new StatusLine({
       tmuxBin: opts.tmuxBin,
@@ -140,6 +156,115 @@ export class TmuxRun {
     return this.cancelRequested || this.commandDone;
   }
 
+  /** The environment the run's command got (HANDOFF_* and the run's PATH included). */
+  get environment(): Record<string, string> {
+    const env: Record<string, string> = {};
+    for (const [name, value] of Object.entries(this.runEnv)) if (value !== undefined) env[name] = value;
+    return env;
+  }
+
+  /** The open operator shell (null when none is open). */
+  get operatorShell(): OperatorShell | null {
+    return this.shell;
+  }
+
+  /**
+   * Takeover: opens a shell for `operator` in a new, selected window of the run's session
+   * (its output joins the run's), starting in the agent pane's directory with the run's
+   * environment. From now on keystrokes go to it, and if the operator ends it (`exit`), the
+   * next keystroke opens a new one: they never reach the paused agent. Keeps a shell that is
+   * already open. Rejects if the run is ending or tmux cannot open it.
+   */
+  openOperatorShell(operator: Operator, agent: 'paused' | 'pausing'): Promise<void> {
+    return this.onTerminal(async () => {
+      this.operator = operator;
+      await this.ensureShell(agent);
+    });
+  }
+
+  /**
+   * What a hand-back passes to the agent: the operator shell's context (see
+   * `OperatorShell.capture`) — or, when no shell was ever opened here (this worker missed
+   * the takeover), the agent pane's directory and the run's environment.
+   */
+  captureContext(): Promise<CapturedContext> {
+    return this.onTerminal(async () => {
+      if (this.shell) return this.shell.capture();
+      const pane = await tmux(this.opts.tmuxBin, this.socketPath, ['display-message', '-p', '-t', this.agentPane, '#{pane_current_path}']);
+      const cwd = pane.code === 0 ? pane.stdout.replace(/\n$/, '') : '';
+      return { cwd: cwd === '' ? null : cwd, env: this.environment };
+    });
+  }
+
+  /** Ends the takeover: closes the operator's window and everything started in it; the agent's window is shown again. */
+  closeOperatorShell(): Promise<void> {
+    return this.onTerminal(() => this.dropShell());
+  }
+
+  /**
+   * Types `data` into the run's terminal — the operator's shell during a takeover, else the
+   * agent's pane — byte for byte (see terminal-input.ts), in the order calls are made.
+   * Resolves once tmux took the keys. Rejects with an AppError: NOT_FOUND once the run is
+   * ending, UNAVAILABLE when tmux refused.
+   */
+  input(data: string): Promise<void> {
+    return this.onTerminal(async () => {
+      if (this.ending) throw new AppError({ code: 'NOT_FOUND', message: `run ${this.runId} is ending: its terminal takes no input` });
+      let target = this.agentPane;
+      if (this.operator) target = (await this.ensureShell('paused')).paneId;
+      for (const args of sendKeysInvocations(target, data)) {
+        const result = await tmux(this.opts.tmuxBin, this.socketPath, args);
+        if (result.code !== 0) {
+          throw new AppError({ code: 'UNAVAILABLE', message: `the run's terminal did not take the keys: ${result.stderr.trim() || `exit code ${result.code}`}` });
+        }
+      }
+    });
+  }
+
+  /** The operator's open shell; opens a new one if there is none or the operator ended it. */
+  private async ensureShell(agent: 'paused' | 'pausing'): Promise<OperatorShell> {
+    const operator = this.operator;
+    if (!operator) throw new Error('no takeover in progress');
+    if (this.ending) throw new AppError({ code: 'NOT_FOUND', message: `run ${this.runId} is ending` });
+    if (this.shell && (await this.shell.alive())) return this.shell;
+    if (this.shell) {
+      this.log.info({ paneId: this.shell.paneId }, 'the operator shell ended; opening a new one');
+      await this.shell.close();
+      this.shell = null;
+    }
+    const cwd = await tmux(this.opts.tmuxBin, this.socketPath, ['display-message', '-p', '-t', this.agentPane, '#{pane_current_path}']);
+    this.shell = await OperatorShell.open({
+      tmuxBin: this.opts.tmuxBin,
+      socket: this.socketPath,
+      session: SESSION,
+      dir: this.dir,
+      fifo: this.fifo,
+      env: this.runEnv,
+      startDir: cwd.code === 0 ? cwd.stdout.replace(/\n$/, '') || null : null,
+      operator,
+      agent,
+      bashBin: this.opts.operatorBash === undefined ? findExecutable('bash', this.runEnv.PATH) : this.opts.operatorBash,
+      logger: this.log.child({ module: 'operator-shell' }),
+      killGraceMs: Math.min(this.opts.killGraceMs ?? 2000, 1000),
+    });
+    return this.shell;
+  }
+
+  private async dropShell(): Promise<void> {
+    this.operator = null;
+    const shell = this.shell;
+    this.shell = null;
+    if (!shell) return;
+    await shell.close();
+    await tmux(this.opts.tmuxBin, this.socketPath, ['select-window', '-t', this.agentPane]);
+  }
+
+  private onTerminal<T>(op: () => Promise<T>): Promise<T> {
+    const next = this.terminal.then(op);
+    this.terminal = next.catch(() => undefined);
+    return next;
+  }
+
   /**
    * Ends the run: SIGTERM to every process group of the run, SIGKILL after the grace,
    * then the tmux server goes. Resolves with the outcome (128+signal unless the command
@@ -165,7 +290,7 @@ export class TmuxRun {
 
   private async launch(): Promise<void> {
     const { opts, dir } = this;
-    const fifo = join(dir, RunFiles.fifo);
+    const fifo = this.fifo;
     const wrapper = join(dir, RunFiles.wrapper);
     await writeFile(wrapper, wrapperScript({ tmuxBin: opts.tmuxBin, dir, command: opts.command, cwd: opts.cwd }), { mode: 0o600 });
     await writeFile(this.inboxPath, '', { mode: 0o600 });
@@ -190,6 +315,7 @@ export class TmuxRun {
       TMUX: undefined, // a worker itself running inside tmux must not make the run's server look nested
       TMUX_PANE: undefined,
     };
+    this.runEnv = env;
     const set = (name: string, value: string) => ['set-option', '-g', name, value, ';'];
     const started = await tmux(
       opts.tmuxBin,
@@ -203,19 +329,21 @@ export class TmuxRun {
         ...set('status', 'off'),
         ...set('remain-on-exit', 'off'),
         ...set('default-terminal', 'screen-256color'),
-        ...['new-session', '-d', '-P', '-F', '#{pane_pid}', '-s', SESSION, '-x', String(opts.cols), '-y', String(opts.rows)],
+        ...['new-session', '-d', '-P', '-F', '#{pane_pid} #{pane_id}', '-s', SESSION, '-x', String(opts.cols), '-y', String(opts.rows)],
         ...['sh', wrapper, ';'],
         // A share's tmux client (tmate/upterm) attaches to this session: the window keeps
         // the run's size whatever that client's terminal is, so the recording and the
-        // dashboards never see a resize. Only settable once a session exists (tmux 3.3a
-        // crashes when it is set before).
-        ...set('window-size', 'manual'),
+        // dashboards never see a resize. Set on the window: tmux 3.3a crashes when the
+        // global option says manual before a session exists, or when a window is added.
+        ...['set-option', '-w', '-t', SESSION, 'window-size', 'manual', ';'],
         ...['pipe-pane', '-t', SESSION, '-O', `exec cat > ${shellQuote(fifo)}`],
       ],
       { env },
     );
-    this.panePid = Number.parseInt(started.stdout.trim(), 10);
-    if (started.code !== 0 || !(this.panePid > 1)) {
+    const [pidText, paneId] = started.stdout.trim().split(' ');
+    this.panePid = Number.parseInt(pidText ?? '', 10);
+    this.agentPane = paneId ?? '';
+    if (started.code !== 0 || !(this.panePid > 1) || !/^%\d+$/.test(this.agentPane)) {
       throw new Error(`tmux could not start the run: ${started.stderr.trim() || `exit code ${started.code}`}`);
     }
 
@@ -240,8 +368,10 @@ export class TmuxRun {
     this.commandDone = true;
     let outcome: RunOutcome;
     try {
-      // Whatever the command left behind (background jobs) goes with it.
-      const { killed } = await reapRun(this.panePid, this.opts.killGraceMs ?? 2000);
+      // Whatever the command left behind (background jobs) goes with it, and so does an
+      // operator's shell: its pane's `cat` holds the capture FIFO open, and tmux only exits
+      // (ending the capture) once no window is left.
+      const [{ killed }] = await Promise.all([reapRun(this.panePid, this.opts.killGraceMs ?? 2000), this.closeOperatorShell()]);
       if (killed) this.killedHard = true;
       // With its pane gone, tmux reads the pane's last bytes and exits (exit-empty);
       // the FIFO's EOF then means every byte has arrived.
@@ -274,6 +404,8 @@ export class TmuxRun {
   /** Leaves nothing behind: processes, tmux server, capture, directory. Safe to call twice. */
   private async cleanUp(): Promise<void> {
     this.status.dispose();
+    this.operator = null;
+    await this.shell?.close();
     if (this.panePid > 1) await reapRun(this.panePid, 0).catch(() => undefined);
     await tmux(this.opts.tmuxBin, this.socketPath, ['kill-server']);
     if (this.capture) {

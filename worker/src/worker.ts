@@ -1,10 +1,12 @@
 import { io, type Socket } from 'socket.io-client';
 import { z } from 'zod';
 import {
+  AppError,
   NAMESPACE,
   controlApplySchema,
   runAssignmentSchema,
   runMessageSchema,
+  termInputSchema,
   validationError,
   workerClientEvents,
   type Ack,
@@ -13,6 +15,7 @@ import {
   type HubToWorker,
   type RunAssignment,
   type RunMessage,
+  type TermInput,
   type WorkerToHub,
 } from '@handoff/shared';
 import pkg from '../package.json' with { type: 'json' };
@@ -198,6 +201,7 @@ export class Worker {
     socket.on('run:cancel', (payload) => this.onCancel(payload));
     socket.on('control:apply', (payload, ack) => this.onControlApply(payload, ack));
     socket.on('run:message', (payload, ack) => this.onMessage(payload, ack));
+    socket.on('term:input', (payload, ack) => this.onTermInput(payload, ack));
     socket.on('share:start', (payload, ack) => this.shares.onStart(payload, ack));
     socket.on('share:stop', (payload) => this.shares.onStop(payload));
     this.log.info({ url, capacity: this.config.WORKER_CAPACITY, runDir: this.config.WORKER_RUN_DIR }, 'connecting to hub');
@@ -316,6 +320,7 @@ export class Worker {
     let markEnded!: () => void;
     let markSettled!: () => void;
     let setInbox!: (inbox: RunInbox | null) => void;
+    const inbox = new Promise<RunInbox | null>((resolve) => (setInbox = resolve));
     const reporter = new RunReporter({
       runId,
       link: this.link,
@@ -336,8 +341,14 @@ export class Worker {
         runId,
         logger: this.root.child({ module: 'control', runId }),
         onApplied: (report) => reporter.reportControlApplied(report),
+        scrollbackSeq: () => reporter.outputSeq(),
+        deliverHandoff: async (seq, packet) => {
+          const ready = await inbox;
+          if (!ready) throw new Error('the run has no inbox (it never started)');
+          return ready.deliverHandoff(seq, packet);
+        },
       }),
-      inbox: new Promise((resolve) => (setInbox = resolve)),
+      inbox,
       setInbox: (inbox) => setInbox(inbox),
       outbox: null,
       cancelRequested: false,
@@ -477,6 +488,32 @@ export class Worker {
       this.log.error({ err, runId: msg.runId }, 'could not append a message to the run inbox');
       ack({ ok: false, error: { code: 'INTERNAL', message: 'could not write the message to the run inbox' } });
     }
+  }
+
+  /** `term:input`: ok once tmux took the keys (the operator's shell during a takeover, else the agent's pane), in arrival order per run. */
+  private onTermInput(raw: TermInput, ack: AckCallback<Record<string, never>>): void {
+    const parsed = termInputSchema.safeParse(raw);
+    if (!parsed.success) {
+      ack({ ok: false, error: validationError(parsed.error, 'terminal input').toBody() });
+      return;
+    }
+    const { runId, data } = parsed.data;
+    const run = this.activeRun(runId)?.tmux;
+    if (!run) {
+      ack({ ok: false, error: notRunningHere(runId) });
+      return;
+    }
+    run.input(data).then(
+      () => ack({ ok: true, data: {} }),
+      (err: unknown) => {
+        if (err instanceof AppError) {
+          ack({ ok: false, error: { code: err.code, message: err.message } });
+          return;
+        }
+        this.log.error({ err, runId }, 'could not send keys to the run’s terminal');
+        ack({ ok: false, error: { code: 'INTERNAL', message: 'could not send the keys to the run’s terminal' } });
+      },
+    );
   }
 
   /** The run, while it is starting or running here. */

@@ -71,6 +71,12 @@ export const RunSchema = defineEntity({
     controlAppliedSeq: p.integer(),
     controllerId: p.string().nullable(),
     controlChangedAt: p.datetime().nullable(),
+    /** Who made the latest control change (the taker while `operator`); null: the system. */
+    controlBy: p.json<{ id: string; name: string }>().nullable(),
+    /** Shared by the audit rows of one control change (a takeover and its hand-back share one). */
+    controlCorrelationId: p.uuid().nullable(),
+    /** The latest hand-back, pushed with `state: agent` until the worker applied it. */
+    handback: p.json<{ summary: string; by: { id: string; name: string }; at: string }>().nullable(),
     needsOperatorReason: p.string().nullable(),
     needsOperatorAt: p.datetime().nullable(),
     liveSessionEnabled: p.boolean(),
@@ -116,14 +122,19 @@ export const WriteGrantSchema = defineEntity({
     runId: p.uuid(),
     sessionId: p.uuid(),
     granteeId: p.uuid(),
+    granteeName: p.string(),
     status: p.string(),
     createdAt: p.datetime(),
     expiresAt: p.datetime(),
     endedAt: p.datetime().nullable(),
     endedBy: p.string().nullable(),
+    endReason: p.string().nullable(),
+    correlationId: p.uuid(),
+    /** The grant revealed its session's RW attach data: when it ends, the share is restarted. */
+    revealsRw: p.boolean(),
   },
 });
-export type WriteGrant = InferEntity<typeof WriteGrantSchema>;
+export type WriteGrantRow = InferEntity<typeof WriteGrantSchema>;
 
 export const ControlEventSchema = defineEntity({
   name: 'ControlEvent',

@@ -4,6 +4,7 @@ import { RunEvent, runTable, runTransition } from './run-machine.js';
 import { SessionEvent, sessionTable, sessionTransition } from './live-session-machine.js';
 import { roleAtLeast } from './roles.js';
 import { ControlEvent, controlTransition } from './control-machine.js';
+import { GrantEvent, grantStatesAllowing, grantTransition } from './write-grant-machine.js';
 
 // Exhaustive: every (state, event) pair is either in the table or a STATE_CONFLICT.
 describe('run machine', () => {
@@ -71,4 +72,21 @@ describe('control machine', () => {
       });
     }
   }
+});
+
+describe('write grant machine', () => {
+  const expected: Record<string, string> = { 'active/revoke': 'revoked', 'active/expire': 'expired' };
+  for (const state of ['active', 'revoked', 'expired'] as const) {
+    for (const event of Object.values(GrantEvent)) {
+      const key = `${state}/${event}`;
+      it(key, () => {
+        if (expected[key]) expect(grantTransition(state, event)).toBe(expected[key]);
+        else expect(() => grantTransition(state, event)).toThrow(expect.objectContaining({ code: 'STATE_CONFLICT' }));
+      });
+    }
+  }
+  it('only a live grant can end, so a revoke and an expiry never both apply', () => {
+    expect(grantStatesAllowing(GrantEvent.revoke)).toEqual(['active']);
+    expect(grantStatesAllowing(GrantEvent.expire)).toEqual(['active']);
+  });
 });

@@ -10,6 +10,7 @@ import type { AuditLog } from '../services/audit.js';
 import type { ControlService } from '../services/control.js';
 import type { MessageService } from '../services/messages.js';
 import type { LiveSessionService } from '../services/live-sessions.js';
+import type { WriteGrantService } from '../services/write-grants.js';
 import type { TerminalService } from '../services/terminal.js';
 import type { RateLimiter } from '../services/rate-limiter.js';
 import type { RunService } from '../services/runs.js';
@@ -25,6 +26,7 @@ export interface AppDeps {
   auth: AuthService;
   runs: RunService;
   sessions: LiveSessionService;
+  grants: WriteGrantService;
   terminal: TerminalService;
   audit: AuditLog;
   control: ControlService;
@@ -82,7 +84,7 @@ export function createApp(deps: AppDeps): Express {
     const body: Whoami = { kind: p.kind, id: p.id, name: p.name, role: p.kind === 'user' ? p.role : null };
     res.json(body);
   });
-  api.use('/task-runs/:id', liveSessionRoutes(deps.sessions));
+  api.use('/task-runs/:id', liveSessionRoutes(deps.sessions, deps.grants));
   api.use('/task-runs/:id', auditRoutes(deps.audit, deps.runs, deps.terminal));
   api.use('/task-runs/:id', controlRoutes(deps.control, deps.messages, deps.runs));
   api.use('/task-runs', taskRunsRoutes(deps.runs));

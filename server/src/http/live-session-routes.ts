@@ -1,11 +1,12 @@
 import { Router } from 'express';
-import { createLiveSessionBodySchema, extendLiveSessionBodySchema, revokeLiveSessionBodySchema, runIdParamsSchema } from '@handoff/shared';
+import { createLiveSessionBodySchema, extendLiveSessionBodySchema, grantWriteBodySchema, revokeLiveSessionBodySchema, revokeWriteBodySchema, runIdParamsSchema } from '@handoff/shared';
 import type { LiveSessionService } from '../services/live-sessions.js';
+import type { WriteGrantService } from '../services/write-grants.js';
 import { requireUser } from './auth.js';
 import { parseBody, parseParams } from './validate.js';
 
 /** `/api/task-runs/:id/live-session(s)`: the share lifecycle (DESIGN.md §3). */
-export function liveSessionRoutes(sessions: LiveSessionService): Router {
+export function liveSessionRoutes(sessions: LiveSessionService, grants: WriteGrantService): Router {
   const router = Router({ mergeParams: true });
 
   router.post('/live-session', async (req, res) => {
@@ -38,6 +39,26 @@ export function liveSessionRoutes(sessions: LiveSessionService): Router {
     const actor = requireUser(res, 'operator');
     const { id } = parseParams(runIdParamsSchema, req);
     res.json({ session: await sessions.revoke(actor, id, parseBody(revokeLiveSessionBodySchema, req)) });
+  });
+
+  // Write grants: RW attach data goes into the grantee's own response only.
+  router.post('/live-session/grant-write', async (req, res) => {
+    const actor = requireUser(res, 'operator');
+    const { id } = parseParams(runIdParamsSchema, req);
+    res.set('Cache-Control', 'no-store').json(await grants.grant(actor, id, parseBody(grantWriteBodySchema, req)));
+  });
+
+  /** The caller's live grant with its attach data again (e.g. once an approval granted it). */
+  router.get('/live-session/write-grant', async (req, res) => {
+    const actor = requireUser(res, 'operator');
+    const { id } = parseParams(runIdParamsSchema, req);
+    res.set('Cache-Control', 'no-store').json(await grants.reveal(actor, id));
+  });
+
+  router.post('/live-session/revoke-write', async (req, res) => {
+    const actor = requireUser(res, 'operator');
+    const { id } = parseParams(runIdParamsSchema, req);
+    res.json(await grants.revoke(actor, id, parseBody(revokeWriteBodySchema, req)));
   });
 
   return router;

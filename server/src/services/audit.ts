@@ -1,8 +1,7 @@
-import type { ActorType, AuditEvent, AuditResult, VerifyResponse } from '@handoff/shared';
+import { redact, type ActorType, type AuditEvent, type AuditResult, type VerifyResponse } from '@handoff/shared';
 import { ControlEventSchema, type ControlEvent } from '../db/entities.js';
 import { em, type Em, type Orm } from '../db/orm.js';
 import { chainHash } from '../domain/hash-chain.js';
-import { redact } from '../domain/redaction.js';
 import type { PolicyGate, UserActor } from './policy-gate.js';
 import { uuidv7 } from './ids.js';
 

@@ -48,6 +48,8 @@ const isExternal = (p: string) => EXTERNAL.includes(p as Provider);
 export class LiveSessionService {
   /** Set by the hub once the sweeper exists: a new short-TTL session gets its grace warning at once. */
   onCreated: (sessionId: string) => void = () => {};
+  /** Set by the hub: a session left the active states (its write grants end with it). */
+  onEnded: (sessionId: string, reason: string) => void = () => {};
   gate!: PolicyGate;
   /** Checks (and audits) that a worker reports only for its own runs. */
   runOwner!: { assertOwned(workerId: string, runId: string, what: string): Promise<unknown> };
@@ -212,6 +214,22 @@ export class LiveSessionService {
     return sessionView(revoked[revoked.length - 1]!);
   }
 
+  /**
+   * Restarts an external share so its RW credentials change (a write grant that revealed
+   * them ended): the session ends as `rotated` and a new one of the same provider takes
+   * over the rest of its TTL. Null when the session is no longer active (nothing to do).
+   */
+  async rotate(sessionId: string): Promise<LiveSession | null> {
+    const s = await em(this.orm).findOne(LiveSessionSchema, { id: sessionId });
+    if (!s || !isExternal(s.provider) || !ACTIVE.includes(s.status as SessionStatus)) return null;
+    const ended = await em(this.orm).transactional((t) => this.transitionIn(t, s, SessionEvent.end, { endReason: 'rotated' }, SYSTEM, 'session.rotate'));
+    if (!ended) return null;
+    this.afterEnd(ended, 'rotated');
+    const remainingMinutes = Math.max(1, Math.ceil((s.expiresAt.getTime() - Date.now()) / 60_000));
+    const { session } = await this.create(SYSTEM, s.runId, { provider: s.provider as Provider, ttlMinutes: Math.min(remainingMinutes, Math.floor(this.options.maxTtlMs / 60_000)) });
+    return session;
+  }
+
   // ── run lifecycle ──────────────────────────────────────────────────────────
 
   /** The run started: its default web session, plus any sessions waiting for the run. */
@@ -298,6 +316,7 @@ export class LiveSessionService {
   /** After a session left the active states: tell dashboards, cut viewers off, kill the share. */
   afterEnd(row: LiveSessionRow, reason: string): void {
     this.notifier.sessionUpdated(sessionView(row));
+    this.onEnded(row.id, reason);
     if (row.provider === 'web') {
       if (row.status === 'REVOKED' || row.endReason === 'ttl') this.notifier.closeTerm(row.runId, reason);
     } else if (row.workerId) {

@@ -1,4 +1,4 @@
-import type { ApprovalRequest, ControlApply, Frame, LiveSession, OperatorMessage, Run, RunAssignment, RunMessage, ShareStart } from '@handoff/shared';
+import type { ApprovalRequest, ControlApply, Frame, LiveSession, OperatorMessage, Run, RunAssignment, RunMessage, ShareStart, TermInput, WriteGrant } from '@handoff/shared';
 
 /**
  * The push side of the services: implemented by the socket edge (rooms, adapter
@@ -26,6 +26,10 @@ export interface Notifier {
   needsOperator(runId: string, reason: string, at: string): void;
   /** An approval request changed (to the approvals room). */
   approvalUpdated(approval: ApprovalRequest): void;
+  /** A write grant was created, renewed or ended (to the run room; no attach data). */
+  grantUpdated(grant: WriteGrant): void;
+  /** Types into a run's terminal on its worker; resolves once tmux took the keys, rejects with an AppError otherwise. */
+  termInput(workerId: string, input: TermInput): Promise<void>;
   /** Asks a worker to kill a share's process group. */
   stopShare(workerId: string, sessionId: string, reason: string): void;
 }

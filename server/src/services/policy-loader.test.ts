@@ -19,6 +19,7 @@ describe('default policy', () => {
     'session.create.external': { provider: 'tmate' },
     'session.extend': { ttlMinutes: 60 },
     'rw.grant': { ttlMinutes: 15 },
+    takeover: { ttlMinutes: 15 },
   };
   const expected: Record<PolicyAction, Record<Role, string>> = {
     'session.create': { observer: 'deny', operator: 'allow', admin: 'allow' },
@@ -52,6 +53,15 @@ describe('default policy', () => {
     [60, 'approve:admin', 'operator-long-rw-grant'],
   ] as const)('rw.grant for %i minutes by an operator → %s', (ttlMinutes, outcome, ruleId) => {
     const d = evaluate(policy, 'rw.grant', actor('operator'), { ttlMinutes, now });
+    expect(decide(d)).toBe(outcome);
+    expect(d).toMatchObject({ ruleId });
+  });
+
+  it.each([
+    [30, 'allow', 'operator-short-takeover'],
+    [31, 'approve:admin', 'operator-long-takeover'],
+  ] as const)('takeover with a %i-minute write grant by an operator → %s', (ttlMinutes, outcome, ruleId) => {
+    const d = evaluate(policy, 'takeover', actor('operator'), { ttlMinutes, now });
     expect(decide(d)).toBe(outcome);
     expect(d).toMatchObject({ ruleId });
   });

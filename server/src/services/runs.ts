@@ -1,5 +1,5 @@
 import { AppError, ErrorCode, type CreateRunBody, type ListRunsQuery, type Run, type RunList, type RunStatus } from '@handoff/shared';
-import { LiveSessionSchema, RunSchema, type RunRow } from '../db/entities.js';
+import { LiveSessionSchema, RunSchema, WriteGrantSchema, type RunRow } from '../db/entities.js';
 import { em, type Em, type Orm } from '../db/orm.js';
 import { exitEvent, RunEvent, runStatesAllowing, runTransition } from '../domain/run-machine.js';
 import { appendAudit, type Actor } from './audit.js';
@@ -66,7 +66,8 @@ export class RunService {
     const row = await tx.findOne(RunSchema, { id: runId });
     if (!row) throw notFound(runId);
     const sessions = await tx.find(LiveSessionSchema, { runId }, { orderBy: { createdAt: 'asc' } });
-    return runView(row, sessions);
+    const grants = await tx.find(WriteGrantSchema, { runId, status: 'active' }, { orderBy: { createdAt: 'asc' } });
+    return runView(row, sessions, grants);
   }
 
   async publish(runId: string): Promise<Run> {
@@ -83,7 +84,7 @@ export class RunService {
       tx.create(RunSchema, {
         id, title, command: body.command, cwd: body.cwd ?? null, env: body.env ?? {}, labels: body.labels ?? {},
         status: 'queued', createdBy: actor.id, workerId: null, exitCode: null, errorMessage: null,
-        controlState: 'agent', controlMode: null, controlSeq: 0, controlAppliedSeq: 0, controllerId: null, controlChangedAt: null,
+        controlState: 'agent', controlMode: null, controlSeq: 0, controlAppliedSeq: 0, controllerId: null, controlChangedAt: null, controlBy: null, controlCorrelationId: null, handback: null,
         needsOperatorReason: null, needsOperatorAt: null,
         liveSessionEnabled: body.liveSession ?? this.options.liveSessionDefault,
         createdAt: new Date(), assignedAt: null, startedAt: null, endedAt: null,
@@ -107,9 +108,11 @@ export class RunService {
     }
     const rows = await tx.find(RunSchema, where, { orderBy: [{ createdAt: 'desc' }, { id: 'desc' }], limit: query.limit + 1 });
     const page = rows.slice(0, query.limit);
-    const sessions = page.length ? await tx.find(LiveSessionSchema, { runId: { $in: page.map((r) => r.id) } }, { orderBy: { createdAt: 'asc' } }) : [];
+    const ids = page.map((r) => r.id);
+    const sessions = page.length ? await tx.find(LiveSessionSchema, { runId: { $in: ids } }, { orderBy: { createdAt: 'asc' } }) : [];
+    const grants = page.length ? await tx.find(WriteGrantSchema, { runId: { $in: ids }, status: 'active' }, { orderBy: { createdAt: 'asc' } }) : [];
     return {
-      runs: page.map((r) => runView(r, sessions.filter((s) => s.runId === r.id))),
+      runs: page.map((r) => runView(r, sessions.filter((s) => s.runId === r.id), grants.filter((g) => g.runId === r.id))),
       nextCursor: rows.length > query.limit && page.length ? encodeCursor(page[page.length - 1]!) : null,
     };
   }

@@ -1,5 +1,5 @@
-import type { LiveSession, Run, RunStatus, ControlState, Provider, SessionStatus } from '@handoff/shared';
-import type { LiveSessionRow, RunRow } from '../db/entities.js';
+import { redactEnv, type ControlState, type GrantStatus, type LiveSession, type Provider, type Run, type RunStatus, type SessionStatus, type WriteGrant } from '@handoff/shared';
+import type { LiveSessionRow, RunRow, WriteGrantRow } from '../db/entities.js';
 
 const iso = (d: Date | null | undefined): string | null => (d ? d.toISOString() : null);
 
@@ -24,13 +24,31 @@ export function sessionView(s: LiveSessionRow): LiveSession {
   };
 }
 
-export function runView(r: RunRow, sessions: LiveSessionRow[]): Run {
+/** The API shape of a write grant: who may type until when, never any attach data. */
+export function grantView(g: WriteGrantRow): WriteGrant {
+  return {
+    id: g.id,
+    runId: g.runId,
+    sessionId: g.sessionId,
+    granteeId: g.granteeId,
+    granteeName: g.granteeName,
+    status: g.status as GrantStatus,
+    createdAt: g.createdAt.toISOString(),
+    expiresAt: g.expiresAt.toISOString(),
+    endedAt: iso(g.endedAt),
+    endReason: g.endReason ?? null,
+    correlationId: g.correlationId,
+  };
+}
+
+export function runView(r: RunRow, sessions: LiveSessionRow[], grants: WriteGrantRow[]): Run {
   return {
     id: r.id,
     title: r.title,
     command: r.command,
     cwd: r.cwd ?? null,
-    env: r.env,
+    // A run's env is meant to be non-secret; whatever looks secret is still never shown.
+    env: redactEnv(r.env),
     labels: r.labels,
     status: r.status as RunStatus,
     createdBy: r.createdBy,
@@ -43,7 +61,9 @@ export function runView(r: RunRow, sessions: LiveSessionRow[]): Run {
       appliedSeq: r.controlAppliedSeq,
       mode: (r.controlMode as 'soft' | 'hard' | null) ?? null,
       controllerId: r.controllerId ?? null,
+      by: r.controlBy ?? null,
     },
+    writeGrants: grants.map(grantView),
     needsOperator: r.needsOperatorReason && r.needsOperatorAt ? { reason: r.needsOperatorReason, at: r.needsOperatorAt.toISOString() } : null,
     liveSessionEnabled: r.liveSessionEnabled,
     createdAt: r.createdAt.toISOString(),

@@ -5,6 +5,8 @@ import type { AuthService } from '../services/auth.js';
 import type { RunService } from '../services/runs.js';
 import type { RateLimiter } from '../services/rate-limiter.js';
 import type { TerminalService } from '../services/terminal.js';
+import type { WriteGrantService } from '../services/write-grants.js';
+import type { UserActor } from '../services/policy-gate.js';
 import type { DashboardNamespace } from './namespaces.js';
 import { authenticateHandshake, handshakeError, on } from './on.js';
 
@@ -12,6 +14,7 @@ export interface DashboardDeps {
   auth: AuthService;
   runs: RunService;
   terminal: TerminalService;
+  grants: WriteGrantService;
   log: Logger;
   limiter: RateLimiter;
   /** Browser origins allowed besides the hub's own host. */
@@ -54,6 +57,13 @@ export function setupDashboardNamespace(nsp: DashboardNamespace, deps: Dashboard
       // Join first, then read: every frame is either live after the join or in the scrollback.
       await socket.join(rooms.term(runId));
       return deps.terminal.scrollback(runId, afterSeq);
+    }, limit);
+    on(socket, events, 'term:input', log, async (input) => {
+      // Everyone may try; only a live grant's holder gets through (others: FORBIDDEN, audited).
+      const { id, name, role } = socket.data.principal as { id: string; name: string; role: Role };
+      const user: UserActor = { type: 'operator', id, name, role };
+      await deps.grants.input(user, input);
+      return {};
     }, limit);
     on(socket, events, 'approvals:subscribe', log, async () => {
       // Approval requests carry command details: the same audience as GET /api/approvals.

@@ -1,6 +1,9 @@
-import { rooms, type ApprovalRequest, type ControlApply, type Frame, type LiveSession, type OperatorMessage, type Run, type RunMessage, type ShareStart } from '@handoff/shared';
+import { AppError, ErrorCode, rooms, type ApprovalRequest, type ControlApply, type ErrorBody, type Frame, type LiveSession, type OperatorMessage, type Run, type RunMessage, type ShareStart, type TermInput, type WriteGrant } from '@handoff/shared';
 import type { Notifier } from '../services/notifier.js';
 import type { DashboardNamespace, WorkerNamespace } from './namespaces.js';
+
+/** How long a worker may take to hand keystrokes to tmux, ms. */
+const TERM_INPUT_TIMEOUT_MS = 5000;
 
 /** Delivers service events to socket rooms; the adapter fans them out across hub nodes. */
 export class SocketNotifier implements Notifier {
@@ -78,6 +81,27 @@ export class SocketNotifier implements Notifier {
         else if (!acks?.length) onRefused('the run\'s worker is not connected');
         else if (!acks.some((a) => a.ok)) onRefused(acks[0]?.error?.message ?? 'the worker refused the share');
       });
+  }
+
+  grantUpdated(grant: WriteGrant): void {
+    this.dashboard.to(rooms.run(grant.runId)).emit('grant:updated', grant);
+  }
+
+  termInput(workerId: string, input: TermInput): Promise<void> {
+    return new Promise((resolve, reject) => {
+      this.worker
+        .to(rooms.worker(workerId))
+        .timeout(TERM_INPUT_TIMEOUT_MS)
+        .emit('term:input', input, (_err: Error | null, acks: Array<{ ok: boolean; error?: ErrorBody }>) => {
+          if (acks?.some((a) => a.ok)) return resolve();
+          const refusal = acks?.find((a) => !a.ok)?.error;
+          reject(
+            refusal
+              ? new AppError({ code: ErrorCode.UNAVAILABLE, message: `the worker could not type into the terminal: ${refusal.message}` })
+              : new AppError({ code: ErrorCode.UNAVAILABLE, message: 'the run\'s worker is not connected; the keys were not sent' }),
+          );
+        });
+    });
   }
 
   stopShare(workerId: string, sessionId: string, reason: string): void {

@@ -74,9 +74,9 @@ export function setupWorkerNamespace(nsp: WorkerNamespace, deps: WorkerNamespace
       return {};
     });
 
-    on(socket, events, 'control:applied', wlog, async ({ runId, seq, effective, appliedAt }) => {
+    on(socket, events, 'control:applied', wlog, async ({ runId, seq, effective, appliedAt, handoff }) => {
       requireHello();
-      await deps.control.onApplied(worker.id, runId, seq, effective, appliedAt);
+      await deps.control.onApplied(worker.id, runId, seq, effective, appliedAt, handoff);
       return {};
     });
 
