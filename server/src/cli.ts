@@ -19,7 +19,7 @@ With the embedded database (no DATABASE_URL), stop the hub first: PGlite allows 
 const offline: Notifier = {
   runUpdated() {}, sessionUpdated() {}, termFrames() {}, cancelOnWorker() {}, kickSchedulers() {},
   sessionGrace() {}, closeTerm() {}, startShare() {}, stopShare() {}, approvalUpdated() {},
-  controlApply() {}, deliverMessage() {}, messageCreated() {}, needsOperator() {}, grantUpdated() {},
+  controlApply() {}, deliverMessage() {}, messageCreated() {}, messageUpdated() {}, needsOperator() {}, grantUpdated() {},
   termInput: () => Promise.reject(new Error('the CLI cannot type into a terminal')),
 };
 

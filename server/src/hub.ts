@@ -97,7 +97,7 @@ export async function createHub(config: ServerConfig, opts: { logger?: Logger } 
   const control = new ControlService(orm, runs, grants, notifier, { softGraceMs: config.PAUSE_SOFT_GRACE });
   control.gate = gate;
   registerApprovedCommands(approvals, runs, sessions, grants, control);
-  const messages = new MessageService(orm, notifier);
+  const messages = new MessageService(orm, notifier, log.child({ module: 'messages' }));
   messages.gate = gate;
   const sweeper = new Sweeper(orm, sessions, runs, notifier, redis ? redisLeadership(redis.pub, `${config.REDIS_KEY_PREFIX}:sweeper`, 5000) : soleLeader, log.child({ module: 'sweeper' }), {
     intervalMs: config.SWEEP_INTERVAL,

@@ -211,6 +211,8 @@ export const dashboardServerEvents = {
   'session:updated': { payload: liveSessionSchema },
   /** An operator message, to every dashboard in the run room. */
   'message:created': { payload: operatorMessageSchema },
+  /** A message changed: the worker acknowledged it (`deliveredAt` set). */
+  'message:updated': { payload: operatorMessageSchema },
   /** The agent asked for an operator (to `runs` and the run room). */
   'run:needs-operator': { payload: z.object({ runId: z.string(), reason: z.string(), at: z.string() }) },
   /** An approval request was created or resolved (to `approvals`). */

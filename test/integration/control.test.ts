@@ -115,7 +115,9 @@ describe('control and messages: real hub + real worker + real tmux', () => {
   it('messages reach observers live and the inbox in order, once each, across a worker reconnect; they never pause the run', async () => {
     const runId = await start('while true; do echo working; sleep 0.1; done');
     const seen: OperatorMessage[] = [];
+    const delivered: OperatorMessage[] = [];
     viewer.socket.on('message:created', (m: OperatorMessage) => seen.push(m));
+    viewer.socket.on('message:updated', (m: OperatorMessage) => delivered.push(m));
     const send = (m: string) => api(hub.url, operator, 'POST', `/api/task-runs/${runId}/operator-messages`, { message: m });
     for (const m of ['first', 'second', 'third']) expect((await send(m)).status).toBe(201);
     for (const s of hub.io.of('/worker').sockets.values()) s.conn.close();
@@ -127,6 +129,10 @@ describe('control and messages: real hub + real worker + real tmux', () => {
     expect(lines().map((l) => l.message)).toEqual(['first', 'second', 'third', 'fourth', 'fifth ✓']);
     expect(lines()[0]).toMatchObject({ actor: expect.any(String), ts: expect.any(String) });
     expect(seen.filter((m) => m.runId === runId).map((m) => m.message)).toEqual(['first', 'second', 'third', 'fourth', 'fifth ✓']);
+    // Each delivery is pushed to the run room once, with its deliveredAt.
+    const mine = delivered.filter((m) => m.runId === runId);
+    expect(mine.map((m) => m.message).sort()).toEqual(['fifth ✓', 'first', 'fourth', 'second', 'third']);
+    expect(mine.every((m) => m.deliveredAt !== null)).toBe(true);
     expect(viewer.runs.get(runId)?.control.state).toBe('agent');
     for (const bad of [{ message: '' }, { message: 'x'.repeat(4001) }, { msg: 'x' }]) expect((await api(hub.url, operator, 'POST', `/api/task-runs/${runId}/operator-messages`, bad)).body.error.code).toBe('VALIDATION');
     await api(hub.url, operator, 'POST', `/api/task-runs/${runId}/cancel`, {});
@@ -155,7 +161,7 @@ describe('control and messages: real hub + real worker + real tmux', () => {
     const push: number[] = [];
     for (let i = 0; i < 100; i++) {
       const t = performance.now();
-      const res = await control(runId, { action: i % 2 ? 'resume' : 'pause', mode: 'hard' });
+      const res = await control(runId, i % 2 ? { action: 'resume' } : { action: 'pause', mode: 'hard' });
       await applied(runId, res.body.control.seq);
       push.push(performance.now() - t);
     }

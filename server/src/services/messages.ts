@@ -1,3 +1,4 @@
+import type { Logger } from 'pino';
 import { AppError, ErrorCode, type OperatorMessage } from '@handoff/shared';
 import { OperatorMessageSchema, RunSchema, UserSchema, type OperatorMessage as MessageRow } from '../db/entities.js';
 import { em, type Orm } from '../db/orm.js';
@@ -22,6 +23,7 @@ export class MessageService {
   constructor(
     private readonly orm: Orm,
     private readonly notifier: Notifier,
+    private readonly log: Logger,
   ) {}
 
   async send(actor: UserActor, runId: string, text: string): Promise<OperatorMessage> {
@@ -67,7 +69,12 @@ export class MessageService {
 
   private deliver(workerId: string, m: OperatorMessage): void {
     this.notifier.deliverMessage(workerId, { runId: m.runId, messageId: m.id, ts: m.createdAt, actor: m.actorName, message: m.message }, () => {
-      void em(this.orm).nativeUpdate(OperatorMessageSchema, { id: m.id, deliveredAt: null }, { deliveredAt: new Date() });
+      const deliveredAt = new Date();
+      void em(this.orm)
+        .nativeUpdate(OperatorMessageSchema, { id: m.id, deliveredAt: null }, { deliveredAt })
+        // Once per message: a redelivery that was acked again changes nothing.
+        .then((n) => n === 1 && this.notifier.messageUpdated({ ...m, deliveredAt: deliveredAt.toISOString() }))
+        .catch((err: unknown) => this.log.error({ err, messageId: m.id }, 'could not record a message delivery'));
     });
   }
 

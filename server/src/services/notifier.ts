@@ -23,6 +23,8 @@ export interface Notifier {
   /** Delivers an operator message to the run's worker; `onAck` once it is in the inbox. */
   deliverMessage(workerId: string, message: RunMessage, onAck: () => void): void;
   messageCreated(message: OperatorMessage): void;
+  /** A message was delivered to the agent's inbox (to the run room). */
+  messageUpdated(message: OperatorMessage): void;
   needsOperator(runId: string, reason: string, at: string): void;
   /** An approval request changed (to the approvals room). */
   approvalUpdated(approval: ApprovalRequest): void;

@@ -62,6 +62,10 @@ export class SocketNotifier implements Notifier {
     this.dashboard.to(rooms.run(message.runId)).emit('message:created', message);
   }
 
+  messageUpdated(message: OperatorMessage): void {
+    this.dashboard.to(rooms.run(message.runId)).emit('message:updated', message);
+  }
+
   needsOperator(runId: string, reason: string, at: string): void {
     this.dashboard.to([rooms.runs, rooms.run(runId)]).emit('run:needs-operator', { runId, reason, at });
   }
