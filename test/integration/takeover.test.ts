@@ -211,18 +211,27 @@ describe('takeover → hand back, write grants and terminal input: real hub + wo
     expect((await call(alice, 'POST', `/api/task-runs/${runId}/live-session/grant-write`, { ttlMinutes: 0 })).body.error.code).toBe('VALIDATION');
     const observerToken = await hub.token('observer');
     expect((await call(observerToken, 'POST', `/api/task-runs/${runId}/live-session/grant-write`, {})).status).toBe(403);
-    // Over 30 minutes an operator needs an admin's approval (default policy).
-    const long = await call(alice, 'POST', `/api/task-runs/${runId}/live-session/grant-write`, { ttlMinutes: 60 });
+    const tmate = await tmateSession(runId);
+    // Over 30 minutes an operator needs an admin's approval (default policy). The approved
+    // grant's outcome is shown to approvers, so it has no attach data: the grantee reveals it.
+    const long = await call(alice, 'POST', `/api/task-runs/${runId}/live-session/grant-write`, { ttlMinutes: 60, provider: 'tmate' });
     expect(long.status).toBe(202);
     expect(long.body.error.code).toBe('APPROVAL_REQUIRED');
+    const approved = await call(admin, 'POST', `/api/approvals/${long.body.error.details.approvalId}/approve`, { reason: 'incident' });
+    expect(approved.body).toMatchObject({ status: 'approved', outcome: { ok: true } });
+    expect(JSON.stringify(approved.body)).not.toContain(RW_MARK);
+    expect((await call(bob, 'GET', `/api/task-runs/${runId}/live-session/write-grant`)).status).toBe(403);
+    const revealed = await api(hub.url, alice, 'GET', `/api/task-runs/${runId}/live-session/write-grant`);
+    expect(revealed.status).toBe(200);
+    expect(revealed.body.attachRw.tmate_ssh).toContain(RW_MARK);
 
-    const tmate = await tmateSession(runId);
-    // Default TTL here is 2 s (LIVE_RW_GRANT_TTL).
+    // Default TTL here is 2 s (LIVE_RW_GRANT_TTL); asking again renews the live grant to that.
     const grantUpdates: WriteGrant[] = [];
     observer.socket.on('grant:updated', (g: WriteGrant) => grantUpdates.push(g));
     const granted = await api(hub.url, alice, 'POST', `/api/task-runs/${runId}/live-session/grant-write`, { provider: 'tmate' });
     expect(granted.status).toBe(200);
     expect(granted.body.attachRw.tmate_ssh).toContain(RW_MARK);
+    expect(granted.body.grant.id).toBe(revealed.body.grant.id);
     expect(Date.parse(granted.body.grantedUntil) - Date.now()).toBeLessThanOrEqual(2000);
     // Without a takeover the keys go to the agent's own pane (this agent does not read them).
     expect(await type(aliceSocket, runId, 'x')).toMatchObject({ ok: true });

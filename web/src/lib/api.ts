@@ -25,6 +25,15 @@ export function pendingApprovalId(error: unknown): string | null {
   return details.success ? details.data.approvalId : null;
 }
 
+const retryDetailsSchema = z.object({ retryAfterMs: z.number().int().min(0) });
+
+/** How long a RATE_LIMITED `error` asks the caller to wait, in ms, or null for any other error. */
+export function retryAfterMs(error: unknown): number | null {
+  if (!(error instanceof ApiError) || error.code !== 'RATE_LIMITED') return null;
+  const details = retryDetailsSchema.safeParse(error.details);
+  return details.success ? details.data.retryAfterMs : null;
+}
+
 export interface ApiRequest<S extends z.ZodType> {
   token: string;
   /** Schema of the success body; the answer is parsed with it. */

@@ -54,3 +54,12 @@ export function formatCountdown(iso: string, now: number): string {
   if (m > 0) return `${m}m ${String(s).padStart(2, '0')}s`;
   return `${s}s`;
 }
+
+/** Time left until `iso` relative to `now` (ms) as a clock, e.g. "12:34", "1:02:03"; "0:00" once past. Rounds up. */
+export function formatClock(iso: string, now: number): string {
+  const total = Math.max(0, Math.ceil((new Date(iso).getTime() - now) / 1000));
+  const h = Math.floor(total / 3600);
+  const m = Math.floor((total % 3600) / 60);
+  const s = String(total % 60).padStart(2, '0');
+  return h > 0 ? `${h}:${String(m).padStart(2, '0')}:${s}` : `${m}:${s}`;
+}

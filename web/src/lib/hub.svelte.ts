@@ -109,7 +109,7 @@ export class HubConnection {
         .timeout(REQUEST_TIMEOUT_MS)
         .emit(event, payload, (timeout: Error | null, ack: Ack<unknown>) => {
           if (timeout) return reject(new ApiError('UNAVAILABLE', `${event}: no answer from the hub`));
-          if (!ack.ok) return reject(new ApiError(ack.error.code, ack.error.message));
+          if (!ack.ok) return reject(new ApiError(ack.error.code, ack.error.message, 0, ack.error.details));
           const data = schema.safeParse(ack.data);
           if (data.success) resolve(data.data as RequestResult<K>);
           else reject(new ApiError('INTERNAL', `${event}: unexpected answer from the hub`));

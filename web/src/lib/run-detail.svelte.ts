@@ -1,13 +1,19 @@
-import { type LiveSession, type Run, runSchema } from '@handoff/shared';
+import { type LiveSession, type Run, runSchema, type WriteGrant } from '@handoff/shared';
 import { api, errorMessage, runPath } from './api.js';
 import type { HubConnection } from './hub.svelte.js';
 
 /**
  * One run, kept current by the `run:<id>` room (`run:updated`, `session:updated`,
- * `run:needs-operator`).
+ * `grant:updated`, `run:needs-operator`).
  */
 export class RunDetail {
   run = $state<Run | null>(null);
+  /**
+   * Every write grant of the run seen since the page opened, by id, live or ended. An
+   * ended grant stays ended: a snapshot read before it ended never brings it back.
+   * `run.writeGrants` holds only the live ones.
+   */
+  grants = $state<Record<string, WriteGrant>>({});
   /** Why the run could not be loaded (e.g. NOT_FOUND). */
   error = $state<string | null>(null);
   /** Why the last action (cancel) failed. */
@@ -23,7 +29,10 @@ export class RunDetail {
   /** Subscribes now and after every reconnect; returns a stop function that unsubscribes. */
   follow(hub: HubConnection): () => void {
     const offRun = hub.on('run:updated', (run) => {
-      if (run.id === this.runId) this.run = run;
+      if (run.id === this.runId) this.#setRun(run);
+    });
+    const offGrant = hub.on('grant:updated', (grant) => {
+      if (grant.runId === this.runId) this.applyGrant(grant);
     });
     const offSession = hub.on('session:updated', (session) => {
       if (session.runId === this.runId) this.#applySession(session);
@@ -35,7 +44,7 @@ export class RunDetail {
     const unregister = hub.whileConnected(() => {
       hub.request('run:subscribe', { runId: this.runId }).then(
         ({ run }) => {
-          this.run = run;
+          this.#setRun(run);
           this.error = null;
         },
         (error: unknown) => {
@@ -46,6 +55,7 @@ export class RunDetail {
     return () => {
       offRun();
       offSession();
+      offGrant();
       offNeedsOperator();
       unregister();
       // Best effort: a missed unsubscribe only costs events this page no longer listens to.
@@ -61,7 +71,34 @@ export class RunDetail {
   accept(run: Run): void {
     const current = this.run?.control;
     if (current && (run.control.seq < current.seq || (run.control.seq === current.seq && run.control.appliedSeq < current.appliedSeq))) return;
-    this.run = run;
+    this.#setRun(run);
+  }
+
+  /**
+   * Takes a write grant as pushed (`grant:updated`) or as a command answered it: a live
+   * one is listed in `run.writeGrants`, an ended one leaves it for good.
+   */
+  applyGrant(grant: WriteGrant): void {
+    const known = this.#remember(grant);
+    if (!this.run) return;
+    const index = this.run.writeGrants.findIndex((g) => g.id === grant.id);
+    if (known.status !== 'active') {
+      if (index !== -1) this.run.writeGrants.splice(index, 1);
+    } else if (index === -1) this.run.writeGrants.push(known);
+    else this.run.writeGrants[index] = known;
+  }
+
+  #setRun(run: Run): void {
+    const live = run.writeGrants.map((g) => this.#remember(g)).filter((g) => g.status === 'active');
+    this.run = { ...run, writeGrants: live };
+  }
+
+  /** Records a grant unless it is already known to have ended; returns what is known now. */
+  #remember(grant: WriteGrant): WriteGrant {
+    const known = this.grants[grant.id];
+    if (known && known.status !== 'active') return known;
+    this.grants[grant.id] = grant;
+    return grant;
   }
 
   /** `POST /api/task-runs/:id/cancel`. */
