@@ -1,5 +1,6 @@
 import { type LiveSession, type Provider, sessionResponseSchema } from '@handoff/shared';
-import { api, errorMessage, pendingApprovalId, runPath } from './api.js';
+import { Commands } from './commands.svelte.js';
+import { api, pendingApprovalId, runPath } from './api.js';
 import type { HubConnection } from './hub.svelte.js';
 import type { RunDetail } from './run-detail.svelte.js';
 
@@ -29,11 +30,7 @@ export function extendedTtlMinutes(expiresAt: string, now: number): number {
  * The sessions themselves live in `RunDetail.run.sessions`, kept current by
  * `session:updated`.
  */
-export class LiveSessionControls {
-  /** The command in flight, e.g. `share:tmate`, `extend:<session id>`. */
-  busy = $state<string | null>(null);
-  /** Why the last command failed. */
-  error = $state<string | null>(null);
+export class LiveSessionControls extends Commands {
   /** Share requests waiting for an approver, newest last. */
   pending = $state<PendingShare[]>([]);
   /** Sessions about to expire, as pushed; cleared when extended or ended. */
@@ -42,6 +39,7 @@ export class LiveSessionControls {
   readonly #detail: RunDetail;
 
   constructor(detail: RunDetail) {
+    super();
     this.#detail = detail;
   }
 
@@ -72,7 +70,7 @@ export class LiveSessionControls {
 
   /** `POST …/live-session`; an external provider may wait for approval instead. */
   share(token: string, provider: Provider): Promise<void> {
-    return this.#run(`share:${provider}`, async () => {
+    return this.run(`share:${provider}`, async () => {
       try {
         const { session } = await api(runPath(this.#detail.runId, '/live-session'), { token, method: 'POST', body: { provider }, schema: sessionResponseSchema });
         this.#detail.addSession(session);
@@ -87,25 +85,12 @@ export class LiveSessionControls {
   /** `POST …/live-session/extend`: what is left plus EXTEND_BY_MINUTES. */
   extend(token: string, session: LiveSession, now = Date.now()): Promise<void> {
     const body = { ttlMinutes: extendedTtlMinutes(session.expiresAt, now), provider: session.provider };
-    return this.#run(`extend:${session.id}`, () => api(runPath(this.#detail.runId, '/live-session/extend'), { token, method: 'POST', body, schema: sessionResponseSchema }));
+    return this.run(`extend:${session.id}`, () => api(runPath(this.#detail.runId, '/live-session/extend'), { token, method: 'POST', body, schema: sessionResponseSchema }));
   }
 
   /** `POST …/live-session/revoke` of this session's provider: its viewers are cut off at once. */
   revoke(token: string, session: LiveSession, reason: string): Promise<void> {
     const body = { provider: session.provider, reason };
-    return this.#run(`revoke:${session.id}`, () => api(runPath(this.#detail.runId, '/live-session/revoke'), { token, method: 'POST', body, schema: sessionResponseSchema }));
-  }
-
-  async #run(command: string, call: () => Promise<unknown>): Promise<void> {
-    if (this.busy) return;
-    this.busy = command;
-    this.error = null;
-    try {
-      await call();
-    } catch (error) {
-      this.error = errorMessage(error);
-    } finally {
-      this.busy = null;
-    }
+    return this.run(`revoke:${session.id}`, () => api(runPath(this.#detail.runId, '/live-session/revoke'), { token, method: 'POST', body, schema: sessionResponseSchema }));
   }
 }

@@ -1,5 +1,6 @@
 import { type GrantWriteBody, grantWriteResponseSchema, type Provider, revokeWriteResponseSchema, type WriteGrant } from '@handoff/shared';
-import { api, errorMessage, pendingApprovalId, runPath } from './api.js';
+import { Commands } from './commands.svelte.js';
+import { api, pendingApprovalId, runPath } from './api.js';
 import type { RunDetail } from './run-detail.svelte.js';
 
 /** Grant lengths offered by "Request write access", in minutes (longer ones may need an approver). */
@@ -52,11 +53,7 @@ export interface GrantEnd {
  * `now` the caller passes (a ticking clock), so a grant ends on screen when its countdown
  * reaches zero even before the hub's sweep says so.
  */
-export class WriteAccess {
-  /** The command in flight: `request`, `release` or `revoke:<grant id>`. */
-  busy = $state<string | null>(null);
-  /** Why the last command failed. */
-  error = $state<string | null>(null);
+export class WriteAccess extends Commands {
   /** Grant requests waiting for an approver, newest last. */
   pending = $state<PendingGrant[]>([]);
   /** RW attach data from the last grant-write answer: shown once, then forgotten. */
@@ -71,6 +68,7 @@ export class WriteAccess {
 
   /** `me`: the signed-in user's id (whoami), null while unknown. */
   constructor(detail: RunDetail, me: () => string | null) {
+    super();
     this.#detail = detail;
     this.#me = me;
   }
@@ -114,7 +112,7 @@ export class WriteAccess {
   /** `POST …/live-session/grant-write`; a long grant may wait for an approver instead. */
   request(token: string, ttlMinutes: number, provider?: Provider): Promise<void> {
     const body: GrantWriteBody = provider ? { ttlMinutes, provider } : { ttlMinutes };
-    return this.#run('request', async () => {
+    return this.run('request', async () => {
       try {
         const answer = await api(runPath(this.#detail.runId, '/live-session/grant-write'), { token, method: 'POST', body, schema: grantWriteResponseSchema });
         this.#detail.applyGrant(answer.grant);
@@ -134,7 +132,7 @@ export class WriteAccess {
    * again (a grant an approver granted carries none in its outcome).
    */
   reveal(token: string): Promise<void> {
-    return this.#run('reveal', async () => {
+    return this.run('reveal', async () => {
       const answer = await api(runPath(this.#detail.runId, '/live-session/write-grant'), { token, schema: grantWriteResponseSchema });
       this.#detail.applyGrant(answer.grant);
       const attach = Object.entries(answer.attachRw ?? {});
@@ -145,12 +143,12 @@ export class WriteAccess {
   /** Ends the signed-in user's own grant now: their input stops at once. */
   release(token: string, grant: WriteGrant): Promise<void> {
     this.#released = [...this.#released, grant.id];
-    return this.#run('release', () => this.#revoke(token, grant.id));
+    return this.run('release', () => this.#revoke(token, grant.id));
   }
 
   /** Ends someone's grant now (operators). */
   revoke(token: string, grant: WriteGrant): Promise<void> {
-    return this.#run(`revoke:${grant.id}`, () => this.#revoke(token, grant.id));
+    return this.run(`revoke:${grant.id}`, () => this.#revoke(token, grant.id));
   }
 
   async #revoke(token: string, grantId: string): Promise<void> {
@@ -165,18 +163,5 @@ export class WriteAccess {
     // Grants end with the live session they were issued on: `session-<why it ended>`.
     if (reason.startsWith('session-')) return `live session ended: ${END_REASONS[reason.slice(8)] ?? reason.slice(8)}`;
     return END_REASONS[reason] ?? reason;
-  }
-
-  async #run(command: string, call: () => Promise<void>): Promise<void> {
-    if (this.busy) return;
-    this.busy = command;
-    this.error = null;
-    try {
-      await call();
-    } catch (error) {
-      this.error = errorMessage(error);
-    } finally {
-      this.busy = null;
-    }
   }
 }
