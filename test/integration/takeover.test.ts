@@ -256,6 +256,17 @@ describe('takeover → hand back, write grants and terminal input: real hub + wo
     await call(alice, 'POST', `/api/task-runs/${runId}/cancel`, {});
   });
 
+  it('an agent that asked for an operator gets one: the takeover clears needs-operator', async () => {
+    const res = await call(alice, 'POST', '/api/task-runs', { command: { script: 'handoff-agent request-operator "stuck on a migration"; while true; do handoff-agent checkpoint; sleep 0.2; done' } });
+    const runId = res.body.id as string;
+    await emitAck(observer.socket, 'run:subscribe', { runId });
+    await observer.until('needs-operator flag', () => run(runId)?.needsOperator?.reason === 'stuck on a migration');
+    await observer.until('web session READY', () => run(runId)?.sessions.some((s) => s.provider === 'web' && s.status === 'READY'));
+    const taken = await control(alice, runId, { action: 'takeover', ttlMinutes: 5 });
+    expect(taken.body).toMatchObject({ needsOperator: null, control: { state: 'operator' } });
+    await call(alice, 'POST', `/api/task-runs/${runId}/cancel`, {});
+  });
+
   it('takeover needs a READY session (nothing changes without one); cancel during a takeover leaves no process', async () => {
     const noShare = await call(alice, 'POST', '/api/task-runs', { command: { argv: [process.execPath, agentFile] }, cwd: work, liveSession: false });
     const id = noShare.body.id as string;
