@@ -1,7 +1,7 @@
 import { randomBytes } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { Frame } from '@handoff/shared';
-import { api, emitAck, joinFrames, Viewer } from '../support/clients.js';
+import { api, connect, emitAck, joinFrames, Viewer } from '../support/clients.js';
 import { createTestDatabase, REDIS_URL, type TestDatabase } from '../support/db.js';
 import { startTestHub, type TestHub } from '../support/hub.js';
 import { untilNoProcess } from '../support/processes.js';
@@ -97,5 +97,30 @@ describe('two hub nodes over Redis', () => {
     expect(res.body.status).toBe('cancelled');
     expect(await untilNoProcess(marker)).toEqual([]);
     await viewerOnA.until('exit code recorded', () => viewerOnA.runs.get(runId)?.exitCode != null);
+  });
+
+  it('a takeover sent to node A reaches the worker on node B; keystrokes typed through A reach its shell; the hand-back comes back', async () => {
+    const created = await api(a.url, operator, 'POST', '/api/task-runs', { command: { script: 'i=0; while true; do handoff-agent checkpoint; i=$((i+1)); echo "step $i"; sleep 0.2; done' } });
+    const runId = created.body.id as string;
+    await emitAck(viewerOnA.socket, 'run:subscribe', { runId });
+    await emitAck(viewerOnA.socket, 'term:subscribe', { runId });
+    await viewerOnA.until('web share READY', () => viewerOnA.runs.get(runId)?.sessions.some((s) => s.provider === 'web' && s.status === 'READY'));
+    const taken = await api(a.url, operator, 'POST', `/api/task-runs/${runId}/control`, { action: 'takeover', ttlMinutes: 5 });
+    expect(taken.body.control.state).toBe('operator');
+    await viewerOnA.until('takeover applied', () => (viewerOnA.runs.get(runId)?.control.appliedSeq ?? 0) >= 1);
+    const typist = await connect(a.url, '/dashboard', operator);
+    try {
+      const marker = `mn-${randomBytes(4).toString('hex')}`;
+      // The ack only comes once node B's worker handed the keys to tmux.
+      expect(await emitAck(typist, 'term:input', { runId, data: `echo ${marker.slice(0, 3)}""${marker.slice(3)}\r` })).toMatchObject({ ok: true });
+      const text = () => joinFrames([...new Map((viewerOnA.live.get(runId) ?? []).map((f) => [f.seq, f])).values()]);
+      await viewerOnA.until('typed output on node A', () => new RegExp(`[\r\n]${marker}\r\n`).test(text()));
+    } finally {
+      typist.close();
+    }
+    const back = await api(a.url, operator, 'POST', `/api/task-runs/${runId}/control`, { action: 'handback', summary: 'done on node A' });
+    expect(back.status).toBe(200);
+    await viewerOnA.until('hand-back applied', () => (viewerOnA.runs.get(runId)?.control.appliedSeq ?? 0) >= 2);
+    await api(a.url, operator, 'POST', `/api/task-runs/${runId}/cancel`, {});
   });
 });
