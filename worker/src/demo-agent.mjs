@@ -1,13 +1,14 @@
 #!/usr/bin/env node
 // A stand-in for an AI agent, for demos and tests: a banner, then a few steps with fake
 // progress. It uses the agent SDK like a real agent would: a checkpoint before each step
-// (a soft pause halts it there), operator messages printed as they arrive, and — only when
+// (a soft pause or a takeover halts it there), operator messages and hand-backs printed as
+// they arrive, and — only when
 // DEMO_AGENT_REQUEST_OPERATOR_AT=<step> is set — a request for an operator at that step.
 // Plain Node (20+), no dependencies, so a worker can run it as `node worker/src/demo-agent.mjs`.
 // DEMO_AGENT_STEPS (default 8) and DEMO_AGENT_STEP_MS (default: 1500–3000 random)
 // shorten it for tests.
 import { setTimeout as sleep } from 'node:timers/promises';
-import { checkpoint, onMessage, requestOperator } from '../agent-sdk/index.mjs';
+import { checkpoint, onHandoff, onMessage, requestOperator } from '../agent-sdk/index.mjs';
 
 const STEPS = [
   'reading the task description',
@@ -49,6 +50,11 @@ const stopMessages = onMessage(({ ts, actor, message }) => {
   process.stdout.write(`${color('1;35', `✉ message from ${actor ?? 'operator'}`)} ${color('2', ts ?? '')}\n  ${message}\n`);
 });
 
+// After a takeover: what the operator says they did, and where they left the terminal.
+const stopHandoffs = onHandoff(({ actor, summary, context }) => {
+  process.stdout.write(`${color('1;34', `↩ handed back by ${actor ?? 'an operator'}`)}: ${summary ?? ''}\n  (their shell was in ${context?.cwd ?? 'an unknown directory'}; terminal up to frame ${context?.scrollbackSeq ?? '?'})\n`);
+});
+
 for (let step = 1; step <= total; step += 1) {
   await checkpoint(); // a soft pause halts the agent here, between steps
   if (step === requestAt && (await requestOperator(`demo: stuck at step ${step}`))) {
@@ -68,4 +74,5 @@ for (let step = 1; step <= total; step += 1) {
   }
 }
 stopMessages();
+stopHandoffs();
 process.stdout.write(`\n${color('1;32', 'done:')} all ${total} steps finished\n`);
