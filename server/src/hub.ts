@@ -193,7 +193,8 @@ function registerApprovedCommands(approvals: ApprovalService, runs: RunService, 
     sessions.extend(actor, session(runId), { ttlMinutes: p.ttlMinutes as number, provider: (p.provider as Provider | undefined) ?? undefined }, approved));
   // The outcome is shown to approvers: an approved grant carries no attach data (the grantee reveals it).
   approvals.register('rw.grant', (actor, runId, p) => grants.grantApproved(actor, session(runId), grantWriteBodySchema.parse(p)));
-  const replayControl = (actor: Parameters<typeof control.apply>[0], runId: string | null, p: Record<string, unknown>) => control.apply(actor, session(runId), controlBodySchema.parse(p), approved);
+  const replayControl = (actor: Parameters<typeof control.apply>[0], runId: string | null, p: Record<string, unknown>, approvalId: string) =>
+    control.apply(actor, session(runId), controlBodySchema.parse(p), { approved: true, correlationId: approvalId });
   for (const action of ['takeover', 'handback', 'control.pause', 'control.resume'] as const) approvals.register(action, replayControl);
 }
 

@@ -256,6 +256,28 @@ describe('takeover → hand back, write grants and terminal input: real hub + wo
     await call(alice, 'POST', `/api/task-runs/${runId}/cancel`, {});
   });
 
+  it('a long takeover waits for an admin: handoff.requested → handoff.approved → the takeover, all under the approval\'s id', async () => {
+    const runId = await start();
+    const asked = await control(alice, runId, { action: 'takeover', ttlMinutes: 60 });
+    expect(asked.status).toBe(202);
+    const approvalId = asked.body.error.details.approvalId as string;
+    expect(run(runId).control.state).toBe('agent');
+    expect((await call(alice, 'POST', `/api/approvals/${approvalId}/approve`, {})).body.error.code).toBe('FORBIDDEN');
+    const approved = await call(admin, 'POST', `/api/approvals/${approvalId}/approve`, { reason: 'prod incident' });
+    expect(approved.body).toMatchObject({ status: 'approved', outcome: { ok: true } });
+    await observer.until('taken over after approval', () => run(runId)?.control.state === 'operator' && run(runId).control.appliedSeq >= 1);
+    expect(run(runId).control.controllerId).toBe(run(runId).writeGrants[0]!.granteeId);
+    const chain = (await audit(runId)).filter((r) => r.correlation_id === approvalId).map((r) => r.action);
+    expect(chain).toEqual(expect.arrayContaining(['handoff.requested', 'handoff.approved', 'approval.executed', 'control.takeover', 'rw.grant', 'handoff.initiated', 'control.applied']));
+    // A denied takeover is audited as such and changes nothing.
+    await control(alice, runId, { action: 'handback', summary: 'back' });
+    const again = await control(alice, runId, { action: 'takeover', ttlMinutes: 60 });
+    const denied = await call(admin, 'POST', `/api/approvals/${again.body.error.details.approvalId}/deny`, { reason: 'not now' });
+    expect(denied.body.status).toBe('denied');
+    expect((await audit(runId)).filter((r) => r.correlation_id === again.body.error.details.approvalId).map((r) => [r.action, r.result])).toEqual([['handoff.requested', 'pending'], ['handoff.denied', 'denied']]);
+    await call(alice, 'POST', `/api/task-runs/${runId}/cancel`, {});
+  });
+
   it('an agent that asked for an operator gets one: the takeover clears needs-operator', async () => {
     const res = await call(alice, 'POST', '/api/task-runs', { command: { script: 'handoff-agent request-operator "stuck on a migration"; while true; do handoff-agent checkpoint; sleep 0.2; done' } });
     const runId = res.body.id as string;

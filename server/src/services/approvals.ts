@@ -9,7 +9,17 @@ import type { Notifier } from './notifier.js';
 import type { ApprovalRequester, UserActor } from './policy-gate.js';
 
 /** Replays an approved command as its requester (the approval stands in for the policy). */
-export type ApprovedExecutor = (requester: UserActor, runId: string | null, params: Record<string, unknown>) => Promise<unknown>;
+/** Replays an approved command as its requester; `approvalId` doubles as the command's correlation id. */
+export type ApprovedExecutor = (requester: UserActor, runId: string | null, params: Record<string, unknown>, approvalId: string) => Promise<unknown>;
+
+/**
+ * The audit name of an approval step. A takeover's steps are the handoff's own
+ * (DESIGN.md §2 Handoff: `handoff.requested/approved/denied`); others are `approval.*`.
+ */
+function stepAction(requestedAction: string, step: 'requested' | 'approved' | 'denied' | 'expired'): string {
+  if (requestedAction !== 'takeover') return `approval.${step}`;
+  return `handoff.${step === 'expired' ? 'denied' : step}`;
+}
 
 
 export function approvalView(a: Approval): ApprovalRequest {
@@ -49,7 +59,8 @@ export class ApprovalService implements ApprovalRequester {
         expiresAt: new Date(now.getTime() + this.timeoutMs), resolvedAt: null, resolvedBy: null, reason: null,
       });
       await tx.flush();
-      await appendAudit(tx, { runId: opts.runId, actor: opts.actor, action: 'approval.requested', result: 'pending', metadata: { approvalId: a.id, requestedAction: opts.action, params: opts.params, ruleId: opts.ruleId } });
+      // Every step of one request shares its id as correlation id (and so does the replayed command).
+      await appendAudit(tx, { runId: opts.runId, actor: opts.actor, correlationId: a.id, action: stepAction(opts.action, 'requested'), result: 'pending', metadata: { approvalId: a.id, requestedAction: opts.action, params: opts.params, ruleId: opts.ruleId } });
       return a;
     });
     this.notifier.approvalUpdated(approvalView(row));
@@ -68,7 +79,7 @@ export class ApprovalService implements ApprovalRequester {
     let outcome: unknown;
     try {
       if (!executor) throw new AppError({ code: ErrorCode.INTERNAL, message: `no executor for ${row.action}` });
-      const result = await executor({ type: 'operator', id: ctx.requester.id, name: ctx.requester.name, role: ctx.requester.role }, row.runId ?? null, ctx.params);
+      const result = await executor({ type: 'operator', id: ctx.requester.id, name: ctx.requester.name, role: ctx.requester.role }, row.runId ?? null, ctx.params, id);
       outcome = { ok: true, result };
     } catch (err) {
       const e = err instanceof AppError ? err : new AppError({ code: ErrorCode.INTERNAL, message: 'the approved action failed', cause: err });
@@ -77,7 +88,7 @@ export class ApprovalService implements ApprovalRequester {
     // The outcome lives with the request (the approval row is not an audit row).
     await em(this.orm).nativeUpdate(ApprovalSchema, { id }, { context: { ...row.context, outcome } });
     await em(this.orm).transactional((tx) =>
-      appendAudit(tx, { runId: row.runId ?? null, actor: SYSTEM, action: 'approval.executed', result: (outcome as { ok: boolean }).ok ? 'ok' : 'error', metadata: { approvalId: id, requestedAction: row.action, outcome } }),
+      appendAudit(tx, { runId: row.runId ?? null, actor: SYSTEM, correlationId: id, action: 'approval.executed', result: (outcome as { ok: boolean }).ok ? 'ok' : 'error', metadata: { approvalId: id, requestedAction: row.action, outcome } }),
     );
     const view = approvalView(await em(this.orm).findOneOrFail(ApprovalSchema, { id }));
     this.notifier.approvalUpdated(view);
@@ -98,7 +109,7 @@ export class ApprovalService implements ApprovalRequester {
     );
     for (const { id } of rows) {
       const a = await em(this.orm).findOneOrFail(ApprovalSchema, { id });
-      await em(this.orm).transactional((tx) => appendAudit(tx, { runId: a.runId ?? null, actor: SYSTEM, action: 'approval.expired', result: 'denied', metadata: { approvalId: id, requestedAction: a.action } }));
+      await em(this.orm).transactional((tx) => appendAudit(tx, { runId: a.runId ?? null, actor: SYSTEM, correlationId: id, action: stepAction(a.action, 'expired'), result: 'denied', metadata: { approvalId: id, requestedAction: a.action, reason: 'no decision within APPROVAL_TIMEOUT' } }));
       this.notifier.approvalUpdated(approvalView(a));
     }
   }
@@ -117,7 +128,7 @@ export class ApprovalService implements ApprovalRequester {
         [to, approver.id, reason ?? null, id],
       );
       if (!n.length) throw new AppError({ code: ErrorCode.EXPIRED, message: `approval ${id} has expired` });
-      await appendAudit(tx, { runId: a.runId ?? null, actor: approver, action: to === 'approved' ? 'approval.approved' : 'approval.denied', metadata: { approvalId: id, requestedAction: a.action, reason: reason ?? null } });
+      await appendAudit(tx, { runId: a.runId ?? null, actor: approver, correlationId: id, action: stepAction(a.action, to), result: to === 'approved' ? 'ok' : 'denied', metadata: { approvalId: id, requestedAction: a.action, reason: reason ?? null } });
       return tx.findOneOrFail(ApprovalSchema, { id }, { refresh: true });
     });
   }

@@ -72,7 +72,8 @@ export class ControlService {
         throw new AppError({ code: ErrorCode.STATE_CONFLICT, message: `only the controller (${run.controlBy?.name ?? 'another operator'}) can hand run ${runId} back` });
       }
       // A hand-back continues its takeover's correlation; every other change starts one.
-      const correlationId = event === ControlEvent.handback && run.controlCorrelationId ? run.controlCorrelationId : uuidv7();
+      // An approved command continues its approval's correlation.
+      const correlationId = event === ControlEvent.handback && run.controlCorrelationId ? run.controlCorrelationId : (opts.correlationId ?? uuidv7());
       const by = { id: actor.id, name: actor.name };
       const seq = run.controlSeq + 1;
       const changes: Partial<RunRow> = {

@@ -12,6 +12,8 @@ export const isUser = (actor: Actor): actor is UserActor => 'role' in actor;
 /** Options of a command replayed after approval: the approval stands in for the policy. */
 export interface CommandOptions {
   approved?: boolean;
+  /** The approval's id: the replayed command's audit rows carry it as their correlation id. */
+  correlationId?: string;
 }
 
 export interface GateContext {
