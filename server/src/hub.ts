@@ -212,6 +212,7 @@ function liveSessionOptions(config: ServerConfig): LiveSessionOptions {
     maxPerRun: config.LIVE_MAX_SHARES_PER_RUN,
     maxPerWorker: config.LIVE_MAX_CONCURRENT_PER_WORKER,
     allowWeb: config.LIVE_ALLOW_WEB,
+    heartbeatGraceMs: 2 * config.HEARTBEAT_INTERVAL,
     relay: config.LIVE_RELAY_HOST ? { host: config.LIVE_RELAY_HOST, port: config.LIVE_RELAY_PORT ?? null, fingerprints } : null,
   };
 }

@@ -33,6 +33,8 @@ export interface LiveSessionOptions {
   maxPerRun: number;
   maxPerWorker: number;
   allowWeb: boolean;
+  /** A READY share missing from a worker's heartbeat is failed only once READY this long, ms (2 × HEARTBEAT_INTERVAL). */
+  heartbeatGraceMs: number;
   relay: { host: string; port: number | null; fingerprints: { rsa?: string; ed25519?: string } } | null;
 }
 
@@ -282,9 +284,28 @@ export class LiveSessionService {
     if (row) this.notifier.sessionUpdated(sessionView(row));
   }
 
-  /** Heartbeat: refreshes lastHeartbeatAt of the worker's active sessions (one statement per beat). */
-  async onHeartbeat(workerId: string): Promise<void> {
+  /**
+   * Heartbeat: refreshes lastHeartbeatAt of the worker's active sessions, and reconciles
+   * its list of live share processes (`shares`) with the hub's: a READY external session
+   * the worker no longer runs (its death went unreported, e.g. across a reconnect) fails,
+   * and a share the hub already ended is stopped. Sessions that became READY within the
+   * last `heartbeatGraceMs` are left alone: the beat may predate them.
+   */
+  async onHeartbeat(workerId: string, shares: string[]): Promise<void> {
     await em(this.orm).execute(`update live_sessions set last_heartbeat_at = now() where worker_id = ? and status in ('STARTING','READY')`, [workerId]);
+    const alive = new Set(shares);
+    const ready = await em(this.orm).find(LiveSessionSchema, {
+      workerId, status: 'READY', provider: { $in: EXTERNAL }, readyAt: { $lt: new Date(Date.now() - this.options.heartbeatGraceMs) },
+    });
+    for (const s of ready.filter((r) => !alive.has(r.id))) {
+      const message = 'the share process is no longer running on its worker (found by heartbeat)';
+      const row = await em(this.orm).transactional((t) => this.transitionIn(t, s, SessionEvent.fail, { errorMessage: message, endReason: 'error' }, SYSTEM, 'session.error', { message }));
+      if (row) this.afterEnd(row, 'share gone');
+    }
+    if (!alive.size) return;
+    const known = await em(this.orm).find(LiveSessionSchema, { id: { $in: [...alive] } });
+    const active = new Set(known.filter((k) => ACTIVE.includes(k.status as SessionStatus) && k.workerId === workerId).map((k) => k.id));
+    for (const id of alive) if (!active.has(id)) this.notifier.stopShare(workerId, id, 'the session is no longer active');
   }
 
   // ── shared by the sweeper ──────────────────────────────────────────────────

@@ -67,10 +67,10 @@ export function setupWorkerNamespace(nsp: WorkerNamespace, deps: WorkerNamespace
       return { workerId: worker.id, name: worker.name, heartbeatIntervalMs: deps.heartbeatIntervalMs };
     });
 
-    on(socket, events, 'worker:heartbeat', wlog, async () => {
+    on(socket, events, 'worker:heartbeat', wlog, async ({ shares }) => {
       requireHello();
       await em(deps.orm).nativeUpdate(WorkerSchema, { id: worker.id }, { lastHeartbeatAt: new Date(), status: 'online' });
-      await deps.runs.sessions.onHeartbeat(worker.id);
+      await deps.runs.sessions.onHeartbeat(worker.id, shares);
       return {};
     });
 
