@@ -157,6 +157,8 @@ export const approvalSchema = z.object({
   expiresAt: isoDate,
   resolvedAt: isoDate.nullable(),
   resolvedBy: z.string().nullable(),
+  /** The resolver's user name (null while pending, or when it expired). */
+  resolvedByName: z.string().nullable(),
   reason: z.string().nullable(),
   /** After approval: what the replayed command returned (`{ok, result}` or `{ok: false, error}`). */
   outcome: z.unknown(),

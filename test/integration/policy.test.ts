@@ -77,6 +77,8 @@ describe('policy gate and approval chain (custom policy file)', () => {
     const approved = await api(hub.url, bob, 'POST', `/api/approvals/${approvalId}/approve`, { reason: 'looks fine' });
     expect(approved.status).toBe(200);
     expect(approved.body).toMatchObject({ status: 'approved', outcome: { ok: true } });
+    const bobWho = (await api(hub.url, bob, 'GET', '/api/auth/whoami')).body;
+    expect(approved.body).toMatchObject({ resolvedBy: bobWho.id, resolvedByName: bobWho.name });
     const runs = (await api(hub.url, admin, 'GET', '/api/task-runs')).body.runs;
     expect(runs).toHaveLength(1);
     const aliceId = (await api(hub.url, alice, 'GET', '/api/auth/whoami')).body.id;
@@ -95,7 +97,7 @@ describe('policy gate and approval chain (custom policy file)', () => {
   it('a denied request does nothing; an unanswered one expires as denied', async () => {
     const r1 = await api(hub.url, alice, 'POST', '/api/task-runs', { command: { script: 'true' }, labels: { needs: 'review' } });
     const denied = await api(hub.url, bob, 'POST', `/api/approvals/${r1.body.error.details.approvalId}/deny`, { reason: 'not now' });
-    expect(denied.body).toMatchObject({ status: 'denied', reason: 'not now' });
+    expect(denied.body).toMatchObject({ status: 'denied', reason: 'not now', resolvedByName: expect.any(String) });
 
     const r2 = await api(hub.url, alice, 'POST', '/api/task-runs', { command: { script: 'true' }, labels: { needs: 'review' } });
     const id2 = r2.body.error.details.approvalId as string;

@@ -23,11 +23,11 @@ function stepAction(requestedAction: string, step: 'requested' | 'approved' | 'd
 
 
 export function approvalView(a: Approval): ApprovalRequest {
-  const ctx = a.context as { params?: Record<string, unknown>; requester?: ApprovalRequest['requester']; outcome?: unknown };
+  const ctx = a.context as { params?: Record<string, unknown>; requester?: ApprovalRequest['requester']; resolver?: { name: string }; outcome?: unknown };
   return {
     id: a.id, runId: a.runId ?? null, action: a.action, params: ctx.params ?? {}, requester: ctx.requester ?? { id: a.requesterId, name: '?', role: '?' },
     approverRoles: a.approverRoles, status: a.status as ApprovalRequest['status'], createdAt: a.createdAt.toISOString(), expiresAt: a.expiresAt.toISOString(),
-    resolvedAt: a.resolvedAt?.toISOString() ?? null, resolvedBy: a.resolvedBy ?? null, reason: a.reason ?? null, outcome: ctx.outcome ?? null,
+    resolvedAt: a.resolvedAt?.toISOString() ?? null, resolvedBy: a.resolvedBy ?? null, resolvedByName: ctx.resolver?.name ?? null, reason: a.reason ?? null, outcome: ctx.outcome ?? null,
   };
 }
 
@@ -124,8 +124,9 @@ export class ApprovalService implements ApprovalRequester {
       }
       if (a.status !== 'pending') throw new AppError({ code: ErrorCode.STATE_CONFLICT, message: `approval ${id} is already ${a.status}` });
       const n = await tx.execute<{ id: string }[]>(
-        `update approvals set status = ?, resolved_at = now(), resolved_by = ?, reason = ? where id = ? and status = 'pending' and expires_at > now() returning id`,
-        [to, approver.id, reason ?? null, id],
+        `update approvals set status = ?, resolved_at = now(), resolved_by = ?, reason = ?, context = ? where id = ? and status = 'pending' and expires_at > now() returning id`,
+        // The resolver's name goes with the request, like the requester's: the dashboard shows people, not ids.
+        [to, approver.id, reason ?? null, JSON.stringify({ ...(a.context as object), resolver: { id: approver.id, name: approver.name } }), id],
       );
       if (!n.length) throw new AppError({ code: ErrorCode.EXPIRED, message: `approval ${id} has expired` });
       await appendAudit(tx, { runId: a.runId ?? null, actor: approver, correlationId: id, action: stepAction(a.action, to), result: to === 'approved' ? 'ok' : 'denied', metadata: { approvalId: id, requestedAction: a.action, reason: reason ?? null } });
