@@ -266,7 +266,10 @@ describe('takeover → hand back, write grants and terminal input: real hub + wo
     const approved = await call(admin, 'POST', `/api/approvals/${approvalId}/approve`, { reason: 'prod incident' });
     expect(approved.body).toMatchObject({ status: 'approved', outcome: { ok: true } });
     await observer.until('taken over after approval', () => run(runId)?.control.state === 'operator' && run(runId).control.appliedSeq >= 1);
-    expect(run(runId).control.controllerId).toBe(run(runId).writeGrants[0]!.granteeId);
+    // Replayed as the requester: Alice controls the run and holds its grant, not the approving admin.
+    const aliceId = (await call(alice, 'GET', '/api/auth/whoami')).body.id as string;
+    expect(run(runId).control.controllerId).toBe(aliceId);
+    expect(run(runId).writeGrants.map((g) => g.granteeId)).toEqual([aliceId]);
     const chain = (await audit(runId)).filter((r) => r.correlation_id === approvalId).map((r) => r.action);
     expect(chain).toEqual(expect.arrayContaining(['handoff.requested', 'handoff.approved', 'approval.executed', 'control.takeover', 'rw.grant', 'handoff.initiated', 'control.applied']));
     // A denied takeover is audited as such and changes nothing.

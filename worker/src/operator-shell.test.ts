@@ -5,7 +5,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { pino } from 'pino';
-import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { handoffContextSchema, type Command, type ControlApply } from '@handoff/shared';
 import type { PayloadOf } from './hub-link.js';
 import { operatorShellProcesses } from './operator-shell.js';
@@ -13,44 +13,25 @@ import { runProcesses } from './process-tree.js';
 import { RunControl } from './run-control.js';
 import { RunInbox } from './run-inbox.js';
 import { TmuxRun, type TmuxRunOptions } from './tmux-run.js';
-import { killMatching, pgrep, tmuxServerAlive, uniqueSleep } from './testing/processes.js';
+import { pgrep, tmuxServerAlive } from './testing/processes.js';
+import { useRunHarness } from './testing/run-harness.js';
 import { TMUX, tmuxQuery, until } from './testing/shares.js';
 
 // Takeover and hand-back against real tmux, bash and signals: what the operator types
 // goes through `TmuxRun.input` (what `term:input` calls) and is checked where a viewer
 // would see it — in the run's captured output — and the agent's state in /proc.
 
-let runsDir: string;
-const runs: TmuxRun[] = [];
-const controls: RunControl[] = [];
-const markers: string[] = [];
-
-beforeAll(async () => {
-  runsDir = await mkdtemp(join(tmpdir(), 'handoff-operator-'));
-});
-afterEach(async () => {
-  for (const c of controls.splice(0)) c.close();
-  await Promise.all(runs.splice(0).map((r) => r.cancel()));
-  for (const m of markers.splice(0)) killMatching(m);
-});
-afterAll(async () => {
-  await rm(runsDir, { recursive: true, force: true });
-});
+const harness = useRunHarness('handoff-operator-');
+const { runs, controls, marker } = harness;
 
 const ADA = { id: 'op-1', name: 'Ada' };
 const TICKS = 'i=0; while :; do i=$((i+1)); echo "tick $i"; sleep 0.05; done';
-
-function marker(): string {
-  const m = uniqueSleep();
-  markers.push(m);
-  return m;
-}
 
 async function startTakeover(command: Command, opts: Partial<TmuxRunOptions> = {}) {
   const out = { text: '' };
   const run = await TmuxRun.start({
     runId: randomUUID(),
-    runsDir,
+    runsDir: harness.runsDir,
     command,
     cwd: null,
     env: { PATH: process.env.PATH, LANG: 'C.UTF-8', HOME: process.env.HOME, FOO: 'from the run' },

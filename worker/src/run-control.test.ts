@@ -1,17 +1,16 @@
 import { randomUUID } from 'node:crypto';
 import { existsSync, readFileSync } from 'node:fs';
-import { mkdtemp, rm } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { pino } from 'pino';
-import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import type { Command, ControlApply } from '@handoff/shared';
 import type { PayloadOf } from './hub-link.js';
 import { runProcesses } from './process-tree.js';
 import { RunControl, type RunControlOptions } from './run-control.js';
 import { TmuxRun } from './tmux-run.js';
-import { killMatching, pgrep, tmuxServerAlive, uniqueSleep } from './testing/processes.js';
+import { pgrep, tmuxServerAlive } from './testing/processes.js';
+import { useRunHarness } from './testing/run-harness.js';
 import { TMUX, tmuxQuery, until } from './testing/shares.js';
 
 // Real tmux, real processes, real signals: a pause is checked where a user would check
@@ -23,28 +22,14 @@ const noHandoff: Pick<RunControlOptions, 'scrollbackSeq' | 'deliverHandoff'> = {
   deliverHandoff: () => Promise.reject(new Error('no hand-back expected in this test')),
 };
 
-let runsDir: string;
-const runs: TmuxRun[] = [];
-const controls: RunControl[] = [];
-const markers: string[] = [];
-
-beforeAll(async () => {
-  runsDir = await mkdtemp(join(tmpdir(), 'handoff-control-'));
-});
-afterEach(async () => {
-  for (const c of controls.splice(0)) c.close();
-  await Promise.all(runs.splice(0).map((r) => r.cancel()));
-  for (const m of markers.splice(0)) killMatching(m);
-});
-afterAll(async () => {
-  await rm(runsDir, { recursive: true, force: true });
-});
+const harness = useRunHarness('handoff-control-');
+const { runs, controls, marker } = harness;
 
 async function startControlled(command: Command, opts: { killGraceMs?: number } = {}) {
   const out = { text: '' };
   const run = await TmuxRun.start({
     runId: randomUUID(),
-    runsDir,
+    runsDir: harness.runsDir,
     command,
     cwd: null,
     env: { PATH: process.env.PATH, LANG: 'C.UTF-8' },
@@ -166,8 +151,7 @@ describe('RunControl', () => {
   });
 
   it('cancel while hard-paused ends the run at once by SIGTERM and leaves no process', async () => {
-    const m = uniqueSleep();
-    markers.push(m);
+    const m = marker();
     const { run, change, appliedSeq } = await startControlled({ script: `sleep ${m} & sleep ${m}` }, { killGraceMs: 5000 });
     await until(() => pgrep(m).length === 3, 'the script and both sleeps'); // `sh -c` carries the marker too
     change(1, 'paused', 'hard');

@@ -2,7 +2,7 @@ import type { NextFunction, Request, Response } from 'express';
 import { AppError, ErrorCode, type Role } from '@handoff/shared';
 import { roleAtLeast } from '../domain/roles.js';
 import type { AuthService, Principal } from '../services/auth.js';
-import type { UserActor } from '../services/policy-gate.js';
+import { userActor, type UserActor } from '../services/policy-gate.js';
 import type { RateLimiter } from '../services/rate-limiter.js';
 
 /** The authenticated principal of a request (set by `authenticate`). */
@@ -40,5 +40,5 @@ export function requireUser(res: Response, role: Role): UserActor {
   if (!p) throw new AppError({ code: ErrorCode.UNAUTHENTICATED, message: 'a valid bearer token is required' });
   if (p.kind !== 'user') throw new AppError({ code: ErrorCode.FORBIDDEN, message: 'worker tokens cannot use the dashboard API' });
   if (!roleAtLeast(p.role, role)) throw new AppError({ code: ErrorCode.FORBIDDEN, message: `requires role ${role} (you are ${p.role})` });
-  return { type: 'operator', id: p.id, role: p.role, name: p.name };
+  return userActor(p);
 }

@@ -8,7 +8,7 @@ import { appendAudit } from './audit.js';
 import { uuidv7 } from './ids.js';
 import type { Notifier } from './notifier.js';
 import type { CommandOptions, PolicyGate, UserActor } from './policy-gate.js';
-import type { RunService } from './runs.js';
+import { requireRun, type RunService } from './runs.js';
 import { grantView } from './views.js';
 import type { WriteGrantService } from './write-grants.js';
 
@@ -56,14 +56,13 @@ export class ControlService {
   async apply(actor: UserActor, runId: string, body: ControlBody, opts: CommandOptions = {}): Promise<Run> {
     const event = ControlEvent[body.action];
     const grantTtlMs = event === ControlEvent.takeover ? this.grants.requestedTtl(body.ttlMinutes) : 0;
-    const current = await em(this.orm).findOne(RunSchema, { id: runId });
-    if (!current) throw new AppError({ code: ErrorCode.NOT_FOUND, message: `run ${runId} not found` });
+    const current = await requireRun(em(this.orm), runId);
     if (!opts.approved) {
       const ttl = event === ControlEvent.takeover ? { ttlMinutes: Math.ceil(grantTtlMs / 60_000) } : {};
       await this.gate.check(POLICY_ACTION[body.action], actor, { runId, runLabels: current.labels, ...ttl }, { ...body });
     }
     const { row, grants, ended } = await em(this.orm).transactional(async (tx): Promise<Changed> => {
-      const run = await tx.findOneOrFail(RunSchema, { id: runId }, { refresh: true });
+      const run = await requireRun(tx, runId, { refresh: true });
       if (run.status !== 'assigned' && run.status !== 'running') {
         throw new AppError({ code: ErrorCode.STATE_CONFLICT, message: `run ${runId} is ${run.status}: it cannot be ${body.action === 'handback' ? 'handed back' : `${body.action}d`}` });
       }

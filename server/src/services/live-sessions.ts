@@ -9,13 +9,15 @@ import {
   type SessionStatus,
 } from '@handoff/shared';
 import type { Logger } from 'pino';
-import { LiveSessionSchema, RunSchema, type LiveSessionRow, type RunRow } from '../db/entities.js';
+import { LiveSessionSchema, type LiveSessionRow, type RunRow } from '../db/entities.js';
 import { em, type Em, type Orm } from '../db/orm.js';
 import { SessionEvent, sessionStatesAllowing, sessionTransition } from '../domain/live-session-machine.js';
+import { boundedTtlMs } from '../domain/ttl.js';
 import { appendAudit, SYSTEM, type Actor } from './audit.js';
 import { isUser, type CommandOptions, type PolicyGate } from './policy-gate.js';
 import { uuidv7 } from './ids.js';
 import type { Notifier } from './notifier.js';
+import { requireRun } from './runs.js';
 import { sessionView } from './views.js';
 
 /** Encrypts RW attach data at rest, bound to its session id. */
@@ -67,7 +69,7 @@ export class LiveSessionService {
   // ── queries ────────────────────────────────────────────────────────────────
 
   async list(runId: string): Promise<LiveSession[]> {
-    await this.run(em(this.orm), runId);
+    await requireRun(em(this.orm), runId);
     const rows = await em(this.orm).find(LiveSessionSchema, { runId }, { orderBy: { createdAt: 'asc' } });
     return rows.map(sessionView);
   }
@@ -86,7 +88,7 @@ export class LiveSessionService {
    */
   async assertCanWatch(runId: string): Promise<void> {
     const tx = em(this.orm);
-    const run = await this.run(tx, runId);
+    const run = await requireRun(tx, runId);
     if (FINISHED_RUN_STATUSES.includes(run.status as RunStatus)) return;
     const web = await tx.find(LiveSessionSchema, { runId, provider: 'web' }, { orderBy: { createdAt: 'desc' }, limit: 1 });
     const latest = web[0];
@@ -106,16 +108,16 @@ export class LiveSessionService {
    */
   async create(actor: Actor, runId: string, body: { provider?: Provider | undefined; ttlMinutes?: number | undefined }, opts: CommandOptions = {}): Promise<{ session: LiveSession; created: boolean }> {
     const provider = body.provider ?? this.options.defaultProvider;
-    const ttlMs = body.ttlMinutes === undefined ? this.options.ttlMs : this.requestedTtl(body.ttlMinutes);
+    const ttlMs = body.ttlMinutes === undefined ? this.options.ttlMs : boundedTtlMs(body.ttlMinutes, this.options.maxTtlMs, 'LIVE_SESSION_MAX_TTL');
     if (isUser(actor) && !opts.approved) {
-      const run = await this.run(em(this.orm), runId);
+      const run = await requireRun(em(this.orm), runId);
       await this.gate.check(isExternal(provider) ? 'session.create.external' : 'session.create', actor, { runId, runLabels: run.labels, provider, ttlMinutes: Math.ceil(ttlMs / 60_000) }, { provider, ttlMinutes: body.ttlMinutes ?? null });
     }
     const switched: LiveSessionRow[] = [];
     const result = await em(this.orm).transactional(async (tx) => {
       // Serializes creates per run: idempotency and the per-run limit hold under concurrency.
       await tx.execute('select pg_advisory_xact_lock(hashtextextended(?, 0))', [`sessions:${runId}`]);
-      const run = await this.run(tx, runId);
+      const run = await requireRun(tx, runId);
       if (FINISHED_RUN_STATUSES.includes(run.status as RunStatus)) {
         throw new AppError({ code: ErrorCode.STATE_CONFLICT, message: `run ${runId} is ${run.status}: it cannot be shared` });
       }
@@ -167,9 +169,9 @@ export class LiveSessionService {
   }
 
   async extend(actor: Actor, runId: string, body: { ttlMinutes: number; provider?: Provider | undefined }, opts: CommandOptions = {}): Promise<LiveSession> {
-    const ttlMs = this.requestedTtl(body.ttlMinutes);
+    const ttlMs = boundedTtlMs(body.ttlMinutes, this.options.maxTtlMs, 'LIVE_SESSION_MAX_TTL');
     if (isUser(actor) && !opts.approved) {
-      const run = await this.run(em(this.orm), runId);
+      const run = await requireRun(em(this.orm), runId);
       await this.gate.check('session.extend', actor, { runId, runLabels: run.labels, ttlMinutes: body.ttlMinutes, ...(body.provider ? { provider: body.provider } : {}) }, { ...body });
     }
     const target = body.provider ? await this.latest(runId, body.provider) : await this.primary(runId);
@@ -201,7 +203,7 @@ export class LiveSessionService {
   async revoke(actor: Actor, runId: string, body: { reason?: string | undefined; provider?: Provider | undefined }): Promise<LiveSession> {
     const reason = body.reason ?? 'revoked';
     const tx = em(this.orm);
-    await this.run(tx, runId);
+    await requireRun(tx, runId);
     const targets = await tx.find(LiveSessionSchema, { runId, status: { $in: ACTIVE }, ...(body.provider ? { provider: body.provider } : {}) });
     if (!targets.length) {
       throw new AppError({ code: ErrorCode.STATE_CONFLICT, message: `run ${runId} has no active ${body.provider ?? ''} live session to revoke`.replace('  ', ' ') });
@@ -357,21 +359,6 @@ export class LiveSessionService {
   }
 
   // ── helpers ────────────────────────────────────────────────────────────────
-
-  /** A requested TTL in ms; beyond LIVE_SESSION_MAX_TTL is a VALIDATION error. */
-  private requestedTtl(ttlMinutes: number): number {
-    const ttlMs = ttlMinutes * 60_000;
-    if (ttlMinutes < 1 || ttlMs > this.options.maxTtlMs) {
-      throw new AppError({ code: ErrorCode.VALIDATION, message: `ttlMinutes must be between 1 and ${Math.floor(this.options.maxTtlMs / 60_000)} (LIVE_SESSION_MAX_TTL)` });
-    }
-    return ttlMs;
-  }
-
-  private async run(tx: Em, runId: string): Promise<RunRow> {
-    const run = await tx.findOne(RunSchema, { id: runId });
-    if (!run) throw new AppError({ code: ErrorCode.NOT_FOUND, message: `run ${runId} not found` });
-    return run;
-  }
 
   private async latest(runId: string, provider: Provider): Promise<LiveSession> {
     const sessions = (await this.list(runId)).filter((s) => s.provider === provider);

@@ -1,11 +1,12 @@
 import type { Logger } from 'pino';
 import { AppError, ErrorCode, type OperatorMessage } from '@handoff/shared';
-import { OperatorMessageSchema, RunSchema, UserSchema, type OperatorMessage as MessageRow } from '../db/entities.js';
+import { OperatorMessageSchema, UserSchema, type OperatorMessage as MessageRow } from '../db/entities.js';
 import { em, type Orm } from '../db/orm.js';
 import { appendAudit } from './audit.js';
 import { uuidv7 } from './ids.js';
 import type { Notifier } from './notifier.js';
 import type { PolicyGate, UserActor } from './policy-gate.js';
+import { requireRun } from './runs.js';
 
 const view = (m: MessageRow, actorName: string): OperatorMessage => ({
   id: m.id, runId: m.runId, actorId: m.actorId, actorName, message: m.message,
@@ -27,8 +28,7 @@ export class MessageService {
   ) {}
 
   async send(actor: UserActor, runId: string, text: string): Promise<OperatorMessage> {
-    const run = await em(this.orm).findOne(RunSchema, { id: runId });
-    if (!run) throw new AppError({ code: ErrorCode.NOT_FOUND, message: `run ${runId} not found` });
+    const run = await requireRun(em(this.orm), runId);
     await this.gate.check('message.send', actor, { runId, runLabels: run.labels }, { chars: text.length });
     if (!['queued', 'assigned', 'running'].includes(run.status)) {
       throw new AppError({ code: ErrorCode.STATE_CONFLICT, message: `run ${runId} is ${run.status}: its agent can no longer read messages` });
@@ -48,7 +48,7 @@ export class MessageService {
 
   async list(runId: string): Promise<OperatorMessage[]> {
     const tx = em(this.orm);
-    if (!(await tx.findOne(RunSchema, { id: runId }))) throw new AppError({ code: ErrorCode.NOT_FOUND, message: `run ${runId} not found` });
+    await requireRun(tx, runId);
     const rows = await tx.find(OperatorMessageSchema, { runId }, { orderBy: { createdAt: 'asc', id: 'asc' } });
     const names = await this.names(rows.map((r) => r.actorId));
     return rows.map((r) => view(r, names.get(r.actorId) ?? '?'));

@@ -6,6 +6,11 @@ import { appendAudit, type Actor } from './audit.js';
 /** A user acting through the API: what the policy needs to know about them. */
 export type UserActor = Actor & { name: string; role: Role };
 
+/** The acting user behind an authenticated user principal (REST or dashboard socket). */
+export function userActor(p: { id: string; name: string; role: Role }): UserActor {
+  return { type: 'operator', id: p.id, name: p.name, role: p.role };
+}
+
 /** Commands by users pass the gate; the system's own (e.g. a run's default web share) do not. */
 export const isUser = (actor: Actor): actor is UserActor => 'role' in actor;
 

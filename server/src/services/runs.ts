@@ -17,6 +17,13 @@ function notFound(id: string): AppError {
   return new AppError({ code: ErrorCode.NOT_FOUND, message: `run ${id} not found` });
 }
 
+/** The run's row, or NOT_FOUND: the one way services look a run up by id. */
+export async function requireRun(tx: Em, runId: string, opts: { refresh?: boolean } = {}): Promise<RunRow> {
+  const row = await tx.findOne(RunSchema, { id: runId }, opts.refresh ? { refresh: true } : {});
+  if (!row) throw notFound(runId);
+  return row;
+}
+
 function encodeCursor(r: RunRow): string {
   return Buffer.from(`${r.createdAt.toISOString()}|${r.id}`).toString('base64url');
 }
@@ -63,8 +70,7 @@ export class RunService {
   ) {}
 
   async view(runId: string, tx: Em = em(this.orm)): Promise<Run> {
-    const row = await tx.findOne(RunSchema, { id: runId });
-    if (!row) throw notFound(runId);
+    const row = await requireRun(tx, runId);
     const sessions = await tx.find(LiveSessionSchema, { runId }, { orderBy: { createdAt: 'asc' } });
     const grants = await tx.find(WriteGrantSchema, { runId, status: 'active' }, { orderBy: { createdAt: 'asc' } });
     return runView(row, sessions, grants);
@@ -119,13 +125,11 @@ export class RunService {
 
   async cancel(actor: Actor, runId: string, reason?: string, opts: CommandOptions = {}): Promise<Run> {
     if (isUser(actor) && !opts.approved) {
-      const run = await em(this.orm).findOne(RunSchema, { id: runId });
-      if (!run) throw notFound(runId);
+      const run = await requireRun(em(this.orm), runId);
       await this.gate.check('run.cancel', actor, { runId, runLabels: run.labels }, { reason: reason ?? null });
     }
     const row = await em(this.orm).transactional(async (tx) => {
-      const current = await tx.findOne(RunSchema, { id: runId });
-      if (!current) throw notFound(runId);
+      const current = await requireRun(tx, runId);
       runTransition(current.status as RunStatus, RunEvent.cancel); // STATE_CONFLICT for finished runs
       const updated = await applyRunEvent(tx, runId, RunEvent.cancel, { endedAt: new Date(), errorMessage: reason ? `cancelled: ${reason}` : 'cancelled' });
       if (!updated) throw new AppError({ code: ErrorCode.STATE_CONFLICT, message: `run ${runId} changed state meanwhile; retry` });
@@ -185,8 +189,7 @@ export class RunService {
   /** An operator saw the request: clear the flag. */
   async dismissNeedsOperator(actor: Actor, runId: string): Promise<Run> {
     await em(this.orm).transactional(async (tx) => {
-      const run = await tx.findOne(RunSchema, { id: runId });
-      if (!run) throw notFound(runId);
+      const run = await requireRun(tx, runId);
       if (!run.needsOperatorAt) throw new AppError({ code: ErrorCode.STATE_CONFLICT, message: `run ${runId} has not asked for an operator` });
       await tx.nativeUpdate(RunSchema, { id: runId }, { needsOperatorReason: null, needsOperatorAt: null });
       await appendAudit(tx, { runId, actor, action: 'run.needs-operator.dismiss', metadata: { reason: run.needsOperatorReason } });
@@ -227,8 +230,7 @@ export class RunService {
    * runs); every refused attempt is audited on the targeted run's chain.
    */
   async assertOwned(workerId: string, runId: string, what = 'report'): Promise<RunRow> {
-    const row = await em(this.orm).findOne(RunSchema, { id: runId });
-    if (!row) throw notFound(runId);
+    const row = await requireRun(em(this.orm), runId);
     if (row.workerId !== workerId) {
       await em(this.orm).transactional((tx) =>
         appendAudit(tx, { runId, actor: { type: 'worker', id: workerId }, action: 'worker.forbidden', result: 'denied', metadata: { attempted: what, assignedTo: row.workerId ?? null } }),

@@ -5,21 +5,23 @@ import {
   type GrantStatus,
   type GrantWriteBody,
   type GrantWriteResponse,
+  type LiveSession,
   type Provider,
   type RunStatus,
   type TermInput,
   type WriteGrant,
 } from '@handoff/shared';
 import type { Logger } from 'pino';
-import { LiveSessionSchema, RunSchema, WriteGrantSchema, type LiveSessionRow, type RunRow, type WriteGrantRow } from '../db/entities.js';
+import { LiveSessionSchema, WriteGrantSchema, type LiveSessionRow, type WriteGrantRow } from '../db/entities.js';
 import { em, type Em, type Orm } from '../db/orm.js';
+import { boundedTtlMs } from '../domain/ttl.js';
 import { GrantEvent, grantStatesAllowing, grantTransition } from '../domain/write-grant-machine.js';
 import { appendAudit, SYSTEM, type Actor } from './audit.js';
 import { uuidv7 } from './ids.js';
 import type { LiveSessionService } from './live-sessions.js';
 import type { Notifier } from './notifier.js';
 import type { CommandOptions, PolicyGate, UserActor } from './policy-gate.js';
-import type { RunService } from './runs.js';
+import { requireRun, type RunService } from './runs.js';
 import { grantView, sessionView } from './views.js';
 
 /** Opens RW attach data sealed at rest (bound to its session id). */
@@ -65,7 +67,7 @@ export class WriteGrantService {
   async grant(actor: UserActor, runId: string, body: GrantWriteBody, opts: CommandOptions = {}): Promise<GrantWriteResponse> {
     const ttlMs = this.requestedTtl(body.ttlMinutes);
     if (!opts.approved) {
-      const run = await this.run(em(this.orm), runId);
+      const run = await requireRun(em(this.orm), runId);
       await this.gate.check('rw.grant', actor, { runId, runLabels: run.labels, ttlMinutes: Math.ceil(ttlMs / 60_000), ...(body.provider ? { provider: body.provider } : {}) }, { ...body });
     }
     const { grant, session } = await em(this.orm).transactional((tx) => this.grantIn(tx, actor, runId, ttlMs, { provider: body.provider, correlationId: uuidv7() }));
@@ -99,7 +101,7 @@ export class WriteGrantService {
   async grantIn(tx: Em, actor: UserActor, runId: string, ttlMs: number, target: GrantTarget): Promise<{ grant: WriteGrantRow; session: LiveSessionRow }> {
     // Serializes grants per run: one live grant per operator holds under concurrency.
     await tx.execute('select pg_advisory_xact_lock(hashtextextended(?, 0))', [`grants:${runId}`]);
-    const run = await this.run(tx, runId);
+    const run = await requireRun(tx, runId);
     if (!ACTIVE_RUN_STATUSES.includes(run.status as RunStatus)) {
       throw new AppError({ code: ErrorCode.STATE_CONFLICT, message: `run ${runId} is ${run.status}: nobody can write to its terminal` });
     }
@@ -129,9 +131,9 @@ export class WriteGrantService {
   }
 
   /** `revoke-write`: one grant, or every live grant of the run. */
-  async revoke(actor: Actor, runId: string, body: { grantId?: string | undefined }): Promise<{ session: ReturnType<typeof sessionView> | null; grants: WriteGrant[] }> {
+  async revoke(actor: Actor, runId: string, body: { grantId?: string | undefined }): Promise<{ session: LiveSession | null; grants: WriteGrant[] }> {
     const tx = em(this.orm);
-    await this.run(tx, runId);
+    await requireRun(tx, runId);
     const live = await tx.find(WriteGrantSchema, { runId, status: 'active', ...(body.grantId ? { id: body.grantId } : {}) });
     if (!live.length) {
       if (body.grantId && (await tx.findOne(WriteGrantSchema, { id: body.grantId, runId }))) {
@@ -208,7 +210,7 @@ export class WriteGrantService {
     );
     const live = rows[0];
     if (!live) {
-      const run = await this.run(em(this.orm), input.runId);
+      const run = await requireRun(em(this.orm), input.runId);
       await em(this.orm).transactional((tx) =>
         appendAudit(tx, { runId: run.id, actor: user, action: 'term.input', result: 'denied', metadata: { reason: 'no live write grant', bytes: input.data.length } }),
       );
@@ -242,11 +244,7 @@ export class WriteGrantService {
   /** A requested grant length in ms: the default, or 1 minute up to LIVE_RW_GRANT_MAX_TTL (else VALIDATION). */
   requestedTtl(ttlMinutes: number | undefined): number {
     if (ttlMinutes === undefined) return Math.min(this.options.ttlMs, this.options.maxTtlMs);
-    const ttlMs = ttlMinutes * 60_000;
-    if (ttlMinutes < 1 || ttlMs > this.options.maxTtlMs) {
-      throw new AppError({ code: ErrorCode.VALIDATION, message: `ttlMinutes must be between 1 and ${Math.floor(this.options.maxTtlMs / 60_000)} (LIVE_RW_GRANT_MAX_TTL)` });
-    }
-    return ttlMs;
+    return boundedTtlMs(ttlMinutes, this.options.maxTtlMs, 'LIVE_RW_GRANT_MAX_TTL');
   }
 
   private async targetSession(tx: Em, runId: string, target: GrantTarget): Promise<LiveSessionRow> {
@@ -261,11 +259,5 @@ export class WriteGrantService {
       throw new AppError({ code: ErrorCode.STATE_CONFLICT, message: `the ${pick.provider} live session of run ${runId} is ${pick.status}: write access needs it READY` });
     }
     return pick;
-  }
-
-  private async run(tx: Em, runId: string): Promise<RunRow> {
-    const run = await tx.findOne(RunSchema, { id: runId });
-    if (!run) throw new AppError({ code: ErrorCode.NOT_FOUND, message: `run ${runId} not found` });
-    return run;
   }
 }

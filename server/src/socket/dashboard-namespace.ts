@@ -6,7 +6,7 @@ import type { RunService } from '../services/runs.js';
 import type { RateLimiter } from '../services/rate-limiter.js';
 import type { TerminalService } from '../services/terminal.js';
 import type { WriteGrantService } from '../services/write-grants.js';
-import type { UserActor } from '../services/policy-gate.js';
+import { userActor } from '../services/policy-gate.js';
 import type { DashboardNamespace } from './namespaces.js';
 import { authenticateHandshake, handshakeError, on } from './on.js';
 
@@ -60,9 +60,7 @@ export function setupDashboardNamespace(nsp: DashboardNamespace, deps: Dashboard
     }, limit);
     on(socket, events, 'term:input', log, async (input) => {
       // Everyone may try; only a live grant's holder gets through (others: FORBIDDEN, audited).
-      const { id, name, role } = socket.data.principal as { id: string; name: string; role: Role };
-      const user: UserActor = { type: 'operator', id, name, role };
-      await deps.grants.input(user, input);
+      await deps.grants.input(userActor(socket.data.principal as { id: string; name: string; role: Role }), input);
       return {};
     }, limit);
     on(socket, events, 'approvals:subscribe', log, async () => {

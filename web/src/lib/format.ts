@@ -28,7 +28,11 @@ export function formatAge(iso: string, now: number): string {
 export function formatDuration(startIso: string | null, endIso: string | null, now: number): string {
   if (!startIso) return '—';
   const end = endIso ? new Date(endIso).getTime() : now;
-  const total = Math.max(0, Math.round((end - new Date(startIso).getTime()) / 1000));
+  return formatSeconds(Math.max(0, Math.round((end - new Date(startIso).getTime()) / 1000)));
+}
+
+/** Whole seconds as the two largest units, e.g. "1h 05m", "1m 05s", "7s". */
+function formatSeconds(total: number): string {
   const h = Math.floor(total / 3600);
   const m = Math.floor((total % 3600) / 60);
   const s = total % 60;
@@ -46,13 +50,7 @@ export function formatCommand(command: Command): string {
 /** Time left until `iso` relative to `now` (ms), e.g. "59m 12s", "1h 05m"; "expired" once past. */
 export function formatCountdown(iso: string, now: number): string {
   const total = Math.round((new Date(iso).getTime() - now) / 1000);
-  if (total <= 0) return 'expired';
-  const h = Math.floor(total / 3600);
-  const m = Math.floor((total % 3600) / 60);
-  const s = total % 60;
-  if (h > 0) return `${h}h ${String(m).padStart(2, '0')}m`;
-  if (m > 0) return `${m}m ${String(s).padStart(2, '0')}s`;
-  return `${s}s`;
+  return total <= 0 ? 'expired' : formatSeconds(total);
 }
 
 /** Time left until `iso` relative to `now` (ms) as a clock, e.g. "12:34", "1:02:03"; "0:00" once past. Rounds up. */
