@@ -129,6 +129,7 @@ export async function createHub(config: ServerConfig, opts: { logger?: Logger } 
   setupWorkerNamespace(workerNsp, {
     orm, auth, runs, scheduler, terminal, log, control, messages,
     heartbeatIntervalMs: config.HEARTBEAT_INTERVAL,
+    abandonAfterMs: config.WORKER_LOST_AFTER + config.WORKER_RECLAIM_GRACE,
     assignAckTimeoutMs: config.ASSIGN_ACK_TIMEOUT,
   });
 

@@ -49,7 +49,14 @@ export const serverConfigSchema = z.object({
   LIVE_MAX_SHARES_PER_RUN: int(3, 1, 100),
   LIVE_MAX_CONCURRENT_PER_WORKER: int(4, 1, 1000),
   HEARTBEAT_INTERVAL: duration('5s'),
+  /** A worker not heard from for this long is `lost`: its shares go ERROR at once. Default 15s. */
   WORKER_LOST_AFTER: duration('15s'),
+  /**
+   * After WORKER_LOST_AFTER, how long a lost worker's runs stay `running` waiting for it to
+   * come back and re-adopt them (audited `run.reclaimed`); past it they are `lost` and the
+   * worker (or its dead-man switch) stops them. Default 60s.
+   */
+  WORKER_RECLAIM_GRACE: duration('60s'),
   PAUSE_SOFT_GRACE: duration('10s'),
   APPROVAL_TIMEOUT: duration('10m'),
   /** Terminal recording writes are batched: flushed after this long (frames are broadcast at once regardless). Default 50ms. */
@@ -72,8 +79,13 @@ export type ServerConfig = z.output<typeof serverConfigSchema>;
 
 /** Worker configuration. */
 export const workerConfigSchema = z.object({
-  /** Hub base URL, e.g. http://127.0.0.1:3000 */
-  HANDOFF_URL: z.string().url(),
+  /**
+   * Hub base URL, e.g. http://127.0.0.1:3000 — or several, comma separated (hub nodes, or one
+   * load balancer): the worker fails over to the next one at once when its node goes away.
+   */
+  HANDOFF_URL: z
+    .string()
+    .refine((v) => v.split(',').every((u) => z.url().safeParse(u.trim()).success), { message: 'must be a URL or a comma-separated list of URLs' }),
   /** Worker token printed by `pnpm handoff worker-token`. */
   HANDOFF_WORKER_TOKEN: z.string().min(10),
   /** How many runs this worker runs at once. Default 2. */

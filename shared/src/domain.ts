@@ -73,6 +73,8 @@ const isoDate = z.string();
 
 export const liveSessionSchema = z.object({
   id: z.string(),
+  /** Bumped by every change of the row (and, for a run, of its sessions and grants): clients apply only a newer revision. */
+  revision: z.number().int().min(1),
   runId: z.string(),
   provider: providerSchema,
   status: sessionStatusSchema,
@@ -94,6 +96,8 @@ export type LiveSession = z.infer<typeof liveSessionSchema>;
 /** A time-bound write grant: its grantee's dashboard input reaches the run's terminal (DESIGN.md §2). */
 export const writeGrantSchema = z.object({
   id: z.string(),
+  /** Bumped by every change of the row (and, for a run, of its sessions and grants): clients apply only a newer revision. */
+  revision: z.number().int().min(1),
   runId: z.string(),
   /** The live session it was issued on (its RW attach data, if any, went to the grantee). */
   sessionId: z.string(),
@@ -111,6 +115,8 @@ export type WriteGrant = z.infer<typeof writeGrantSchema>;
 
 export const runSchema = z.object({
   id: z.string(),
+  /** Bumped by every change of the row (and, for a run, of its sessions and grants): clients apply only a newer revision. */
+  revision: z.number().int().min(1),
   title: z.string(),
   command: commandSchema,
   cwd: z.string().nullable(),

@@ -109,7 +109,19 @@ export const workerClientEvents = {
       runs: z.array(z.uuid()).max(256),
       version: z.string().max(50),
     }),
-    response: z.object({ workerId: z.string(), name: z.string(), heartbeatIntervalMs: z.number() }),
+    response: z.object({
+      workerId: z.string(),
+      name: z.string(),
+      heartbeatIntervalMs: z.number(),
+      /** WORKER_LOST_AFTER + WORKER_RECLAIM_GRACE, ms: a run whose worker is silent this long is lost (the worker's dead-man switch stops it). */
+      abandonAfterMs: z.number().int().min(1),
+      /**
+       * One entry per run listed in the hello: `keep` — the hub still has it as this worker's
+       * (re-adopt it and resend frames after `lastSeq`, the highest seq recorded); otherwise
+       * stop it (the hub gave up on it, or it belongs to another worker): a `run:cancel` follows.
+       */
+      runs: z.array(z.object({ runId: z.string(), keep: z.boolean(), lastSeq: z.number().int().min(0) })),
+    }),
   },
   'worker:heartbeat': {
     payload: z.strictObject({

@@ -175,7 +175,7 @@ export class Worker {
       'share providers (null: shares of that provider fail with a clear message)',
     );
 
-    const url = `${this.config.HANDOFF_URL.replace(/\/+$/, '')}${NAMESPACE.worker}`;
+    const url = `${this.config.HANDOFF_URL.split(',')[0]!.trim().replace(/\/+$/, '')}${NAMESPACE.worker}`;
     const socket: HubSocket = io(url, {
       transports: ['websocket'],
       auth: { token: this.config.HANDOFF_WORKER_TOKEN },

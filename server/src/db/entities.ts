@@ -84,6 +84,8 @@ export const RunSchema = defineEntity({
     assignedAt: p.datetime().nullable(),
     startedAt: p.datetime().nullable(),
     endedAt: p.datetime().nullable(),
+    /** Bumped by the database on every update (migration 0004); never written by the ORM. */
+    revision: p.integer().default(1).persist(false),
   },
 });
 export type RunRow = InferEntity<typeof RunSchema>;
@@ -110,6 +112,8 @@ export const LiveSessionSchema = defineEntity({
     attachRo: p.json<Record<string, string>>().nullable(),
     /** AES-256-GCM ciphertext of the RW attach data (never returned as is). */
     attachRwEnc: p.text().nullable(),
+    /** Bumped by the database on every update (migration 0004); never written by the ORM. */
+    revision: p.integer().default(1).persist(false),
   },
 });
 export type LiveSessionRow = InferEntity<typeof LiveSessionSchema>;
@@ -132,6 +136,8 @@ export const WriteGrantSchema = defineEntity({
     correlationId: p.uuid(),
     /** The grant revealed its session's RW attach data: when it ends, the share is restarted. */
     revealsRw: p.boolean(),
+    /** Bumped by the database on every update (migration 0004); never written by the ORM. */
+    revision: p.integer().default(1).persist(false),
   },
 });
 export type WriteGrantRow = InferEntity<typeof WriteGrantSchema>;

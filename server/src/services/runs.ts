@@ -226,6 +226,27 @@ export class RunService {
   }
 
   /**
+   * For each run a (re)connecting worker still has: keep it (the hub still has it as this
+   * worker's; `lastSeq` is the highest recorded frame, so the worker resends what follows)
+   * or stop it (the hub gave up on it, or it is another worker's).
+   */
+  async adoptionVerdicts(workerId: string, runIds: string[]): Promise<Array<{ runId: string; keep: boolean; lastSeq: number }>> {
+    if (!runIds.length) return [];
+    const tx = em(this.orm);
+    const rows = await tx.find(RunSchema, { id: { $in: runIds } });
+    const seqs = await tx.execute<{ run_id: string; last: number | null }[]>(
+      `select r.id as run_id, (select max(seq) from recording_chunks c where c.run_id = r.id) as last from runs r where r.id in (${runIds.map(() => '?').join(', ')})`,
+      runIds,
+    );
+    const lastSeq = new Map(seqs.map((s) => [s.run_id, Number(s.last ?? 0)]));
+    return runIds.map((runId) => {
+      const row = rows.find((r) => r.id === runId);
+      const keep = !!row && row.workerId === workerId && (row.status === 'assigned' || row.status === 'running');
+      return { runId, keep, lastSeq: lastSeq.get(runId) ?? 0 };
+    });
+  }
+
+  /**
    * FORBIDDEN unless `runId` is assigned to `workerId` (a worker acts only for its own
    * runs); every refused attempt is audited on the targeted run's chain.
    */

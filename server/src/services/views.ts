@@ -7,6 +7,7 @@ const iso = (d: Date | null | undefined): string | null => (d ? d.toISOString() 
 export function sessionView(s: LiveSessionRow): LiveSession {
   return {
     id: s.id,
+    revision: s.revision,
     runId: s.runId,
     provider: s.provider as Provider,
     status: s.status as SessionStatus,
@@ -28,6 +29,7 @@ export function sessionView(s: LiveSessionRow): LiveSession {
 export function grantView(g: WriteGrantRow): WriteGrant {
   return {
     id: g.id,
+    revision: g.revision,
     runId: g.runId,
     sessionId: g.sessionId,
     granteeId: g.granteeId,
@@ -44,6 +46,7 @@ export function grantView(g: WriteGrantRow): WriteGrant {
 export function runView(r: RunRow, sessions: LiveSessionRow[], grants: WriteGrantRow[]): Run {
   return {
     id: r.id,
+    revision: r.revision,
     title: r.title,
     command: r.command,
     cwd: r.cwd ?? null,

@@ -21,6 +21,8 @@ export interface WorkerNamespaceDeps {
   terminal: TerminalService;
   log: Logger;
   heartbeatIntervalMs: number;
+  /** WORKER_LOST_AFTER + WORKER_RECLAIM_GRACE: told to the worker for its dead-man switch. */
+  abandonAfterMs: number;
   assignAckTimeoutMs: number;
 }
 
@@ -64,7 +66,8 @@ export function setupWorkerNamespace(nsp: WorkerNamespace, deps: WorkerNamespace
       await deps.control.resync(worker.id);
       await deps.messages.redeliver(worker.id);
       wlog.info({ capacity, version, runs: runs.length }, 'worker connected');
-      return { workerId: worker.id, name: worker.name, heartbeatIntervalMs: deps.heartbeatIntervalMs };
+      const verdicts = await deps.runs.adoptionVerdicts(worker.id, runs);
+      return { workerId: worker.id, name: worker.name, heartbeatIntervalMs: deps.heartbeatIntervalMs, abandonAfterMs: deps.abandonAfterMs, runs: verdicts };
     });
 
     on(socket, events, 'worker:heartbeat', wlog, async ({ shares }) => {

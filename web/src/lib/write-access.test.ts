@@ -12,6 +12,7 @@ const at = (ms: number) => new Date(T0 + ms).toISOString();
 function grant(id: string, over: Partial<WriteGrant> = {}): WriteGrant {
   return {
     id,
+    revision: 1,
     runId: RUN_ID,
     sessionId: 's1',
     granteeId: ME,
@@ -29,6 +30,7 @@ function grant(id: string, over: Partial<WriteGrant> = {}): WriteGrant {
 function run(writeGrants: WriteGrant[]): Run {
   return {
     id: RUN_ID,
+    revision: 1,
     title: 't',
     command: { script: 'true' },
     cwd: null,
