@@ -48,9 +48,13 @@ export const serverConfigSchema = z.object({
   LIVE_PROVIDER_START_TIMEOUT: duration('15s'),
   LIVE_MAX_SHARES_PER_RUN: int(3, 1, 100),
   LIVE_MAX_CONCURRENT_PER_WORKER: int(4, 1, 1000),
-  HEARTBEAT_INTERVAL: duration('5s'),
-  /** A worker not heard from for this long is `lost`: its shares go ERROR at once. Default 15s. */
-  WORKER_LOST_AFTER: duration('15s'),
+  /** How often workers heartbeat. Default 3s. */
+  HEARTBEAT_INTERVAL: duration('3s'),
+  /**
+   * A worker not heard from for this long is `lost`: its shares go ERROR at once. Default 9s
+   * (three missed heartbeats), so stale shares are resolved within 10 s of the last one.
+   */
+  WORKER_LOST_AFTER: duration('9s'),
   /**
    * After WORKER_LOST_AFTER, how long a lost worker's runs stay `running` waiting for it to
    * come back and re-adopt them (audited `run.reclaimed`); past it they are `lost` and the

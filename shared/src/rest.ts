@@ -40,6 +40,8 @@ export const cancelRunBodySchema = z.strictObject({ reason: z.string().max(500).
 export const createLiveSessionBodySchema = z.strictObject({
   provider: providerSchema.optional(),
   ttlMinutes: z.number().int().min(1).optional(),
+  /** tmate or upterm: end the run's active share of the other external provider first (default false: both may run). */
+  switch: z.boolean().optional(),
 });
 /** `POST /api/task-runs/:id/live-session/extend` body: the new TTL from now. */
 export const extendLiveSessionBodySchema = z.strictObject({

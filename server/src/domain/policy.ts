@@ -42,6 +42,10 @@ const timeWindowSchema = z.strictObject({
   tz: z.literal('UTC').default('UTC'),
 });
 
+/** Roles a rule may name: the users' roles, and `system` for the hub's own commands (e.g. the share LIVE_SESSION_PROVIDER asks for). */
+const policyRoleSchema = z.enum([...roleSchema.options, 'system']);
+export type PolicyRole = z.infer<typeof policyRoleSchema>;
+
 // Strict objects: a typo such as `role:` for `roles:` would otherwise silently widen a rule.
 const ruleSchema = z
   .strictObject({
@@ -49,8 +53,8 @@ const ruleSchema = z
     description: z.string().optional(),
     /** Actions the rule covers; `*` = all of them (never an unknown one). */
     actions: z.array(z.enum([...POLICY_ACTIONS, '*'])).min(1),
-    /** The actor's role must be one of these. */
-    roles: z.array(roleSchema).min(1).optional(),
+    /** The actor's role must be one of these (`system`: the hub acting on its configuration). */
+    roles: z.array(policyRoleSchema).min(1).optional(),
     /** The actor's user name must be one of these. */
     users: z.array(z.string().min(1)).min(1).optional(),
     /** Every label here must be on the run with the same value. */
@@ -92,7 +96,7 @@ export type PolicyRule = Policy['rules'][number];
 export interface PolicyActor {
   id: string;
   name: string;
-  role: Role;
+  role: PolicyRole;
 }
 
 export interface PolicyContext {

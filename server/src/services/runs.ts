@@ -95,9 +95,20 @@ export class RunService {
         liveSessionEnabled: body.liveSession ?? this.options.liveSessionDefault,
         createdAt: new Date(), assignedAt: null, startedAt: null, endedAt: null,
       });
+      await tx.flush(); // the run row first: its session refers to it
+      const liveSession = body.liveSession ?? this.options.liveSessionDefault;
+      // Live viewing off: the run's session exists as DISABLED (enabling it is DISABLED → STARTING).
+      const disabled = liveSession
+        ? null
+        : tx.create(LiveSessionSchema, {
+            id: uuidv7(), runId: id, provider: 'web', status: 'DISABLED', workerId: null, correlationId: uuidv7(), createdBy: actor.id,
+            createdAt: new Date(), readyAt: null, endedAt: null, expiresAt: new Date(), graceWarnedAt: null, lastHeartbeatAt: null,
+            endReason: null, errorMessage: null, attachRo: null, attachRwEnc: null,
+          });
       await tx.flush();
       // Env values are not recorded: only their names.
-      await appendAudit(tx, { runId: id, actor, action: 'run.create', metadata: { title, envNames: Object.keys(body.env ?? {}) } });
+      await appendAudit(tx, { runId: id, actor, action: 'run.create', metadata: { title, envNames: Object.keys(body.env ?? {}), liveSession } });
+      if (disabled) await appendAudit(tx, { runId: id, sessionId: disabled.id, correlationId: disabled.correlationId, actor, action: 'session.disabled', metadata: { provider: 'web' } });
     });
     const run = await this.publish(id);
     this.notifier.kickSchedulers();
