@@ -102,6 +102,12 @@ export const workerConfigSchema = z.object({
   /** Share provider binaries; unset → found on PATH (a missing one fails its shares clearly). */
   TMATE_BIN: z.string().optional(),
   UPTERM_BIN: z.string().optional(),
+  /**
+   * Variables of the worker's environment that runs inherit besides PATH, HOME, USER,
+   * LOGNAME, SHELL, LANG, LANGUAGE, LC_*, TERM, TZ and TMPDIR: comma-separated names, or
+   * `PREFIX_*`. Default none. The worker's token is never passed.
+   */
+  WORKER_PASS_ENV: z.string().optional(),
   /** Output batching: flush a frame after this many ms (≤ 16 per DESIGN.md §4). */
   FRAME_FLUSH_MS: int(16, 1, 1000),
   LOG_LEVEL: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
