@@ -196,7 +196,11 @@ function registerApprovedCommands(approvals: ApprovalService, runs: RunService, 
   approvals.register('rw.grant', (actor, runId, p) => grants.grantApproved(actor, session(runId), grantWriteBodySchema.parse(p)));
   const replayControl = (actor: Parameters<typeof control.apply>[0], runId: string | null, p: Record<string, unknown>, approvalId: string) =>
     control.apply(actor, session(runId), controlBodySchema.parse(p), { approved: true, correlationId: approvalId });
-  for (const action of ['takeover', 'handback', 'control.pause', 'control.resume'] as const) approvals.register(action, replayControl);
+  for (const action of ['takeover', 'handback', 'control.handback.force', 'control.pause', 'control.resume'] as const) approvals.register(action, replayControl);
+  approvals.register('session.revoke', (actor, runId, p) =>
+    sessions.revoke(actor, session(runId), { reason: (p.reason as string | undefined) ?? undefined, provider: (p.provider as Provider | undefined) ?? undefined }, approved).then((s) => ({ session: s })));
+  approvals.register('rw.revoke', (actor, runId, p) => grants.revoke(actor, session(runId), { grantId: (p.grantId as string | undefined) ?? undefined }, approved));
+  approvals.register('needs-operator.dismiss', (actor, runId) => runs.dismissNeedsOperator(actor, session(runId), approved));
 }
 
 function liveSessionOptions(config: ServerConfig): LiveSessionOptions {

@@ -18,6 +18,14 @@ export const PolicyAction = {
   auditRead: 'audit.read',
   runCreate: 'run.create',
   runCancel: 'run.cancel',
+  /** End a live share now (its viewers are cut off, grants issued on it end). */
+  sessionRevoke: 'session.revoke',
+  /** End someone's (or one's own) write grant. */
+  rwRevoke: 'rw.revoke',
+  /** Clear an agent's request for an operator. */
+  needsOperatorDismiss: 'needs-operator.dismiss',
+  /** An admin ends another operator's takeover (hand back on their behalf). */
+  controlHandbackForce: 'control.handback.force',
 } as const;
 export type PolicyAction = (typeof PolicyAction)[keyof typeof PolicyAction];
 export const POLICY_ACTIONS = Object.values(PolicyAction) as [PolicyAction, ...PolicyAction[]];
@@ -61,6 +69,11 @@ const ruleSchema = z
     runLabels: z.record(z.string(), z.string()).optional(),
     /** The session provider must be one of these (a context without a provider does not match). */
     providers: z.array(providerSchema).min(1).optional(),
+    /**
+     * Every user the command acts against (the holders of the write grants a revoke would
+     * end) must have one of these roles; a command against nobody matches.
+     */
+    targetRoles: z.array(roleSchema).min(1).optional(),
     /** The requested TTL must be given and ≤ this many minutes, else the rule does not match. */
     maxTtlMinutes: z.number().positive().optional(),
     timeWindow: timeWindowSchema.optional(),
@@ -104,6 +117,8 @@ export interface PolicyContext {
   provider?: Provider;
   /** The effective TTL of what is requested (defaults already applied), in minutes. */
   ttlMinutes?: number;
+  /** Roles of the users the command acts against (e.g. holders of the grants a revoke ends). */
+  targetRoles?: Role[];
   now: Date;
 }
 
@@ -135,6 +150,7 @@ function matches(rule: PolicyRule, action: PolicyAction, actor: PolicyActor, ctx
       if (!ctx.runLabels || !Object.hasOwn(ctx.runLabels, k) || ctx.runLabels[k] !== v) return false;
     }
   }
+  if (rule.targetRoles && !(ctx.targetRoles ?? []).every((r) => rule.targetRoles!.includes(r))) return false;
   if (rule.timeWindow && !inWindow(rule.timeWindow, ctx.now)) return false;
   return true;
 }

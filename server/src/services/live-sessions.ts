@@ -9,12 +9,12 @@ import {
   type SessionStatus,
 } from '@handoff/shared';
 import type { Logger } from 'pino';
-import { LiveSessionSchema, type LiveSessionRow, type RunRow } from '../db/entities.js';
+import { LiveSessionSchema, WriteGrantSchema, type LiveSessionRow, type RunRow } from '../db/entities.js';
 import { em, type Em, type Orm } from '../db/orm.js';
 import { SessionEvent, sessionStatesAllowing, sessionTransition } from '../domain/live-session-machine.js';
 import { boundedTtlMs } from '../domain/ttl.js';
 import { appendAudit, SYSTEM, type Actor } from './audit.js';
-import { isUser, SYSTEM_GATE_ACTOR, type CommandOptions, type PolicyGate } from './policy-gate.js';
+import { isUser, rolesOf, SYSTEM_GATE_ACTOR, type CommandOptions, type PolicyGate } from './policy-gate.js';
 import { uuidv7 } from './ids.js';
 import type { Notifier } from './notifier.js';
 import { requireRun } from './runs.js';
@@ -225,13 +225,19 @@ export class LiveSessionService {
   }
 
   /** Revokes the provider's active session, or every active session of the run. */
-  async revoke(actor: Actor, runId: string, body: { reason?: string | undefined; provider?: Provider | undefined }): Promise<LiveSession> {
+  async revoke(actor: Actor, runId: string, body: { reason?: string | undefined; provider?: Provider | undefined }, opts: CommandOptions = {}): Promise<LiveSession> {
     const reason = body.reason ?? 'revoked';
     const tx = em(this.orm);
-    await requireRun(tx, runId);
+    const run = await requireRun(tx, runId);
     const targets = await tx.find(LiveSessionSchema, { runId, status: { $in: ACTIVE }, ...(body.provider ? { provider: body.provider } : {}) });
     if (!targets.length) {
       throw new AppError({ code: ErrorCode.STATE_CONFLICT, message: `run ${runId} has no active ${body.provider ?? ''} live session to revoke`.replace('  ', ' ') });
+    }
+    if (isUser(actor) && !opts.approved) {
+      // The grants issued on these shares end with them: their holders are whom the revoke acts against.
+      const grants = await tx.find(WriteGrantSchema, { sessionId: { $in: targets.map((t) => t.id) }, status: 'active' });
+      const targetRoles = await rolesOf(tx, grants.map((g) => g.granteeId));
+      await this.gate.check('session.revoke', actor, { runId, runLabels: run.labels, targetRoles, ...(body.provider ? { provider: body.provider } : {}) }, { ...body });
     }
     const revoked: LiveSessionRow[] = [];
     for (const s of targets) {

@@ -1,5 +1,6 @@
 import { AppError, ErrorCode, type Provider, type Role } from '@handoff/shared';
-import { em, type Orm } from '../db/orm.js';
+import { UserSchema } from '../db/entities.js';
+import { em, type Em, type Orm } from '../db/orm.js';
 import { evaluate, type Policy, type PolicyAction, type PolicyRole } from '../domain/policy.js';
 import { appendAudit, SYSTEM, type Actor } from './audit.js';
 
@@ -32,6 +33,15 @@ export interface GateContext {
   runLabels?: Record<string, string>;
   provider?: Provider;
   ttlMinutes?: number;
+  /** Roles of the users the command acts against (the holders of grants a revoke would end). */
+  targetRoles?: Role[];
+}
+
+/** The roles of the given users (for `targetRoles`): whom a revoke would act against. */
+export async function rolesOf(tx: Em, userIds: string[]): Promise<Role[]> {
+  if (!userIds.length) return [];
+  const users = await tx.find(UserSchema, { id: { $in: [...new Set(userIds)] } });
+  return [...new Set(users.map((u) => u.role as Role))];
 }
 
 /** Where needs-approval decisions go: a persisted request that can replay the command. */

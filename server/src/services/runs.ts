@@ -198,7 +198,11 @@ export class RunService {
   }
 
   /** An operator saw the request: clear the flag. */
-  async dismissNeedsOperator(actor: Actor, runId: string): Promise<Run> {
+  async dismissNeedsOperator(actor: Actor, runId: string, opts: CommandOptions = {}): Promise<Run> {
+    if (isUser(actor) && !opts.approved) {
+      const run = await requireRun(em(this.orm), runId);
+      await this.gate.check('needs-operator.dismiss', actor, { runId, runLabels: run.labels });
+    }
     await em(this.orm).transactional(async (tx) => {
       const run = await requireRun(tx, runId);
       if (!run.needsOperatorAt) throw new AppError({ code: ErrorCode.STATE_CONFLICT, message: `run ${runId} has not asked for an operator` });
