@@ -83,7 +83,7 @@ export async function createHub(config: ServerConfig, opts: { logger?: Logger } 
   runs.sessions = sessions;
   // Deny by default: every user command passes the policy (HANDOFF_POLICY or the shipped default).
   const gate = new PolicyGate(orm, loadPolicy(config.HANDOFF_POLICY));
-  const approvals = new ApprovalService(orm, notifier, config.APPROVAL_TIMEOUT);
+  const approvals = new ApprovalService(orm, notifier, gate, config.APPROVAL_TIMEOUT);
   gate.approvals = approvals;
   runs.gate = gate;
   sessions.gate = gate;
@@ -104,7 +104,7 @@ export async function createHub(config: ServerConfig, opts: { logger?: Logger } 
     graceMs: config.LIVE_GRACE,
     startTimeoutMs: config.LIVE_PROVIDER_START_TIMEOUT,
     workerLostAfterMs: config.WORKER_LOST_AFTER,
-    chores: [() => approvals.expireDue(), () => grants.expireDue()],
+    chores: [() => approvals.expireDue(), () => approvals.executeApproved(), () => grants.expireDue()],
   });
   sessions.onCreated = (sessionId) => void sweeper.graceWarnings(sessionId).catch((err) => log.error({ err }, 'grace check failed'));
   const terminal = new TerminalService(orm, notifier, log.child({ module: 'terminal' }), {
@@ -180,27 +180,33 @@ export async function createHub(config: ServerConfig, opts: { logger?: Logger } 
 }
 
 
-/** What an approval replays, as the requester, once approved. */
+/**
+ * What an approval replays, as the requester, once approved. Each command runs with the
+ * approval's id as its correlation id: its audit rows name the approval, which is also how
+ * a recovery after a crash tells a command that already ran.
+ */
 function registerApprovedCommands(approvals: ApprovalService, runs: RunService, sessions: LiveSessionService, grants: WriteGrantService, control: ControlService): void {
-  const approved = { approved: true };
-  const session = (runId: string | null) => runId ?? '';
-  approvals.register('run.create', (actor, _runId, p) => runs.create(actor, p.body as CreateRunBody, approved));
-  approvals.register('run.cancel', (actor, runId, p) => runs.cancel(actor, session(runId), (p.reason as string | null) ?? undefined, approved));
-  const create = (actor: Parameters<typeof sessions.create>[0], runId: string | null, p: Record<string, unknown>) =>
-    sessions.create(actor, session(runId), { provider: p.provider as Provider, ttlMinutes: (p.ttlMinutes as number | null) ?? undefined, switch: p.switch === true }, approved).then((r) => ({ session: r.session }));
+  const as = (approvalId: string) => ({ approved: true, correlationId: approvalId });
+  const run = (runId: string | null) => runId ?? '';
+  approvals.register('run.create', (actor, _runId, p, id) => runs.create(actor, p.body as CreateRunBody, as(id)));
+  approvals.register('run.cancel', (actor, runId, p, id) => runs.cancel(actor, run(runId), (p.reason as string | null) ?? undefined, as(id)));
+  const create = (actor: Parameters<typeof sessions.create>[0], runId: string | null, p: Record<string, unknown>, id: string) =>
+    sessions
+      .create(actor, run(runId), { provider: p.provider as Provider, ttlMinutes: (p.ttlMinutes as number | null) ?? undefined, switch: p.switch === true }, as(id))
+      .then((r) => ({ session: r.session }));
   approvals.register('session.create', create);
   approvals.register('session.create.external', create);
-  approvals.register('session.extend', (actor, runId, p) =>
-    sessions.extend(actor, session(runId), { ttlMinutes: p.ttlMinutes as number, provider: (p.provider as Provider | undefined) ?? undefined }, approved));
+  approvals.register('session.extend', (actor, runId, p, id) =>
+    sessions.extend(actor, run(runId), { ttlMinutes: p.ttlMinutes as number, provider: (p.provider as Provider | undefined) ?? undefined }, as(id)));
   // The outcome is shown to approvers: an approved grant carries no attach data (the grantee reveals it).
-  approvals.register('rw.grant', (actor, runId, p) => grants.grantApproved(actor, session(runId), grantWriteBodySchema.parse(p)));
-  const replayControl = (actor: Parameters<typeof control.apply>[0], runId: string | null, p: Record<string, unknown>, approvalId: string) =>
-    control.apply(actor, session(runId), controlBodySchema.parse(p), { approved: true, correlationId: approvalId });
+  approvals.register('rw.grant', (actor, runId, p, id) => grants.grantApproved(actor, run(runId), grantWriteBodySchema.parse(p), id));
+  const replayControl = (actor: Parameters<typeof control.apply>[0], runId: string | null, p: Record<string, unknown>, id: string) =>
+    control.apply(actor, run(runId), controlBodySchema.parse(p), as(id));
   for (const action of ['takeover', 'handback', 'control.handback.force', 'control.pause', 'control.resume'] as const) approvals.register(action, replayControl);
-  approvals.register('session.revoke', (actor, runId, p) =>
-    sessions.revoke(actor, session(runId), { reason: (p.reason as string | undefined) ?? undefined, provider: (p.provider as Provider | undefined) ?? undefined }, approved).then((s) => ({ session: s })));
-  approvals.register('rw.revoke', (actor, runId, p) => grants.revoke(actor, session(runId), { grantId: (p.grantId as string | undefined) ?? undefined }, approved));
-  approvals.register('needs-operator.dismiss', (actor, runId) => runs.dismissNeedsOperator(actor, session(runId), approved));
+  approvals.register('session.revoke', (actor, runId, p, id) =>
+    sessions.revoke(actor, run(runId), { reason: (p.reason as string | undefined) ?? undefined, provider: (p.provider as Provider | undefined) ?? undefined }, as(id)).then((s) => ({ session: s })));
+  approvals.register('rw.revoke', (actor, runId, p, id) => grants.revoke(actor, run(runId), { grantId: (p.grantId as string | undefined) ?? undefined }, as(id)));
+  approvals.register('needs-operator.dismiss', (actor, runId, _p, id) => runs.dismissNeedsOperator(actor, run(runId), as(id)));
 }
 
 function liveSessionOptions(config: ServerConfig): LiveSessionOptions {

@@ -1,14 +1,13 @@
-import { AppError, ErrorCode, type ApprovalRequest, type Role } from '@handoff/shared';
-import { ApprovalSchema, type Approval } from '../db/entities.js';
+import { AppError, ErrorCode, type ApprovalRequest, type Provider, type Role } from '@handoff/shared';
+import { ApprovalSchema, RunSchema, UserSchema, type Approval } from '../db/entities.js';
 import { em, type Orm } from '../db/orm.js';
 import { roleAtLeast } from '../domain/roles.js';
 import type { PolicyAction } from '../domain/policy.js';
 import { appendAudit, SYSTEM } from './audit.js';
 import { uuidv7 } from './ids.js';
 import type { Notifier } from './notifier.js';
-import type { ApprovalRequester, UserActor } from './policy-gate.js';
+import type { ApprovalRequester, PolicyGate, UserActor } from './policy-gate.js';
 
-/** Replays an approved command as its requester (the approval stands in for the policy). */
 /** Replays an approved command as its requester; `approvalId` doubles as the command's correlation id. */
 export type ApprovedExecutor = (requester: UserActor, runId: string | null, params: Record<string, unknown>, approvalId: string) => Promise<unknown>;
 
@@ -42,6 +41,8 @@ export class ApprovalService implements ApprovalRequester {
   constructor(
     private readonly orm: Orm,
     private readonly notifier: Notifier,
+    /** Re-checks the requester at execution: the approval stands in for `approve`, never for a lost right. */
+    private readonly policy: Pick<PolicyGate, 'decide'>,
     private readonly timeoutMs: number,
   ) {}
 
@@ -74,25 +75,89 @@ export class ApprovalService implements ApprovalRequester {
 
   async approve(approver: UserActor, id: string, reason?: string): Promise<ApprovalRequest> {
     const row = await this.resolve(approver, id, 'approved', reason);
-    const ctx = row.context as { params: Record<string, unknown>; requester: { id: string; name: string; role: Role } };
-    const executor = this.executors.get(row.action);
+    return this.execute(row);
+  }
+
+  /**
+   * Sweeper (leader) chore: an approved request whose command never ran — the node crashed
+   * between the approval and the execution — runs now, once (see `execute`).
+   */
+  async executeApproved(): Promise<void> {
+    const rows = await em(this.orm).execute<{ id: string }[]>(
+      `select id from approvals where status = 'approved' and (context->'outcome') is null and resolved_at < now() - interval '5 seconds' order by resolved_at limit 20`,
+    );
+    for (const { id } of rows) {
+      const a = await em(this.orm).findOne(ApprovalSchema, { id });
+      if (a) await this.execute(a);
+    }
+  }
+
+  /**
+   * Runs an approved command as its requester — with the requester's *current* role and
+   * status: one who was disabled, or whom the policy now denies the action, is refused
+   * (audited). Exactly once: a command's effect and its audit rows commit together and
+   * carry the approval's id as correlation id, so rows beyond the approval's own steps mean
+   * it already ran (before a crash) and it is not run again.
+   */
+  private async execute(row: Approval): Promise<ApprovalRequest> {
+    const id = row.id;
+    const ctx = row.context as { params: Record<string, unknown>; requester: { id: string; name: string; role: Role }; outcome?: unknown };
+    if (ctx.outcome !== undefined) return approvalView(row);
     let outcome: unknown;
     try {
-      if (!executor) throw new AppError({ code: ErrorCode.INTERNAL, message: `no executor for ${row.action}` });
-      const result = await executor({ type: 'operator', id: ctx.requester.id, name: ctx.requester.name, role: ctx.requester.role }, row.runId ?? null, ctx.params, id);
-      outcome = { ok: true, result };
+      if (await this.alreadyRan(row)) {
+        outcome = { ok: true, result: null, recovered: true };
+      } else {
+        const requester = await this.currentRequester(row);
+        const executor = this.executors.get(row.action);
+        if (!executor) throw new AppError({ code: ErrorCode.INTERNAL, message: `no executor for ${row.action}` });
+        outcome = { ok: true, result: await executor(requester, row.runId ?? null, ctx.params, id) };
+      }
     } catch (err) {
       const e = err instanceof AppError ? err : new AppError({ code: ErrorCode.INTERNAL, message: 'the approved action failed', cause: err });
       outcome = { ok: false, error: { code: e.code, message: e.message } };
     }
-    // The outcome lives with the request (the approval row is not an audit row).
-    await em(this.orm).nativeUpdate(ApprovalSchema, { id }, { context: { ...row.context, outcome } });
-    await em(this.orm).transactional((tx) =>
-      appendAudit(tx, { runId: row.runId ?? null, actor: SYSTEM, correlationId: id, action: 'approval.executed', result: (outcome as { ok: boolean }).ok ? 'ok' : 'error', metadata: { approvalId: id, requestedAction: row.action, outcome } }),
-    );
-    const view = approvalView(await em(this.orm).findOneOrFail(ApprovalSchema, { id }));
-    this.notifier.approvalUpdated(view);
+    const ok = (outcome as { ok: boolean }).ok;
+    const denied = !ok && (outcome as { error: { code: string } }).error.code === ErrorCode.POLICY_DENIED;
+    // Recorded once: a concurrent recovery on another node loses this conditional update.
+    const recorded = await em(this.orm).transactional(async (tx) => {
+      const n = await tx.execute<{ id: string }[]>(`update approvals set context = ? where id = ? and (context->'outcome') is null returning id`, [JSON.stringify({ ...row.context, outcome }), id]);
+      if (!n.length) return false;
+      await appendAudit(tx, { runId: row.runId ?? null, actor: SYSTEM, correlationId: id, action: 'approval.executed', result: ok ? 'ok' : denied ? 'denied' : 'error', metadata: { approvalId: id, requestedAction: row.action, outcome } });
+      return true;
+    });
+    const view = approvalView(await em(this.orm).findOneOrFail(ApprovalSchema, { id }, { refresh: true }));
+    if (recorded) this.notifier.approvalUpdated(view);
     return view;
+  }
+
+  /** Whether the approved command already committed (its audit rows carry the approval's id). */
+  private async alreadyRan(row: Approval): Promise<boolean> {
+    const steps = ['approval.requested', 'approval.approved', 'approval.denied', 'approval.expired', 'approval.executed', 'handoff.requested', 'handoff.approved', 'handoff.denied'];
+    const where = row.runId ? 'run_id = ? and' : '';
+    const params = row.runId ? [row.runId, row.id, ...steps] : [row.id, ...steps];
+    const found = await em(this.orm).execute(`select 1 from control_events where ${where} correlation_id = ? and action not in (${steps.map(() => '?').join(', ')}) limit 1`, params);
+    return found.length > 0;
+  }
+
+  /** The requester as they are now; refused if disabled or if the policy no longer lets them ask for this. */
+  private async currentRequester(row: Approval): Promise<UserActor> {
+    const ctx = row.context as { params: Record<string, unknown> };
+    const user = await em(this.orm).findOne(UserSchema, { id: row.requesterId });
+    if (!user || user.disabledAt) throw new AppError({ code: ErrorCode.POLICY_DENIED, message: 'the requester’s account is disabled: the approved action was not run' });
+    const actor: UserActor = { type: 'operator', id: user.id, name: user.name, role: user.role as Role };
+    const run = row.runId ? await em(this.orm).findOne(RunSchema, { id: row.runId }) : null;
+    const params = ctx.params;
+    const decision = this.policy.decide(row.action as PolicyAction, actor, {
+      runId: row.runId ?? null,
+      runLabels: run?.labels ?? ((params.body as { labels?: Record<string, string> } | undefined)?.labels ?? {}),
+      ...(typeof params.provider === 'string' ? { provider: params.provider as Provider } : {}),
+      ...(typeof params.ttlMinutes === 'number' ? { ttlMinutes: params.ttlMinutes } : {}),
+    });
+    if (decision.decision === 'deny') {
+      throw new AppError({ code: ErrorCode.POLICY_DENIED, message: `the requester (now ${actor.role}) may no longer ${row.action}: ${decision.reason}` });
+    }
+    return actor;
   }
 
   async deny(approver: UserActor, id: string, reason?: string): Promise<ApprovalRequest> {

@@ -164,7 +164,8 @@ export class LiveSessionService {
         if (!enabled) throw new AppError({ code: ErrorCode.STATE_CONFLICT, message: `the live session of run ${runId} changed state meanwhile; retry` });
         row = enabled;
       } else {
-        const correlationId = uuidv7();
+        // An approved create continues its approval's correlation (every step shares one id).
+        const correlationId = opts.correlationId ?? uuidv7();
         row = tx.create(LiveSessionSchema, {
           id: uuidv7(), runId, provider, status: sessionTransition('DISABLED', SessionEvent.start), workerId: run.workerId ?? null,
           correlationId, createdBy: actor.id, createdAt: now, readyAt: null, endedAt: null, expiresAt: new Date(now.getTime() + ttlMs),

@@ -1,7 +1,7 @@
 import { AppError, ErrorCode, type Provider, type Role } from '@handoff/shared';
 import { UserSchema } from '../db/entities.js';
 import { em, type Em, type Orm } from '../db/orm.js';
-import { evaluate, type Policy, type PolicyAction, type PolicyRole } from '../domain/policy.js';
+import { evaluate, type Policy, type PolicyAction, type PolicyDecision, type PolicyRole } from '../domain/policy.js';
 import { appendAudit, SYSTEM, type Actor } from './audit.js';
 
 /** A user acting through the API: what the policy needs to know about them. */
@@ -61,6 +61,11 @@ export class PolicyGate {
     private readonly orm: Orm,
     private readonly policy: Policy,
   ) {}
+
+  /** What the policy says, with no side effect (an approval re-checks its requester with it). */
+  decide(action: PolicyAction, actor: GateActor, ctx: GateContext): PolicyDecision {
+    return evaluate(this.policy, action, actor, { ...ctx, now: new Date() });
+  }
 
   async check(action: PolicyAction, actor: GateActor, ctx: GateContext, params: Record<string, unknown> = {}): Promise<void> {
     const decision = evaluate(this.policy, action, actor, { ...ctx, now: new Date() });

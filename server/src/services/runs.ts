@@ -107,7 +107,7 @@ export class RunService {
           });
       await tx.flush();
       // Env values are not recorded: only their names.
-      await appendAudit(tx, { runId: id, actor, action: 'run.create', metadata: { title, envNames: Object.keys(body.env ?? {}), liveSession } });
+      await appendAudit(tx, { runId: id, actor, correlationId: opts.correlationId, action: 'run.create', metadata: { title, envNames: Object.keys(body.env ?? {}), liveSession } });
       if (disabled) await appendAudit(tx, { runId: id, sessionId: disabled.id, correlationId: disabled.correlationId, actor, action: 'session.disabled', metadata: { provider: 'web' } });
     });
     const run = await this.publish(id);
@@ -144,7 +144,7 @@ export class RunService {
       runTransition(current.status as RunStatus, RunEvent.cancel); // STATE_CONFLICT for finished runs
       const updated = await applyRunEvent(tx, runId, RunEvent.cancel, { endedAt: new Date(), errorMessage: reason ? `cancelled: ${reason}` : 'cancelled' });
       if (!updated) throw new AppError({ code: ErrorCode.STATE_CONFLICT, message: `run ${runId} changed state meanwhile; retry` });
-      await appendAudit(tx, { runId, actor, action: 'run.cancel', metadata: { from: current.status, reason: reason ?? null } });
+      await appendAudit(tx, { runId, actor, correlationId: opts.correlationId, action: 'run.cancel', metadata: { from: current.status, reason: reason ?? null } });
       return updated;
     });
     if (row.workerId) this.notifier.cancelOnWorker(row.workerId, runId);
@@ -207,7 +207,7 @@ export class RunService {
       const run = await requireRun(tx, runId);
       if (!run.needsOperatorAt) throw new AppError({ code: ErrorCode.STATE_CONFLICT, message: `run ${runId} has not asked for an operator` });
       await tx.nativeUpdate(RunSchema, { id: runId }, { needsOperatorReason: null, needsOperatorAt: null });
-      await appendAudit(tx, { runId, actor, action: 'run.needs-operator.dismiss', metadata: { reason: run.needsOperatorReason } });
+      await appendAudit(tx, { runId, actor, correlationId: opts.correlationId, action: 'run.needs-operator.dismiss', metadata: { reason: run.needsOperatorReason } });
     });
     return this.publish(runId);
   }

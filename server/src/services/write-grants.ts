@@ -70,7 +70,7 @@ export class WriteGrantService {
       const run = await requireRun(em(this.orm), runId);
       await this.gate.check('rw.grant', actor, { runId, runLabels: run.labels, ttlMinutes: Math.ceil(ttlMs / 60_000), ...(body.provider ? { provider: body.provider } : {}) }, { ...body });
     }
-    const { grant, session } = await em(this.orm).transactional((tx) => this.grantIn(tx, actor, runId, ttlMs, { provider: body.provider, correlationId: uuidv7() }));
+    const { grant, session } = await em(this.orm).transactional((tx) => this.grantIn(tx, actor, runId, ttlMs, { provider: body.provider, correlationId: opts.correlationId ?? uuidv7() }));
     await this.announce(grant);
     return this.withAttachData(grant, session);
   }
@@ -79,8 +79,8 @@ export class WriteGrantService {
    * The same as `grant`, after an approval: the outcome is stored and shown to approvers,
    * so it carries no attach data; the grantee reads it with `reveal`.
    */
-  async grantApproved(actor: UserActor, runId: string, body: GrantWriteBody): Promise<Omit<GrantWriteResponse, 'attachRw' | 'webRw'>> {
-    const { session, grant, grantedUntil } = await this.grant(actor, runId, body, { approved: true });
+  async grantApproved(actor: UserActor, runId: string, body: GrantWriteBody, approvalId: string): Promise<Omit<GrantWriteResponse, 'attachRw' | 'webRw'>> {
+    const { session, grant, grantedUntil } = await this.grant(actor, runId, body, { approved: true, correlationId: approvalId });
     return { session, grant, grantedUntil };
   }
 
