@@ -37,11 +37,11 @@ export async function appendAudit(tx: Em, entry: AuditEntry): Promise<ControlEve
   );
   const now = new Date();
   const fields = {
-    id: uuidv7(now.getTime()),
+    id: uuidv7(),
     runId: entry.runId,
     seq: (prev?.seq ?? 0) + 1,
     sessionId: entry.sessionId ?? null,
-    correlationId: entry.correlationId ?? uuidv7(now.getTime()),
+    correlationId: entry.correlationId ?? uuidv7(),
     actorType: entry.actor.type,
     actorId: entry.actor.id,
     action: entry.action,
