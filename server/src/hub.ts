@@ -54,7 +54,7 @@ export interface Hub {
 /** Starts one hub node: database (migrated), HTTP API, socket namespaces, scheduler. */
 export async function createHub(config: ServerConfig, opts: { logger?: Logger } = {}): Promise<Hub> {
   const log = opts.logger ?? createLogger(config.LOG_LEVEL);
-  const orm = await openDatabase({ databaseUrl: config.DATABASE_URL, dataDir: config.HANDOFF_DATA_DIR });
+  const orm = await openDatabase({ databaseUrl: config.DATABASE_URL, dataDir: config.HANDOFF_DATA_DIR, connectTimeoutMs: config.DATABASE_CONNECT_TIMEOUT });
 
   const http = createServer();
   const io = new Server(http, {

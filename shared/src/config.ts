@@ -18,6 +18,11 @@ export const serverConfigSchema = z.object({
   HOST: z.string().default('127.0.0.1'),
   /** PostgreSQL URL; unset → embedded PGlite under HANDOFF_DATA_DIR. */
   DATABASE_URL: optionalUrl,
+  /**
+   * Longest wait for a PostgreSQL connection (a new one, or a free one from the pool); past
+   * it the call fails fast as 503 UNAVAILABLE instead of hanging while the database is down. Default 2s.
+   */
+  DATABASE_CONNECT_TIMEOUT: duration('2s'),
   /** Redis URL; unset → single node with the in-memory socket.io adapter. */
   REDIS_URL: optionalUrl,
   /** Prefix of the Redis channels the hub nodes share; nodes with different prefixes don't see each other. Default handoff. */
