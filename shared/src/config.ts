@@ -76,6 +76,13 @@ export const serverConfigSchema = z.object({
   SWEEP_INTERVAL: duration('500ms'),
   /** Assignment ack timeout: a worker that does not accept a pushed run in time loses it. Default 10s. */
   ASSIGN_ACK_TIMEOUT: duration('10s'),
+  /**
+   * On SIGTERM, how long a draining node keeps serving REST (with /readyz already 503 and new
+   * sockets refused) before it closes its listener, so a load balancer sees it leave. Default 1s.
+   */
+  SHUTDOWN_NOTICE: duration('1s'),
+  /** Hard bound of a graceful shutdown: past it the process exits anyway (code 1). Default 9s (inside a 10 s grace). */
+  SHUTDOWN_TIMEOUT: duration('9s'),
   /** pino level. Default info. */
   LOG_LEVEL: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
 });
