@@ -2,7 +2,6 @@ import { createServer, type Server as HttpServer } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { fileURLToPath } from 'node:url';
 import { Server } from 'socket.io';
-import { createAdapter } from '@socket.io/redis-adapter';
 import { ErrorCode, NAMESPACE, type Frame } from '@handoff/shared';
 import type { ServerConfig } from './config.js';
 import { em, openDatabase, type Orm } from './db/orm.js';
@@ -74,7 +73,7 @@ export async function createHub(config: ServerConfig, opts: { logger?: Logger } 
   if (redis) {
     await redis.ready();
     // requestsTimeout bounds inter-node questions (e.g. pending frames for a late joiner).
-    io.adapter(createAdapter(redis.adapterPub, redis.adapterSub, { key: config.REDIS_KEY_PREFIX, requestsTimeout: PEER_TIMEOUT_MS }));
+    io.adapter(redis.adapter({ key: config.REDIS_KEY_PREFIX, requestsTimeout: PEER_TIMEOUT_MS }));
   }
   const dashboardNsp: DashboardNamespace = io.of(NAMESPACE.dashboard);
   const workerNsp: WorkerNamespace = io.of(NAMESPACE.worker);

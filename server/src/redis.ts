@@ -1,4 +1,6 @@
 import { Redis } from 'ioredis';
+import { RedisAdapter, type RedisAdapterOptions } from '@socket.io/redis-adapter';
+import type { Namespace } from 'socket.io';
 import type { Logger } from './logger.js';
 
 /** How long a Redis round trip may take before a probe (readiness) counts Redis as down, ms. */
@@ -15,8 +17,8 @@ const STARTUP_WAIT_MS = 5000;
  */
 export class RedisLink {
   /** For the adapter: views of `pub` and `sub` whose fire-and-forget commands can never reject unhandled. */
-  readonly adapterPub: Redis;
-  readonly adapterSub: Redis;
+  private readonly adapterPub: Redis;
+  private readonly adapterSub: Redis;
   readonly pub: Redis;
   readonly sub: Redis;
   private downSince: number | null = null;
@@ -37,6 +39,32 @@ export class RedisLink {
     }
     this.adapterPub = guarded(this.pub, ['publish'], (err) => this.failed(err, 'publish'));
     this.adapterSub = guarded(this.sub, ['subscribe', 'psubscribe', 'unsubscribe', 'punsubscribe'], (err) => this.failed(err, 'subscribe'));
+  }
+
+  /**
+   * The socket.io adapter over these connections, for `io.adapter(...)`. Besides the guarded
+   * clients, its node count never rejects: socket.io calls `serverCount()` for every
+   * broadcast with an ack (e.g. a push to a worker) without handling a failure. While
+   * Redis is down, this node is the only one it can reach, so the count is 1 — acks from
+   * local clients complete the broadcast instead of it waiting for nodes it cannot reach.
+   */
+  adapter(opts: Partial<RedisAdapterOptions>): (nsp: Namespace) => RedisAdapter {
+    const failed = (err: Error) => this.failed(err, 'server count');
+    class OutageTolerantAdapter extends RedisAdapter {
+      override async serverCount(): Promise<number> {
+        try {
+          return await super.serverCount();
+        } catch (err) {
+          failed(err as Error);
+          return 1;
+        }
+      }
+    }
+    const { adapterPub, adapterSub } = this;
+    // socket.io calls this with `new`: a function, not an arrow.
+    return function outageTolerantAdapter(nsp: Namespace) {
+      return new OutageTolerantAdapter(nsp, adapterPub, adapterSub, opts);
+    };
   }
 
   /** True while both connections are up. */
