@@ -35,6 +35,8 @@ export class Sweeper {
   private queued: Promise<void> | null = null;
   /** When the database outage that failed the sweeps began (logged once, not per tick). */
   private dbDownSince: number | null = null;
+  /** When the database came back after an outage: no worker is judged silent until WORKER_LOST_AFTER later. */
+  private dbBackAt: number | null = null;
 
   constructor(
     private readonly orm: Orm,
@@ -91,11 +93,18 @@ export class Sweeper {
       await this.graceWarnings();
       await this.expire();
       await this.failStuckStarts();
-      await this.loseSilentWorkers();
+      // Nobody could record a heartbeat while the database was down: silence is counted
+      // from its return, or every worker would look lost (and its healthy runs with it).
+      const silenceCounts = this.dbDownSince === null && (this.dbBackAt === null || Date.now() - this.dbBackAt >= this.options.workerLostAfterMs);
+      if (silenceCounts) {
+        this.dbBackAt = null;
+        await this.loseSilentWorkers();
+      }
       for (const chore of this.options.chores ?? []) await chore();
       if (this.dbDownSince !== null) {
         this.log.info({ outageMs: Date.now() - this.dbDownSince }, 'sweeps resumed: the database is back');
         this.dbDownSince = null;
+        this.dbBackAt = Date.now();
       }
     } catch (err) {
       if (!isDatabaseUnavailable(err)) this.log.error({ err }, 'sweep failed');
