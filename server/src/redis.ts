@@ -69,7 +69,7 @@ export class RedisLink {
 
   /** True while both connections are up. */
   get up(): boolean {
-    return this.downSince === null && this.pub.status === 'ready' && this.sub.status === 'ready';
+    return this.pub.status === 'ready' && this.sub.status === 'ready';
   }
 
   /** Waits (bounded) for the first connection, so a node normally starts with fan-out working. */
@@ -97,13 +97,15 @@ export class RedisLink {
 
   /** Records a failed Redis call or connection; the first failure of an outage is logged. */
   failed(err: Error, where: string): void {
-    if (this.closing || this.downSince !== null) return;
+    // A command that fails on live connections (or late, after a reconnect) is handled by its
+    // caller; only lost connections make an outage, which 'ready' ends.
+    if (this.closing || this.downSince !== null || this.up) return;
     this.downSince = Date.now();
     this.log.error({ reason: err.message, where }, 'redis unavailable: cross-node fan-out and the sweeper lease are paused; this node keeps serving its own sockets');
   }
 
   private recovered(): void {
-    if (this.downSince === null || this.pub.status !== 'ready' || this.sub.status !== 'ready') return;
+    if (this.downSince === null || !this.up) return;
     const outageMs = Date.now() - this.downSince;
     this.downSince = null;
     this.log.info({ outageMs }, 'redis available again: cross-node fan-out and the sweeper lease resume');
