@@ -9,8 +9,8 @@ export const LEASE_FILE = '.lease';
 export const ABANDON_FILE = '.abandon-after-ms';
 /** In the worker's run dir: `{pid, startTime}` of the worker that owns it. */
 export const LOCK_FILE = '.lock';
-/** Until the hub says otherwise (WORKER_LOST_AFTER + WORKER_RECLAIM_GRACE defaults: 15 s + 60 s). */
-export const DEFAULT_ABANDON_AFTER_MS = 75_000;
+/** Until the hub says otherwise (WORKER_LOST_AFTER + WORKER_RECLAIM_GRACE defaults: 9 s + 60 s). */
+export const DEFAULT_ABANDON_AFTER_MS = 69_000;
 
 /**
  * The default run dir of a worker: per OS user and per worker identity (a digest of its

@@ -31,13 +31,14 @@ import { RunReporter } from './run-reporter.js';
 import { ShareManager } from './share-manager.js';
 import { findProviderBinary } from './share-provider.js';
 import { ABANDON_FILE, DEFAULT_ABANDON_AFTER_MS, LeaseKeeper, lockRunDir, writeAbandonAfter, type RunDirLock } from './run-dir.js';
+import { parsePassEnv, runEnvironment } from './run-env.js';
 import { cleanStaleRuns } from './stale-runs.js';
 import { findExecutable } from './tmux.js';
 import { TmuxRun, type RunOutcome } from './tmux-run.js';
 
 export interface WorkerOptions {
   config: ResolvedWorkerConfig;
-  /** Environment every run inherits (minus the worker token), before the run's own env. */
+  /** The worker's environment: runs inherit only its allowlisted part (see run-env.ts), before their own env. */
   baseEnv: Record<string, string | undefined>;
   logger: Logger;
   /** Reported in `worker:hello`. Default: the worker package's version. */
@@ -143,7 +144,7 @@ export class Worker {
       runsDir: this.config.WORKER_RUN_DIR,
       tmuxBin: () => this.tmuxBin,
       binaries: { tmate: this.config.TMATE_BIN, upterm: this.config.UPTERM_BIN },
-      env: runEnvironment(this.baseEnv, {}),
+      env: runEnvironment(this.baseEnv, {}, parsePassEnv(this.config.WORKER_PASS_ENV)),
       link: this.link,
       logger: this.root,
       isRunActive: (runId) => this.runs.get(runId)?.phase === 'running',
@@ -418,7 +419,7 @@ export class Worker {
         runsDir: this.config.WORKER_RUN_DIR,
         command: assignment.command,
         cwd: assignment.cwd,
-        env: runEnvironment(this.baseEnv, assignment.env),
+        env: runEnvironment(this.baseEnv, assignment.env, parsePassEnv(this.config.WORKER_PASS_ENV)),
         cols: this.config.WORKER_COLS,
         rows: this.config.WORKER_ROWS,
         tmuxBin: this.tmuxBin,
@@ -617,9 +618,3 @@ function readAck<E extends ReportEvent>(event: E, res: unknown): Ack<ResponseOf<
   return data.success ? { ok: true, data: data.data as ResponseOf<E> } : malformed;
 }
 
-/** The run's environment: the worker's own, without its token, overlaid with the run's. */
-export function runEnvironment(base: Record<string, string | undefined>, runEnv: Record<string, string>): Record<string, string | undefined> {
-  const env = { ...base, ...runEnv };
-  delete env.HANDOFF_WORKER_TOKEN;
-  return env;
-}
