@@ -2,13 +2,12 @@ import { createServer, type Server as HttpServer } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { fileURLToPath } from 'node:url';
 import { Server } from 'socket.io';
-import { createAdapter } from '@socket.io/redis-adapter';
-import { Redis } from 'ioredis';
-import { NAMESPACE, type Frame } from '@handoff/shared';
+import { ErrorCode, NAMESPACE, type Frame } from '@handoff/shared';
 import type { ServerConfig } from './config.js';
 import { em, openDatabase, type Orm } from './db/orm.js';
 import { createApp } from './http/app.js';
 import { createLogger, type Logger } from './logger.js';
+import { RedisLink } from './redis.js';
 import { AuditLog } from './services/audit.js';
 import { AuthService } from './services/auth.js';
 import { LiveSessionService, type LiveSessionOptions } from './services/live-sessions.js';
@@ -30,6 +29,7 @@ import { setupDashboardNamespace } from './socket/dashboard-namespace.js';
 import { PEER_TIMEOUT_MS, type DashboardNamespace, type WorkerNamespace } from './socket/namespaces.js';
 import { SocketNotifier } from './socket/socket-notifier.js';
 import { setupWorkerNamespace } from './socket/worker-namespace.js';
+import { handshakeError } from './socket/on.js';
 
 const DEFAULT_WEB_DIR = fileURLToPath(new URL('../../web/dist', import.meta.url));
 
@@ -48,13 +48,19 @@ export interface Hub {
   sessions: LiveSessionService;
   sweeper: Sweeper;
   log: Logger;
-  close(): Promise<void>;
+  /**
+   * Graceful drain (SIGTERM): /readyz 503 and new sockets refused at once; after `noticeMs`
+   * (default 0) the listener closes; the scheduler tick and the sweeper stop (lease
+   * released); workers are cut loose to fail over to another node; recordings are flushed;
+   * dashboards are told to reconnect; then Redis and the database close. Idempotent.
+   */
+  close(opts?: { noticeMs?: number }): Promise<void>;
 }
 
 /** Starts one hub node: database (migrated), HTTP API, socket namespaces, scheduler. */
 export async function createHub(config: ServerConfig, opts: { logger?: Logger } = {}): Promise<Hub> {
   const log = opts.logger ?? createLogger(config.LOG_LEVEL);
-  const orm = await openDatabase({ databaseUrl: config.DATABASE_URL, dataDir: config.HANDOFF_DATA_DIR });
+  const orm = await openDatabase({ databaseUrl: config.DATABASE_URL, dataDir: config.HANDOFF_DATA_DIR, connectTimeoutMs: config.DATABASE_CONNECT_TIMEOUT });
 
   const http = createServer();
   const io = new Server(http, {
@@ -63,19 +69,26 @@ export async function createHub(config: ServerConfig, opts: { logger?: Logger } 
     maxHttpBufferSize: 8 * 1024 * 1024,
     serveClient: false,
   });
-  let redis: { pub: Redis; sub: Redis } | null = null;
-  if (config.REDIS_URL) {
-    const pub = new Redis(config.REDIS_URL, { lazyConnect: false, maxRetriesPerRequest: 2 });
-    const sub = pub.duplicate();
-    redis = { pub, sub };
+  const redis = config.REDIS_URL ? new RedisLink(config.REDIS_URL, log.child({ module: 'redis' })) : null;
+  if (redis) {
+    await redis.ready();
     // requestsTimeout bounds inter-node questions (e.g. pending frames for a late joiner).
-    io.adapter(createAdapter(pub, sub, { key: config.REDIS_KEY_PREFIX, requestsTimeout: PEER_TIMEOUT_MS }));
+    io.adapter(redis.adapter({ key: config.REDIS_KEY_PREFIX, requestsTimeout: PEER_TIMEOUT_MS }));
   }
   const dashboardNsp: DashboardNamespace = io.of(NAMESPACE.dashboard);
   const workerNsp: WorkerNamespace = io.of(NAMESPACE.worker);
 
+  // Set by close(): the node is leaving; it takes no new sockets and places no new runs.
+  let draining = false;
+  for (const nsp of [dashboardNsp, workerNsp] as const) {
+    // Registered before the namespaces' own auth: a refused client tries another node at once.
+    nsp.use((_socket, next) => next(draining ? handshakeError(ErrorCode.UNAVAILABLE, 'this hub node is shutting down') : undefined));
+  }
+
   // The notifier kicks the scheduler, which is built from services that need the notifier.
-  const notifier = new SocketNotifier(dashboardNsp, workerNsp, !!redis, () => void scheduler.kick());
+  const notifier = new SocketNotifier(dashboardNsp, workerNsp, !!redis, () => {
+    if (!draining) void scheduler.kick();
+  });
   const auth = new AuthService(orm);
   const runs = new RunService(orm, notifier, { liveSessionDefault: config.LIVE_SESSION_ENABLED_DEFAULT });
   const secretBox = new SecretBox(loadSecretKey({ configured: config.HANDOFF_SECRET_KEY, dataDir: config.HANDOFF_DATA_DIR }));
@@ -99,7 +112,7 @@ export async function createHub(config: ServerConfig, opts: { logger?: Logger } 
   registerApprovedCommands(approvals, runs, sessions, grants, control);
   const messages = new MessageService(orm, notifier, log.child({ module: 'messages' }));
   messages.gate = gate;
-  const sweeper = new Sweeper(orm, sessions, runs, notifier, redis ? redisLeadership(redis.pub, `${config.REDIS_KEY_PREFIX}:sweeper`, 5000) : soleLeader, log.child({ module: 'sweeper' }), {
+  const sweeper = new Sweeper(orm, sessions, runs, notifier, redis ? redisLeadership(redis.pub, `${config.REDIS_KEY_PREFIX}:sweeper`, 5000, (err) => redis.failed(err, 'sweeper lease')) : soleLeader, log.child({ module: 'sweeper' }), {
     intervalMs: config.SWEEP_INTERVAL,
     graceMs: config.LIVE_GRACE,
     startTimeoutMs: config.LIVE_PROVIDER_START_TIMEOUT,
@@ -111,10 +124,19 @@ export async function createHub(config: ServerConfig, opts: { logger?: Logger } 
     flushMs: config.RECORDING_FLUSH,
     peerPending: redis
       ? async (runId) => {
-          const replies = await dashboardNsp.serverSideEmitWithAck('term:pending', runId).catch((err: Error) => {
-            log.warn({ err: err.message, runId }, 'a hub node did not answer for pending frames');
-            return [] as Frame[][];
-          });
+          // Without Redis no peer can answer; and the adapter never settles this call when
+          // its PUBSUB NUMSUB fails, so it is bounded here too.
+          if (!redis.up) return [];
+          let timer: NodeJS.Timeout | undefined;
+          const replies = await Promise.race([
+            dashboardNsp.serverSideEmitWithAck('term:pending', runId),
+            new Promise<never>((_, reject) => (timer = setTimeout(() => reject(new Error('no answer in time')), PEER_TIMEOUT_MS + 500))),
+          ])
+            .catch((err: Error) => {
+              log.warn({ err: err.message, runId }, 'a hub node did not answer for pending frames');
+              return [] as Frame[][];
+            })
+            .finally(() => clearTimeout(timer));
           return replies.flat();
         }
       : undefined,
@@ -142,10 +164,11 @@ export async function createHub(config: ServerConfig, opts: { logger?: Logger } 
     allowedOrigins,
     approvals,
     webDir: config.HANDOFF_WEB_DIR ?? DEFAULT_WEB_DIR,
+    draining: () => draining,
     ready: async () => {
       const checks: Record<string, boolean> = {};
       checks.database = await em(orm).execute('select 1').then(() => true, () => false);
-      if (redis) checks.redis = await redis.pub.ping().then((r) => r === 'PONG', () => false);
+      if (redis) checks.redis = await redis.ping();
       return checks;
     },
   });
@@ -156,7 +179,10 @@ export async function createHub(config: ServerConfig, opts: { logger?: Logger } 
     http.listen(config.PORT, config.HOST, () => resolve());
   });
   const port = (http.address() as AddressInfo).port;
-  const tick = setInterval(() => void scheduler.kick(), SCHEDULER_TICK_MS);
+  let closing: Promise<void> | undefined;
+  const tick = setInterval(() => {
+    if (!draining) void scheduler.kick();
+  }, SCHEDULER_TICK_MS);
   tick.unref();
   sweeper.start();
   log.info({ port, database: config.DATABASE_URL ? 'postgresql' : 'pglite', redis: !!redis }, 'hub listening');
@@ -164,19 +190,38 @@ export async function createHub(config: ServerConfig, opts: { logger?: Logger } 
   return {
     url: `http://${config.HOST === '0.0.0.0' ? '127.0.0.1' : config.HOST}:${port}`,
     port, orm, io, http, auth, runs, terminal, sessions, sweeper, log,
-    async close() {
-      clearInterval(tick);
-      await sweeper.stop();
-      io.disconnectSockets(true);
-      await new Promise<void>((resolve) => io.close(() => resolve()));
-      await terminal.closeAll();
-      if (redis) {
-        redis.pub.disconnect();
-        redis.sub.disconnect();
-      }
-      await orm.close();
+    close(opts = {}) {
+      closing ??= drain(opts.noticeMs ?? 0);
+      return closing;
     },
   };
+
+  async function drain(noticeMs: number): Promise<void> {
+    const started = Date.now();
+    draining = true;
+    clearInterval(tick);
+    log.info({ noticeMs }, 'draining: readiness is 503, new sockets are refused');
+    // The sweep in progress ends and the lease is released, so another node sweeps at once.
+    const sweeperStopped = sweeper.stop();
+    if (noticeMs > 0) await new Promise((r) => setTimeout(r, noticeMs));
+    // No new connections; requests on open ones are still answered.
+    http.close();
+    http.closeIdleConnections();
+    await sweeperStopped;
+    // Workers first: each fails over to another node and resends there what was not acked.
+    // Closing the transport (not a socket.io "server disconnect") makes every client retry.
+    const workers = [...workerNsp.sockets.values()];
+    for (const socket of workers) socket.conn.close();
+    // Whatever was accepted on this node is written before the database closes.
+    await terminal.closeAll();
+    const dashboards = [...dashboardNsp.sockets.values()];
+    for (const socket of dashboards) socket.conn.close();
+    await new Promise<void>((resolve) => io.close(() => resolve()));
+    http.closeAllConnections();
+    await redis?.close();
+    await orm.close();
+    log.info({ tookMs: Date.now() - started, workers: workers.length, dashboards: dashboards.length }, 'drained');
+  }
 }
 
 

@@ -10,6 +10,14 @@ try {
   process.exit(2);
 }
 const log = createLogger(config.LOG_LEVEL);
+
+// A rejection nobody handled is a bug to fix, not a reason to drop every socket and run
+// stream of this node: say it loudly and keep serving. (Redis and database failures are
+// handled where they happen and never end up here.)
+process.on('unhandledRejection', (reason) => {
+  log.error({ err: reason }, 'unhandled promise rejection (a bug: the failure was not handled where it happened); the hub keeps running');
+});
+
 let hub;
 try {
   hub = await createHub(config, { logger: log });
@@ -30,11 +38,25 @@ if (adminToken) {
 
 let closing = false;
 for (const signal of ['SIGINT', 'SIGTERM'] as const) {
-  process.on(signal, async () => {
+  process.on(signal, () => {
     if (closing) return;
     closing = true;
-    log.info({ signal }, 'shutting down');
-    await hub.close().catch((err) => log.error({ err }, 'shutdown failed'));
-    process.exit(0);
+    const started = Date.now();
+    log.info({ signal, timeoutMs: config.SHUTDOWN_TIMEOUT }, 'shutting down');
+    // The bound holds even if a step hangs (e.g. a flush against a database that went away).
+    setTimeout(() => {
+      log.error({ afterMs: Date.now() - started }, 'shutdown did not finish in time; exiting anyway');
+      process.exit(1);
+    }, config.SHUTDOWN_TIMEOUT).unref();
+    hub.close({ noticeMs: config.SHUTDOWN_NOTICE }).then(
+      () => {
+        log.info({ tookMs: Date.now() - started }, 'shut down');
+        process.exit(0);
+      },
+      (err: unknown) => {
+        log.error({ err }, 'shutdown failed');
+        process.exit(1);
+      },
+    );
   });
 }

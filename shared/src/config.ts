@@ -18,6 +18,11 @@ export const serverConfigSchema = z.object({
   HOST: z.string().default('127.0.0.1'),
   /** PostgreSQL URL; unset → embedded PGlite under HANDOFF_DATA_DIR. */
   DATABASE_URL: optionalUrl,
+  /**
+   * Longest wait for a PostgreSQL connection (a new one, or a free one from the pool); past
+   * it the call fails fast as 503 UNAVAILABLE instead of hanging while the database is down. Default 2s.
+   */
+  DATABASE_CONNECT_TIMEOUT: duration('2s'),
   /** Redis URL; unset → single node with the in-memory socket.io adapter. */
   REDIS_URL: optionalUrl,
   /** Prefix of the Redis channels the hub nodes share; nodes with different prefixes don't see each other. Default handoff. */
@@ -75,6 +80,13 @@ export const serverConfigSchema = z.object({
   SWEEP_INTERVAL: duration('500ms'),
   /** Assignment ack timeout: a worker that does not accept a pushed run in time loses it. Default 10s. */
   ASSIGN_ACK_TIMEOUT: duration('10s'),
+  /**
+   * On SIGTERM, how long a draining node keeps serving REST (with /readyz already 503 and new
+   * sockets refused) before it closes its listener, so a load balancer sees it leave. Default 1s.
+   */
+  SHUTDOWN_NOTICE: duration('1s'),
+  /** Hard bound of a graceful shutdown: past it the process exits anyway (code 1). Default 9s (inside a 10 s grace). */
+  SHUTDOWN_TIMEOUT: duration('9s'),
   /** pino level. Default info. */
   LOG_LEVEL: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
 });

@@ -16,6 +16,8 @@ export interface DbOptions {
   databaseUrl?: string | undefined;
   dataDir: string;
   debug?: boolean;
+  /** PostgreSQL only: longest wait for a connection before a call fails (DATABASE_CONNECT_TIMEOUT), ms. Default 2000. */
+  connectTimeoutMs?: number;
 }
 
 /** One MikroORM migration class per SQL module in migrations/, so both drivers run the same statements. */
@@ -42,7 +44,16 @@ export async function openDatabase(opts: DbOptions): Promise<Orm> {
   };
   let orm: MikroORM;
   if (opts.databaseUrl) {
-    orm = await MikroORM.init({ ...common, driver: PostgreSqlDriver, clientUrl: opts.databaseUrl, pool: { min: 0, max: 10 } } as Options);
+    orm = await MikroORM.init({
+      ...common,
+      driver: PostgreSqlDriver,
+      clientUrl: opts.databaseUrl,
+      pool: { min: 0, max: 10 },
+      // Bounds both connecting and waiting for a pooled client, so a dead database fails a
+      // call within this time (→ 503) instead of queueing it forever; keepAlive notices a
+      // silently dropped peer.
+      driverOptions: { connectionTimeoutMillis: opts.connectTimeoutMs ?? 2000, keepAlive: true },
+    } as Options);
   } else {
     const dir = path.resolve(opts.dataDir, 'pglite');
     mkdirSync(dir, { recursive: true });

@@ -35,6 +35,8 @@ export interface AppDeps {
   log: Logger;
   /** Readiness probe of the hub's dependencies (DB, Redis). */
   ready: () => Promise<Record<string, boolean>>;
+  /** True once the node is shutting down: readiness is 503 whatever the dependencies say. */
+  draining?: () => boolean;
   /** Per-token REST limits. */
   limiter: RateLimiter;
   /** Origins allowed to call the API from a browser besides the hub's own (CORS). */
@@ -71,6 +73,7 @@ export function createApp(deps: AppDeps): Express {
     res.json({ ok: true });
   });
   app.get('/readyz', async (_req, res) => {
+    if (deps.draining?.()) return void res.status(503).json({ ok: false, draining: true, checks: {} });
     const checks = await deps.ready();
     const ok = Object.values(checks).every(Boolean);
     res.status(ok ? 200 : 503).json({ ok, checks });

@@ -1,14 +1,13 @@
 import type { ErrorRequestHandler } from 'express';
 import type { Logger } from 'pino';
 import { AppError, ErrorCode, httpStatusOf } from '@handoff/shared';
+import { toAppError, UNAVAILABLE_RETRY_AFTER_MS } from '../errors.js';
 
-/** Maps anything thrown to a known error: AppError as is, everything else INTERNAL. */
-export function toAppError(err: unknown): AppError {
-  if (err instanceof AppError) return err;
-  return new AppError({ code: ErrorCode.INTERNAL, message: 'internal error', cause: err });
-}
-
-/** The one REST error boundary: `{error: {code, message, details?}}` with the code's status. */
+/**
+ * The one REST error boundary: `{error: {code, message, details?}}` with the code's status.
+ * A database outage (anywhere: the auth lookup, a service, a transaction) is
+ * `503 UNAVAILABLE` with `Retry-After`, so clients retry instead of reporting a bug.
+ */
 export function errorBoundary(log: Logger): ErrorRequestHandler {
   return (err, req, res, _next) => {
     let appErr: AppError;
@@ -19,6 +18,11 @@ export function errorBoundary(log: Logger): ErrorRequestHandler {
     else if (bodyErr.type === 'encoding.invalid' || bodyErr.type === 'entity.verify.failed') appErr = new AppError({ code: ErrorCode.VALIDATION, message: 'request body is not valid UTF-8' });
     else appErr = toAppError(err);
     if (appErr.code === ErrorCode.INTERNAL) log.error({ err: appErr.cause ?? err, method: req.method, path: req.path }, 'request failed');
+    if (appErr.code === ErrorCode.UNAVAILABLE) {
+      // Expected during an outage: one line without a stack, not an error report per request.
+      log.warn({ reason: (appErr.cause as Error | undefined)?.message, method: req.method, path: req.path }, 'request refused: database unavailable');
+      if (!res.hasHeader('retry-after')) res.setHeader('retry-after', String(Math.ceil(UNAVAILABLE_RETRY_AFTER_MS / 1000)));
+    }
     res.status(httpStatusOf[appErr.code]).json({ error: appErr.toBody() });
   };
 }

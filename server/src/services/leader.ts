@@ -19,16 +19,25 @@ const RELEASE = `if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call
  * A Redis lease (`SET key id NX PX ttl`): one leader at a time; a dead leader's lease
  * lapses after `ttlMs` and another node takes over. Conditional updates in the sweeper
  * keep a brief overlap harmless.
+ *
+ * When Redis fails, the answer is "not leader" (never a rejection): nobody can prove it
+ * holds the lease, so nobody sweeps until Redis is back; `onError` reports the failure.
  */
-export function redisLeadership(redis: Redis, key: string, ttlMs: number): Leadership {
+export function redisLeadership(redis: Redis, key: string, ttlMs: number, onError: (err: Error) => void = () => {}): Leadership {
   const id = randomUUID();
   return {
     async isLeader() {
-      if ((await redis.eval(RENEW, 1, key, id, String(ttlMs))) === 1) return true;
-      return (await redis.set(key, id, 'PX', ttlMs, 'NX')) === 'OK';
+      try {
+        if ((await redis.eval(RENEW, 1, key, id, String(ttlMs))) === 1) return true;
+        return (await redis.set(key, id, 'PX', ttlMs, 'NX')) === 'OK';
+      } catch (err) {
+        onError(err as Error);
+        return false;
+      }
     },
     async release() {
-      await redis.eval(RELEASE, 1, key, id);
+      // Best effort: an unreleased lease lapses after ttlMs anyway.
+      await redis.eval(RELEASE, 1, key, id).catch((err: Error) => onError(err));
     },
   };
 }

@@ -9,6 +9,7 @@ import type { LiveSessionService } from './live-sessions.js';
 import type { Notifier } from './notifier.js';
 import { applyRunEvent, type RunService } from './runs.js';
 import { sessionView } from './views.js';
+import { isDatabaseUnavailable } from '../errors.js';
 
 export interface SweeperOptions {
   /** How often the leader sweeps, ms. Default 500. */
@@ -28,7 +29,14 @@ export interface SweeperOptions {
  */
 export class Sweeper {
   private timer: NodeJS.Timeout | null = null;
-  private sweeping: Promise<void> = Promise.resolve();
+  /** The sweep in progress, if any. */
+  private sweeping: Promise<void> | null = null;
+  /** The one sweep queued behind it for explicit `tick()` callers. */
+  private queued: Promise<void> | null = null;
+  /** When the database outage that failed the sweeps began (logged once, not per tick). */
+  private dbDownSince: number | null = null;
+  /** When the database came back after an outage: no worker is judged silent until WORKER_LOST_AFTER later. */
+  private dbBackAt: number | null = null;
 
   constructor(
     private readonly orm: Orm,
@@ -41,32 +49,71 @@ export class Sweeper {
   ) {}
 
   start(): void {
-    this.timer = setInterval(() => void this.tick(), this.options.intervalMs);
+    if (this.timer) return;
+    // A timer tick that finds a sweep still running is skipped: a slow sweep (a slow
+    // database) must not pile up ticks that then run back to back.
+    this.timer = setInterval(() => {
+      if (!this.sweeping) void this.tick();
+    }, this.options.intervalMs);
     this.timer.unref();
   }
 
+  /** Stops ticking, waits for the sweep in progress, and hands the lease over at once. */
   async stop(): Promise<void> {
     if (this.timer) clearInterval(this.timer);
     this.timer = null;
     await this.sweeping;
+    await this.queued;
     await this.leadership.release().catch(() => {});
   }
 
-  /** One sweep if this node leads; sweeps never overlap on a node. */
+  /**
+   * One sweep if this node leads, started after the current one (sweeps never overlap on a
+   * node). Callers that arrive while a sweep runs share one queued sweep, so explicit
+   * ticks are bounded too.
+   */
   tick(): Promise<void> {
-    this.sweeping = this.sweeping.then(async () => {
-      try {
-        if (!(await this.leadership.isLeader())) return;
-        await this.graceWarnings();
-        await this.expire();
-        await this.failStuckStarts();
-        await this.loseSilentWorkers();
-        for (const chore of this.options.chores ?? []) await chore();
-      } catch (err) {
-        this.log.error({ err }, 'sweep failed');
-      }
+    if (this.sweeping) {
+      this.queued ??= this.sweeping.then(() => {
+        this.queued = null;
+        return this.tick();
+      });
+      return this.queued;
+    }
+    const sweep = this.sweepOnce().finally(() => {
+      this.sweeping = null;
     });
-    return this.sweeping;
+    this.sweeping = sweep;
+    return sweep;
+  }
+
+  private async sweepOnce(): Promise<void> {
+    try {
+      if (!(await this.leadership.isLeader())) return;
+      await this.graceWarnings();
+      await this.expire();
+      await this.failStuckStarts();
+      // Nobody could record a heartbeat while the database was down: silence is counted
+      // from its return, or every worker would look lost (and its healthy runs with it).
+      const silenceCounts = this.dbDownSince === null && (this.dbBackAt === null || Date.now() - this.dbBackAt >= this.options.workerLostAfterMs);
+      if (silenceCounts) {
+        this.dbBackAt = null;
+        await this.loseSilentWorkers();
+      }
+      for (const chore of this.options.chores ?? []) await chore();
+      if (this.dbDownSince !== null) {
+        this.log.info({ outageMs: Date.now() - this.dbDownSince }, 'sweeps resumed: the database is back');
+        this.dbDownSince = null;
+        this.dbBackAt = Date.now();
+      }
+    } catch (err) {
+      if (!isDatabaseUnavailable(err)) this.log.error({ err }, 'sweep failed');
+      else if (this.dbDownSince === null) {
+        // An outage is one event: logged when it starts and when it ends, not every tick.
+        this.dbDownSince = Date.now();
+        this.log.error({ reason: (err as Error).message }, 'sweeps paused: the database is unavailable');
+      }
+    }
   }
 
   /** Grace warning for one session right away (a TTL shorter than LIVE_GRACE warns at once). */

@@ -3,6 +3,7 @@ import type { AuthService, Principal } from '../services/auth.js';
 import type { Logger } from 'pino';
 import type { z } from 'zod';
 import { AppError, assertSafeText, ErrorCode, validationError, type Ack } from '@handoff/shared';
+import { toAppError } from '../errors.js';
 
 type Table = Record<string, { payload: z.ZodType; response: z.ZodType }>;
 type Handler<T extends Table, K extends keyof T> = (payload: z.output<T[K]['payload']>) => Promise<z.input<T[K]['response']>>;
@@ -34,8 +35,10 @@ export function on<T extends Table, K extends keyof T & string>(
       const data = await handler(parsed.data as z.output<T[K]['payload']>);
       ack({ ok: true, data });
     } catch (err) {
-      const appErr = err instanceof AppError ? err : new AppError({ code: ErrorCode.INTERNAL, message: 'internal error', cause: err });
+      // A database outage acks UNAVAILABLE (the worker retries it); only the unknown is logged as a failure.
+      const appErr = toAppError(err);
       if (appErr.code === ErrorCode.INTERNAL) log.error({ err, event }, 'socket handler failed');
+      else if (appErr.code === ErrorCode.UNAVAILABLE) log.warn({ reason: (err as Error).message, event }, 'socket event refused: database unavailable');
       ack({ ok: false, error: appErr.toBody() });
     }
   }) as (...args: unknown[]) => void;
@@ -66,6 +69,12 @@ export function authenticateHandshake(auth: AuthService, kind: Principal['kind']
       socket.data.principal = principal;
       next();
     } catch (err) {
+      const appErr = toAppError(err);
+      if (appErr.code === ErrorCode.UNAVAILABLE) {
+        // The client's reconnect retries it; a database outage is not an auth failure.
+        log.warn({ reason: (err as Error).message }, 'handshake refused: database unavailable');
+        return next(handshakeError(ErrorCode.UNAVAILABLE, appErr.message));
+      }
       log.error({ err }, 'handshake failed');
       next(handshakeError(ErrorCode.INTERNAL, 'internal error'));
     }
