@@ -1,0 +1,26 @@
+import type { FigureResult } from './report.js';
+
+export interface BenchContext {
+  /** `--quick`: one repeat and smaller n, for before/after checks in under 2 minutes. */
+  quick: boolean;
+  /** Repeats of each figure (3 full, 1 quick). */
+  repeats: number;
+  log(message: string): void;
+}
+
+/** One figure of the suite: measures Handoff and its floor in the same run. */
+export interface Figure {
+  /** Short name, used on the command line (`pnpm bench control-push`). */
+  name: string;
+  run(ctx: BenchContext): Promise<FigureResult>;
+}
+
+/** Runs `fn` `ctx.repeats` times (in order, never concurrently) and collects what each returns. */
+export async function repeat<T>(ctx: BenchContext, name: string, fn: (i: number) => Promise<T>): Promise<T[]> {
+  const out: T[] = [];
+  for (let i = 0; i < ctx.repeats; i++) {
+    ctx.log(`${name}: repeat ${i + 1}/${ctx.repeats}`);
+    out.push(await fn(i));
+  }
+  return out;
+}
