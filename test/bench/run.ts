@@ -6,6 +6,7 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { figures } from './figures/index.js';
 import type { BenchContext } from './lib/figure.js';
+import { ClusterPool } from './lib/hubs.js';
 import { machine, markdownReport, textTable, type FigureResult } from './lib/report.js';
 
 const repoRoot = fileURLToPath(new URL('../..', import.meta.url));
@@ -24,11 +25,19 @@ if (unknown.length) {
 }
 const selected = wanted.length ? figures.filter((f) => wanted.includes(f.name)) : figures;
 
+const clusters = new ClusterPool();
 const ctx: BenchContext = {
   quick,
   repeats: quick ? 1 : 3,
   log: (m) => console.error(`[bench ${new Date().toISOString().slice(11, 19)}] ${m}`),
+  cluster: (nodes) => clusters.get(nodes),
 };
+
+// Ctrl-C: stop the hubs and the worker (its tmux servers) before leaving.
+process.once('SIGINT', () => {
+  ctx.log('interrupted: stopping the clusters');
+  void clusters.stopAll().finally(() => process.exit(130));
+});
 
 const m = machine();
 const startedAt = new Date();
@@ -46,6 +55,7 @@ for (const fig of selected) {
     ctx.log(`${fig.name}: FAILED: ${err instanceof Error ? (err.stack ?? message) : message}`);
   }
 }
+await clusters.stopAll();
 m.loadAfter = loadavg();
 
 const command = `pnpm bench${quick ? ' --quick' : ''}${wanted.length ? ` ${wanted.join(' ')}` : ''}`;

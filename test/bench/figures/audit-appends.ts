@@ -36,7 +36,7 @@ async function writersFor(ms: number, one: (writer: number) => Promise<unknown>)
 export const auditAppends: Figure = {
   name: 'audit-appends',
   async run(ctx: BenchContext): Promise<FigureResult> {
-    const windowMs = ctx.quick ? 1500 : 4000;
+    const windowMs = ctx.quick ? 1000 : 4000;
     const fillRows = ctx.quick ? 100_000 : 1_000_000;
     const db = await createTestDatabase();
     const orm = await openDatabase({ databaseUrl: db.url, dataDir: tmpdir() });

@@ -2,7 +2,6 @@ import { REDIS_URL } from '../../support/db.js';
 import { startBareServer } from '../lib/bare.js';
 import { runClient } from '../lib/child.js';
 import { repeat, type BenchContext, type Figure } from '../lib/figure.js';
-import { startCluster } from '../lib/hubs.js';
 import type { FigureResult } from '../lib/report.js';
 import { percentile } from '../lib/stats.js';
 import type { ControlPushParams, ControlPushResult } from '../clients/control-push.js';
@@ -17,11 +16,11 @@ function controlPush(nodes: 1 | 2): Figure {
   return {
     name,
     async run(ctx: BenchContext): Promise<FigureResult> {
-      const n = ctx.quick ? 30 : 200;
-      const cluster = await startCluster({ nodes });
+      const n = ctx.quick ? 20 : 200;
+      const cluster = await ctx.cluster(nodes);
       const bare = await startBareServer();
+      const runId = await cluster.startRun('while true; do sleep 0.2; done');
       try {
-        const runId = await cluster.startRun('while true; do sleep 0.2; done');
         const a = cluster.nodes[0]!;
         const results = await repeat(ctx, name, () =>
           runClient<ControlPushResult>('control-push', {
@@ -38,9 +37,9 @@ function controlPush(nodes: 1 | 2): Figure {
             : 'bare socket.io ack round trip + Redis PUBLISH → subscriber (ioredis), each statistic the sum of the two',
           repeats: ctx.repeats,
           stats: [
-            { label: 'p50', unit: 'ms', handoff: results.map((r) => percentile(r.push, 50)), floor: results.map((r) => floorAt(r, 50)), lowerIsBetter: true },
+            { label: 'p50', unit: 'ms', handoff: results.map((r) => percentile(r.push, 50)), floor: results.map((r) => floorAt(r, 50)) },
             {
-              label: 'p99', unit: 'ms', handoff: results.map((r) => percentile(r.push, 99)), floor: results.map((r) => floorAt(r, 99)), lowerIsBetter: true,
+              label: 'p99', unit: 'ms', handoff: results.map((r) => percentile(r.push, 99)), floor: results.map((r) => floorAt(r, 99)),
               goal: { text: `p99 ≤ ${goalP99} ms`, met: (h) => h <= goalP99 },
             },
           ],
@@ -50,8 +49,8 @@ function controlPush(nodes: 1 | 2): Figure {
           ],
         };
       } finally {
+        await cluster.cancel(runId);
         await bare.close();
-        await cluster.stop();
       }
     },
   };

@@ -1,3 +1,4 @@
+import type { BenchCluster } from './hubs.js';
 import type { FigureResult } from './report.js';
 
 export interface BenchContext {
@@ -6,6 +7,8 @@ export interface BenchContext {
   /** Repeats of each figure (3 full, 1 quick). */
   repeats: number;
   log(message: string): void;
+  /** The run's shared cluster of 1 or 2 hub nodes (one PostgreSQL database, Redis adapter for 2), a worker on the last node. */
+  cluster(nodes: 1 | 2): Promise<BenchCluster>;
 }
 
 /** One figure of the suite: measures Handoff and its floor in the same run. */

@@ -24,6 +24,8 @@ export interface BenchCluster {
   viewer: Viewer;
   /** Creates a run (REST on node 0) and waits until it is running; returns its id. */
   startRun(script: string): Promise<string>;
+  /** Cancels a run a figure left running (the cluster is shared by the figures of a bench run). */
+  cancel(runId: string): Promise<void>;
   stop(): Promise<void>;
 }
 
@@ -57,6 +59,10 @@ export async function startCluster(opts: { nodes: 1 | 2; capacity?: number; env?
       await viewer.untilStatus(runId, ['running']);
       return runId;
     },
+    async cancel(runId) {
+      await api(first.url, operator, 'POST', `/api/task-runs/${runId}/cancel`, {});
+      await viewer.untilStatus(runId, ['cancelled', 'succeeded', 'failed', 'lost']);
+    },
     async stop() {
       viewer.close();
       await worker.stop();
@@ -64,4 +70,27 @@ export async function startCluster(opts: { nodes: 1 | 2; capacity?: number; env?
       await db?.drop();
     },
   };
+}
+
+/**
+ * The clusters of one bench run: started on first use and shared by the figures that need the
+ * same shape (a hub node and its worker take seconds to start on a loaded machine), stopped at
+ * the end. Figures leave no run behind them.
+ */
+export class ClusterPool {
+  private readonly started = new Map<1 | 2, Promise<BenchCluster>>();
+
+  get(nodes: 1 | 2): Promise<BenchCluster> {
+    let c = this.started.get(nodes);
+    if (!c) {
+      c = startCluster({ nodes });
+      this.started.set(nodes, c);
+    }
+    return c;
+  }
+
+  async stopAll(): Promise<void> {
+    for (const c of this.started.values()) await (await c.catch(() => null))?.stop();
+    this.started.clear();
+  }
 }

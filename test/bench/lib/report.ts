@@ -11,8 +11,6 @@ export interface Stat {
   floor: number[] | null;
   /** The goal, as text, and how to judge it on the medians (undefined: no goal for this statistic). */
   goal?: { text: string; met(handoff: number, floor: number | null): boolean };
-  /** Lower is better (latencies); false for rates. Only used to phrase the ratio. */
-  lowerIsBetter?: boolean;
 }
 
 export interface FigureResult {
