@@ -24,8 +24,8 @@ export interface ScriptedWorkersResult {
 const CONNECT_CONCURRENCY = 20;
 
 // Scripted workers: a socket on /worker each, `worker:hello`, then `worker:heartbeat` at the
-// hub's interval (first beats jittered over one interval). Reports `connected`, heartbeats
-// until the runner says stop.
+// hub's interval (first beats jittered over one interval). Connects half, reports, waits for
+// the runner's go, connects the rest, reports, heartbeats until the runner says stop.
 serveClient<ScriptedWorkersParams, ScriptedWorkersResult>(async (p, ctx) => {
   const sockets: Socket[] = [];
   const timers: NodeJS.Timeout[] = [];
@@ -34,25 +34,9 @@ serveClient<ScriptedWorkersParams, ScriptedWorkersResult>(async (p, ctx) => {
   let disconnects = 0;
   let measuring = true;
   try {
-    const t0 = performance.now();
     let intervalMs = p.intervalMs;
     let next = 0;
-    await Promise.all(
-      Array.from({ length: CONNECT_CONCURRENCY }, async () => {
-        while (next < p.sockets) {
-          const i = next++;
-          const s = await connect(p.url, p.tokens ? '/worker' : '/', p.tokens?.[i]);
-          s.on('disconnect', () => (disconnects += 1));
-          sockets.push(s);
-          if (p.tokens) {
-            const hello = await emitAck<{ heartbeatIntervalMs: number }>(s, 'worker:hello', { capacity: 1, runs: [], version: 'bench' });
-            if (!hello.ok) throw new Error(`worker:hello: ${hello.error.message}`);
-            intervalMs = hello.data.heartbeatIntervalMs;
-          }
-        }
-      }),
-    );
-    const connectMs = performance.now() - t0;
+    let connectMs = 0;
     const beat = (s: Socket) => {
       const t = performance.now();
       (p.tokens ? emitAck(s, 'worker:heartbeat', { activeRuns: 0, shares: [] }) : emitAck(s, 'ping', {})).then(
@@ -66,12 +50,39 @@ serveClient<ScriptedWorkersParams, ScriptedWorkersResult>(async (p, ctx) => {
         },
       );
     };
-    for (const s of sockets) {
-      timers.push(setTimeout(() => {
-        beat(s);
-        timers.push(setInterval(() => beat(s), intervalMs));
-      }, Math.random() * intervalMs));
-    }
+    /** Connects (and says hello) up to `upTo` sockets in all, then starts their heartbeats. */
+    const connectUpTo = async (upTo: number) => {
+      const t0 = performance.now();
+      const fresh: Socket[] = [];
+      await Promise.all(
+        Array.from({ length: CONNECT_CONCURRENCY }, async () => {
+          while (next < upTo) {
+            const i = next++;
+            const s = await connect(p.url, p.tokens ? '/worker' : '/', p.tokens?.[i]);
+            s.on('disconnect', () => (disconnects += 1));
+            sockets.push(s);
+            fresh.push(s);
+            if (p.tokens) {
+              const hello = await emitAck<{ heartbeatIntervalMs: number }>(s, 'worker:hello', { capacity: 1, runs: [], version: 'bench' });
+              if (!hello.ok) throw new Error(`worker:hello: ${hello.error.message}`);
+              intervalMs = hello.data.heartbeatIntervalMs;
+            }
+          }
+        }),
+      );
+      connectMs += performance.now() - t0;
+      for (const s of fresh) {
+        timers.push(setTimeout(() => {
+          beat(s);
+          timers.push(setInterval(() => beat(s), intervalMs));
+        }, Math.random() * intervalMs));
+      }
+    };
+    // Two phases (half, then all) so the runner can compare two steady states of the server.
+    await connectUpTo(Math.floor(p.sockets / 2));
+    ctx.event({ connected: sockets.length, intervalMs });
+    await ctx.message();
+    await connectUpTo(p.sockets);
     ctx.event({ connected: sockets.length, intervalMs });
     await ctx.message();
     measuring = false;
