@@ -1,0 +1,105 @@
+import { randomBytes, randomUUID } from 'node:crypto';
+import { tmpdir } from 'node:os';
+import pg from 'pg';
+import { em, openDatabase } from '../../../server/src/db/orm.js';
+import { appendAudit, SYSTEM } from '../../../server/src/services/audit.js';
+import { createTestDatabase } from '../../support/db.js';
+import { repeat, type BenchContext, type Figure } from '../lib/figure.js';
+import type { FigureResult } from '../lib/report.js';
+import { ratePerSec } from '../lib/stats.js';
+
+const WRITERS = 8;
+/** The metadata of every benchmarked row (appendAudit and raw INSERT alike). */
+const metadata = (i: number) => ({ i, note: 'bench-payload-'.padEnd(64, 'x') });
+
+/** Runs `WRITERS` loops of `one(writer)` for `ms` and returns completed operations per second. */
+async function writersFor(ms: number, one: (writer: number) => Promise<unknown>): Promise<number> {
+  const end = performance.now() + ms;
+  const t0 = performance.now();
+  let done = 0;
+  await Promise.all(
+    Array.from({ length: WRITERS }, async (_, w) => {
+      while (performance.now() < end) {
+        await one(w);
+        done += 1;
+      }
+    }),
+  );
+  return ratePerSec(done, performance.now() - t0);
+}
+
+/**
+ * Audited appends per second: `appendAudit` in its own transaction (MikroORM on PostgreSQL),
+ * 8 concurrent writers on distinct runs — beside raw `pg` INSERTs of a same-size row, and
+ * again with the table pre-filled with other runs' rows (history must not slow appends).
+ */
+export const auditAppends: Figure = {
+  name: 'audit-appends',
+  async run(ctx: BenchContext): Promise<FigureResult> {
+    const windowMs = ctx.quick ? 1000 : 4000;
+    const fillRows = ctx.quick ? 100_000 : 1_000_000;
+    const db = await createTestDatabase();
+    const orm = await openDatabase({ databaseUrl: db.url, dataDir: tmpdir() });
+    const pool = new pg.Pool({ connectionString: db.url, max: WRITERS });
+    try {
+      const appendRate = async () => {
+        const runs = Array.from({ length: WRITERS }, () => randomUUID());
+        let i = 0;
+        return writersFor(windowMs, (w) => em(orm).transactional((tx) => appendAudit(tx, { runId: runs[w]!, actor: SYSTEM, action: 'bench.append', metadata: metadata(i++) })));
+      };
+      const rawRate = async () => {
+        const runs = Array.from({ length: WRITERS }, () => randomUUID());
+        const seqs = new Array<number>(WRITERS).fill(0);
+        let i = 0;
+        return writersFor(windowMs, (w) =>
+          pool.query(
+            `insert into control_events (id, run_id, seq, session_id, correlation_id, actor_type, actor_id, action, result, at, metadata, prev_hash, hash)
+             values ($1, $2, $3, null, $4, 'system', 'hub', 'bench.raw', 'ok', now(), $5, $6, $7)`,
+            [randomUUID(), runs[w], ++seqs[w]!, randomUUID(), JSON.stringify(metadata(i++)), randomBytes(32).toString('hex'), randomBytes(32).toString('hex')],
+          ),
+        );
+      };
+      // Warm both paths (connections, prepared plans), then alternate them in each repeat.
+      await appendRate();
+      const empty = await repeat(ctx, 'audit-appends (empty table)', async () => ({ raw: await rawRate(), append: await appendRate() }));
+
+      ctx.log(`audit-appends: filling ${fillRows.toLocaleString('en-US')} rows of other runs`);
+      const tFill = performance.now();
+      await pool.query(
+        `insert into control_events (id, run_id, seq, correlation_id, actor_type, actor_id, action, result, at, metadata, prev_hash, hash)
+         select gen_random_uuid(), ('00000000-0000-4000-8000-' || lpad(to_hex(g / 100), 12, '0'))::uuid, g % 100 + 1, gen_random_uuid(),
+                'system', 'hub', 'bench.fill', 'ok', now(), '{"note":"bench-fill"}'::jsonb, null, md5(g::text) || md5(g::text)
+           from generate_series(0, $1::int - 1) g`,
+        [fillRows],
+      );
+      await pool.query('analyze control_events');
+      const fillS = (performance.now() - tFill) / 1000;
+      const filled = await repeat(ctx, 'audit-appends (filled table)', appendRate);
+      const label = fillRows >= 1_000_000 ? '1M' : `${fillRows / 1000}k`;
+      return {
+        name: 'audit-appends',
+        title: 'audited appends/s, 8 concurrent writers on distinct runs',
+        floor: `raw \`pg\` INSERT of a same-size row into the same table, ${WRITERS} writers (one pool connection each); for the history row, the floor column is appendAudit's own rate on the (almost) empty table`,
+        repeats: ctx.repeats,
+        stats: [
+          {
+            label: 'appends/s, empty table', unit: '/s', handoff: empty.map((e) => e.append), floor: empty.map((e) => e.raw),
+            goal: { text: '≥ 50 % of raw', met: (h, f) => f !== null && h >= 0.5 * f },
+          },
+          {
+            label: `appends/s, ${label} rows of other runs`, unit: '/s', handoff: filled, floor: empty.map((e) => e.append),
+            goal: { text: 'within 10 % of the empty table', met: (h, f) => f !== null && h >= 0.9 * f },
+          },
+        ],
+        notes: [
+          `Each rate is measured over ${windowMs / 1000} s: every \`appendAudit\` is its own transaction (advisory lock, previous-row read, insert); raw INSERTs autocommit.`,
+          `Fill: ${fillRows.toLocaleString('en-US')} rows over ${(fillRows / 100).toLocaleString('en-US')} other runs with one \`INSERT … SELECT generate_series\`, then \`ANALYZE\` (${fillS.toFixed(1)} s).`,
+        ],
+      };
+    } finally {
+      await pool.end();
+      await orm.close();
+      await db.drop();
+    }
+  },
+};

@@ -1,0 +1,125 @@
+import { randomBytes } from 'node:crypto';
+import { api } from '../../support/clients.js';
+import { startBareServer, type BareServer } from '../lib/bare.js';
+import { startClient } from '../lib/child.js';
+import { repeat, type BenchContext, type Figure } from '../lib/figure.js';
+import type { BenchCluster } from '../lib/hubs.js';
+import type { FigureResult } from '../lib/report.js';
+import { median, percentile } from '../lib/stats.js';
+import type { ObserversParams, ObserversResult } from '../clients/observers.js';
+
+/** Observer sockets per client process (the observers never share the hub's event loop). */
+const PER_PROCESS = 250;
+const LINE_INTERVAL_MS = 50;
+
+/** Starts `total` observers split over client processes; resolves once every one is subscribed. */
+async function observers(p: Omit<ObserversParams, 'sockets'> & { total: number }): Promise<() => Promise<ObserversResult>> {
+  const procs = Math.ceil(p.total / PER_PROCESS);
+  const clients = Array.from({ length: procs }, (_, i) => {
+    const sockets = Math.floor(p.total / procs) + (i < p.total % procs ? 1 : 0);
+    return startClient<ObserversResult>('observers', { ...p, sockets } satisfies ObserversParams);
+  });
+  try {
+    await Promise.all(clients.map((c) => Promise.race([c.nextEvent(), c.result])));
+  } catch (err) {
+    await Promise.all(clients.map((c) => c.kill()));
+    throw err;
+  }
+  return async () => {
+    try {
+      const rs = await Promise.all(clients.map((c) => c.result));
+      return { values: rs.flatMap((r) => r.values), incomplete: rs.reduce((n, r) => n + r.incomplete, 0) };
+    } finally {
+      await Promise.all(clients.map((c) => c.kill()));
+    }
+  };
+}
+
+/** A run that waits for an operator message (its inbox), then runs `body`. */
+const waitForGo = (body: string) => `while [ ! -s "$HANDOFF_INBOX" ]; do sleep 0.05; done; ${body}; sleep 2`;
+
+async function handoffPass(cluster: BenchCluster, mode: ObserversParams['mode'], total: number, lines: number, bytes: number): Promise<ObserversResult> {
+  const hub = cluster.nodes[0]!;
+  const body = mode === 'latency'
+    ? `for i in $(seq 1 ${lines}); do echo "ts $(date +%s%N) $i"; sleep ${LINE_INTERVAL_MS / 1000}; done`
+    : `head -c ${bytes * 0.75} /dev/urandom | base64 -w 100; echo BULK-END`;
+  const runId = await cluster.startRun(waitForGo(body));
+  try {
+    const collect = await observers({ url: hub.url, token: cluster.operator, runId, total, mode, lines });
+    const go = await api(hub.url, cluster.operator, 'POST', `/api/task-runs/${runId}/operator-messages`, { message: 'go' });
+    if (go.status !== 201) throw new Error(`operator message answered ${go.status}`);
+    return await collect();
+  } finally {
+    await cluster.cancel(runId);
+  }
+}
+
+async function barePass(bare: BareServer, mode: ObserversParams['mode'], total: number, lines: number, bytes: number): Promise<ObserversResult> {
+  const runId = `bare-${randomBytes(4).toString('hex')}`;
+  const collect = await observers({ url: bare.url, token: null, runId, total, mode, lines });
+  const room = bare.io.to(runId);
+  let seq = 0;
+  const emit = (data: string) => room.emit('term:frame', { runId, frames: [{ seq: ++seq, t: 0, data }] });
+  if (mode === 'latency') {
+    for (let i = 1; i <= lines; i++) {
+      emit(`ts ${Math.round((performance.timeOrigin + performance.now()) * 1e6)} ${i}\r\n`);
+      await new Promise((r) => setTimeout(r, LINE_INTERVAL_MS));
+    }
+  } else {
+    const text = (randomBytes(bytes * 0.75).toString('base64').match(/.{1,100}/g) ?? []).join('\r\n') + '\r\nBULK-END\r\n';
+    for (let at = 0; at < text.length; at += 32 * 1024) {
+      emit(text.slice(at, at + 32 * 1024));
+      await new Promise((r) => setImmediate(r));
+    }
+  }
+  return collect();
+}
+
+/**
+ * One run → many observers: print → observer latency with N dashboards (timestamps printed by
+ * the run itself), and throughput per observer with 10 — beside a bare socket.io broadcast of
+ * the same payloads to the same number of clients.
+ */
+export const fanOut: Figure = {
+  name: 'fan-out',
+  async run(ctx: BenchContext): Promise<FigureResult> {
+    const n = ctx.quick ? 100 : 1000;
+    const lines = ctx.quick ? 30 : 100;
+    const bytes = ctx.quick ? 2 ** 20 : 8 * 2 ** 20;
+    const cluster = await ctx.cluster(1);
+    const bare = await startBareServer();
+    try {
+      const results = await repeat(ctx, 'fan-out', async () => ({
+        latency: await handoffPass(cluster, 'latency', n, lines, 0),
+        latencyFloor: await barePass(bare, 'latency', n, lines, 0),
+        throughput: await handoffPass(cluster, 'throughput', 10, 0, bytes),
+        throughputFloor: await barePass(bare, 'throughput', 10, 0, bytes),
+      }));
+      const incomplete = results.map((r) => `${r.latency.incomplete}/${r.latencyFloor.incomplete}/${r.throughput.incomplete}/${r.throughputFloor.incomplete}`);
+      return {
+        name: 'fan-out',
+        title: `1 run → ${n.toLocaleString('en-US')} observers (print → observer), and → 10 observers (throughput)`,
+        floor: 'a bare socket.io server broadcasting the same payloads (`term:frame` batches: the same timestamped lines at the same pace; the same bytes in 32 KiB frames) to a room of the same number of clients, in the same client processes',
+        repeats: ctx.repeats,
+        stats: [
+          { label: `p50, ${n} observers`, unit: 'ms', handoff: results.map((r) => median(r.latency.values)), floor: results.map((r) => median(r.latencyFloor.values)) },
+          {
+            label: `p99, ${n} observers`, unit: 'ms', handoff: results.map((r) => percentile(r.latency.values, 99)), floor: results.map((r) => percentile(r.latencyFloor.values, 99)),
+            goal: { text: 'p99 ≤ 100 ms and ≤ 1.5× floor', met: (h, f) => f !== null && h <= 100 && h <= 1.5 * f },
+          },
+          {
+            label: 'throughput per observer, 10 observers (median observer)', unit: 'MiB/s', handoff: results.map((r) => median(r.throughput.values)), floor: results.map((r) => median(r.throughputFloor.values)),
+            goal: { text: '≥ 90 % of floor', met: (h, f) => f !== null && h >= 0.9 * f },
+          },
+        ],
+        notes: [
+          `Latency: the run prints ${lines} lines \`ts <date +%s%N> <i>\`, one every ${LINE_INTERVAL_MS} ms, once all ${n} observers (${Math.ceil(n / PER_PROCESS)} client process(es), ${PER_PROCESS} sockets at most each) have subscribed; each observer computes receipt − printed time for every line (the batching window of the worker included).`,
+          `Throughput: the run prints ${(bytes / 2 ** 20).toFixed(0)} MiB of base64 (100-column lines) as fast as it can; each of 10 observers divides the bytes it received by the time from its first to its last frame.`,
+          `Observers that did not see everything within 120 s (latency Handoff/floor, throughput Handoff/floor), per repeat: ${incomplete.join('; ')}.`,
+        ],
+      };
+    } finally {
+      await bare.close();
+    }
+  },
+};

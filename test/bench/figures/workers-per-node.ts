@@ -1,0 +1,153 @@
+import { tmpdir } from 'node:os';
+import pg from 'pg';
+import { openDatabase } from '../../../server/src/db/orm.js';
+import { AuthService } from '../../../server/src/services/auth.js';
+import { createTestDatabase } from '../../support/db.js';
+import { startClient } from '../lib/child.js';
+import { repeat, type BenchContext, type Figure } from '../lib/figure.js';
+import { cpuMs, rssKiB, startHubProcess } from '../lib/hub-process.js';
+import type { FigureResult, Stat } from '../lib/report.js';
+import { median, percentile } from '../lib/stats.js';
+import type { ScriptedWorkersParams, ScriptedWorkersResult } from '../clients/scripted-workers.js';
+
+const settle = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+interface Pass {
+  /** KiB of server RSS per connected client. */
+  rssPerClient: number;
+  ackP99: number;
+  /** Server CPU while holding, % of one core. */
+  cpuPct: number;
+  connected: number;
+  connectMs: number;
+  unanswered: number;
+  disconnects: number;
+  /** Hub only: workers the hub marked lost while they were connected and heartbeating. */
+  lost: number;
+}
+
+/** RSS samples of `pid` every 200 ms for `ms`. */
+async function rssSamples(pid: number, ms: number): Promise<number[]> {
+  const out: number[] = [];
+  for (const end = performance.now() + ms; performance.now() < end; await settle(200)) out.push(rssKiB(pid));
+  return out;
+}
+
+/**
+ * Holds `p` scripted clients on a server process, measuring its RSS and CPU. Memory per client
+ * is the slope between two steady states — half the clients held, then all of them — each the
+ * median of 2 s of RSS samples with heartbeats flowing; a single before/after difference is
+ * dominated by what the garbage collector happens to return (start-up garbage, heap slack).
+ */
+async function hold(serverPid: number, p: ScriptedWorkersParams, holdMs: number, lostCount?: () => Promise<number>): Promise<Pass> {
+  const clients = startClient<ScriptedWorkersResult>('scripted-workers', p);
+  try {
+    const half = await Promise.race([clients.nextEvent<{ connected: number }>(), clients.result.then(() => ({ connected: 0 }))]);
+    const rssHalf = median(await rssSamples(serverPid, 2000));
+    clients.send('more');
+    await Promise.race([clients.nextEvent(), clients.result]);
+    const cpu0 = cpuMs(serverPid);
+    await settle(holdMs - 2000);
+    const rssAll = median(await rssSamples(serverPid, 2000));
+    const cpuPct = ((cpuMs(serverPid) - cpu0) / holdMs) * 100;
+    const lost = lostCount ? await lostCount() : 0;
+    clients.send('stop');
+    const r = await clients.result;
+    return { rssPerClient: (rssAll - rssHalf) / (r.connected - half.connected), ackP99: percentile(r.acks, 99), cpuPct, connected: r.connected, connectMs: r.connectMs, unanswered: r.unanswered, disconnects: r.disconnects, lost };
+  } finally {
+    await clients.kill();
+  }
+}
+
+async function hubPass(n: number, holdMs: number): Promise<Pass> {
+  const db = await createTestDatabase();
+  try {
+    // Worker identities and tokens first, in the bench process (the hub process is then started on a migrated database).
+    const orm = await openDatabase({ databaseUrl: db.url, dataDir: tmpdir() });
+    const auth = new AuthService(orm);
+    const tokens = new Array<string>(n);
+    let next = 0;
+    await Promise.all(Array.from({ length: 8 }, async () => {
+      for (let i = next++; i < n; i = next++) tokens[i] = (await auth.issueWorkerToken(`bench-w-${i}`)).token;
+    }));
+    await orm.close();
+    const hub = await startHubProcess({ databaseUrl: db.url });
+    try {
+      const lostCount = async () => {
+        const c = new pg.Client({ connectionString: db.url });
+        await c.connect();
+        try {
+          return Number((await c.query(`select count(*) as n from workers where status = 'lost'`)).rows[0].n);
+        } finally {
+          await c.end();
+        }
+      };
+      return await hold(hub.proc.pid!, { url: hub.url, tokens, sockets: n, intervalMs: 0 }, holdMs, lostCount);
+    } finally {
+      await hub.stop();
+    }
+  } finally {
+    await db.drop();
+  }
+}
+
+async function barePass(n: number, holdMs: number, intervalMs: number): Promise<Pass> {
+  const server = startClient<{ held: number }>('bare-holder', {});
+  try {
+    const { url } = await Promise.race([server.nextEvent<{ url: string }>(), server.result.then(() => ({ url: '' }))]);
+    const pass = await hold(server.proc.pid!, { url, tokens: null, sockets: n, intervalMs }, holdMs);
+    server.send('stop');
+    await server.result;
+    return pass;
+  } finally {
+    await server.kill();
+  }
+}
+
+/**
+ * Workers per node: N scripted workers (socket.io clients on /worker with worker tokens: hello,
+ * then heartbeats at the hub's default interval) on a hub process of its own — hub RSS per
+ * worker, heartbeat ack p99, CPU, none wrongly lost — beside a bare socket.io server process
+ * holding as many clients pinging at the same interval.
+ */
+export const workersPerNode: Figure = {
+  name: 'workers-per-node',
+  async run(ctx: BenchContext): Promise<FigureResult> {
+    const sizes = ctx.quick ? [200] : [500, 1000];
+    // With the connect phase, longer than WORKER_LOST_AFTER (9 s by default): a busy hub must not declare live workers lost.
+    const holdMs = ctx.quick ? 6000 : 20_000;
+    // The floor only needs its RSS and a few pings per client.
+    const bareHoldMs = ctx.quick ? 3000 : holdMs;
+    const intervalMs = 3000; // HEARTBEAT_INTERVAL's default, which the hub's hello answer carries
+    const results = await repeat(ctx, 'workers-per-node', async () => {
+      const out: Array<{ n: number; hub: Pass; bare: Pass }> = [];
+      for (const n of sizes) out.push({ n, hub: await hubPass(n, holdMs), bare: await barePass(n, bareHoldMs, intervalMs) });
+      return out;
+    });
+    const stats: Stat[] = [];
+    const notes: string[] = [];
+    sizes.forEach((n, i) => {
+      const at = results.map((r) => r[i]!);
+      stats.push(
+        { label: `RSS per worker, ${n}`, unit: 'KiB', handoff: at.map((r) => r.hub.rssPerClient), floor: at.map((r) => r.bare.rssPerClient), goal: { text: '≤ 30 KB', met: (h) => h > 0 && h * 1.024 <= 30 } },
+        { label: `heartbeat ack p99, ${n}`, unit: 'ms', handoff: at.map((r) => r.hub.ackP99), floor: at.map((r) => r.bare.ackP99), goal: { text: '≤ 50 ms', met: (h) => h <= 50 } },
+        { label: `hub CPU while holding, ${n}`, unit: '% core', handoff: at.map((r) => r.hub.cpuPct), floor: at.map((r) => r.bare.cpuPct) },
+        { label: `wrongly lost + unanswered, ${n}`, unit: 'workers/beats', handoff: at.map((r) => r.hub.lost + r.hub.unanswered), floor: at.map((r) => r.bare.unanswered), goal: { text: 'none lost, every heartbeat answered', met: (h) => h === 0 } },
+      );
+      notes.push(
+        `${n} workers, per repeat — connected ${at.map((r) => `${r.hub.connected}/${n} in ${(r.hub.connectMs / 1000).toFixed(1)} s`).join(', ')}; marked lost ${at.map((r) => r.hub.lost).join(', ')}; heartbeats unanswered ${at.map((r) => r.hub.unanswered).join(', ')}; disconnects ${at.map((r) => r.hub.disconnects).join(', ')}. Floor connected ${at.map((r) => r.bare.connected).join(', ')}.`,
+      );
+    });
+    notes.unshift(
+      `The hub runs as its own process (\`node --import tsx server/src/main.ts\`, PostgreSQL, default heartbeat interval 3 s); the scripted workers run in one client process, 20 handshakes at a time, first heartbeats jittered over one interval. RSS per worker = the slope between two steady states: (median hub RSS over 2 s with all workers, at the end of a ${holdMs / 1000} s hold − the same with half of them) / the other half (a value ≤ 0 is noise and never counts as the goal met); CPU = the hub's user+system time over the hold. The bare floor holds its clients ${bareHoldMs / 1000} s. At a few hundred clients the slope is still close to the heap's own noise: read it at 500 and 1,000 (full run).`,
+    );
+    return {
+      name: 'workers-per-node',
+      title: 'scripted workers heartbeating on one hub node',
+      floor: 'a bare socket.io server process holding the same number of clients, each pinging (ack) at the same interval',
+      repeats: ctx.repeats,
+      stats,
+      notes,
+    };
+  },
+};
