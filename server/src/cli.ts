@@ -1,6 +1,6 @@
 import { parseArgs } from 'node:util';
 import { fileURLToPath } from 'node:url';
-import { AppError, roleSchema } from '@handoff/shared';
+import { AppError, parseDuration, roleSchema } from '@handoff/shared';
 import { loadConfig } from './config.js';
 import { openDatabase } from './db/orm.js';
 import { AuthService } from './services/auth.js';
@@ -8,8 +8,10 @@ import type { Notifier } from './services/notifier.js';
 import { RunService } from './services/runs.js';
 
 const USAGE = `usage:
-  pnpm handoff user add --name <name> --role observer|operator|admin   create a user, print its token once
-  pnpm handoff user token --name <name> [--label <label>]              another token for a user
+  pnpm handoff user add --name <name> --role observer|operator|admin [--ttl 30d]   create a user, print its token once
+  pnpm handoff user token --name <name> [--label <label>] [--ttl 90d]            another token for a user
+  pnpm handoff token list --name <name>                                list a user's tokens (never the secrets)
+  pnpm handoff token revoke --id <token id>                            revoke a token (its sockets go within a second)
   pnpm handoff worker-token --name <worker> [--rotate]                 a worker token (registers the worker)
   pnpm handoff bootstrap-local                                         used by 'pnpm start' (JSON output)
 
@@ -18,7 +20,7 @@ With the embedded database (no DATABASE_URL), stop the hub first: PGlite allows 
 /** The CLI runs without a hub: pushes have nowhere to go until the hub starts. */
 const offline: Notifier = {
   runUpdated() {}, sessionUpdated() {}, termFrames() {}, cancelOnWorker() {}, kickSchedulers() {},
-  sessionGrace() {}, closeTerm() {}, termViewerCount: async () => 0, startShare() {}, stopShare() {}, approvalUpdated() {},
+  sessionGrace() {}, closeTerm() {}, termViewerCount: async () => 0, disconnectToken() {}, startShare() {}, stopShare() {}, approvalUpdated() {},
   controlApply() {}, deliverMessage() {}, messageCreated() {}, messageUpdated() {}, needsOperator() {}, grantUpdated() {},
   termInput: () => Promise.reject(new Error('the CLI cannot type into a terminal')),
 };
@@ -29,7 +31,7 @@ async function main(argv: string[]): Promise<number> {
   const { positionals, values } = parseArgs({
     args: argv,
     allowPositionals: true,
-    options: { name: { type: 'string' }, role: { type: 'string' }, label: { type: 'string' }, rotate: { type: 'boolean' }, help: { type: 'boolean', short: 'h' } },
+    options: { name: { type: 'string' }, role: { type: 'string' }, label: { type: 'string' }, ttl: { type: 'string' }, id: { type: 'string' }, rotate: { type: 'boolean' }, help: { type: 'boolean', short: 'h' } },
   });
   const [cmd, sub] = positionals;
   if (values.help || !cmd) {
@@ -40,15 +42,27 @@ async function main(argv: string[]): Promise<number> {
   const orm = await openDatabase({ databaseUrl: config.DATABASE_URL, dataDir: config.HANDOFF_DATA_DIR });
   try {
     const auth = new AuthService(orm);
+    const ttlMs = values.ttl === undefined ? undefined : (parseDuration(values.ttl) ?? undefined);
+    if (values.ttl !== undefined && !ttlMs) throw new AppError({ code: 'VALIDATION', message: `--ttl "${values.ttl}" is not a duration (e.g. 12h, 30d)` });
     if (cmd === 'user' && sub === 'add') {
       const role = roleSchema.safeParse(values.role);
       if (!values.name || !role.success) throw new AppError({ code: 'VALIDATION', message: '--name and --role observer|operator|admin are required' });
-      const { token } = await auth.addUser(values.name, role.data);
+      const { token } = await auth.addUser(values.name, role.data, { ttlMs });
       process.stdout.write(`user ${values.name} (${role.data}) created. Token (shown once):\n${token}\n`);
     } else if (cmd === 'user' && sub === 'token') {
       if (!values.name) throw new AppError({ code: 'VALIDATION', message: '--name is required' });
-      const token = await auth.addUserToken(values.name, values.label ?? 'cli');
+      const token = await auth.addUserToken(values.name, values.label ?? 'cli', { ttlMs });
       process.stdout.write(`new token for ${values.name} (shown once):\n${token}\n`);
+    } else if (cmd === 'token' && sub === 'list') {
+      if (!values.name) throw new AppError({ code: 'VALIDATION', message: '--name is required' });
+      for (const t of await auth.listTokensOf(values.name)) {
+        const state = t.revokedAt ? `revoked ${t.revokedAt}` : t.expiresAt ? `expires ${t.expiresAt}` : 'no expiry';
+        process.stdout.write(`${t.id}  ${t.label}  created ${t.createdAt}  last used ${t.lastUsedAt ?? 'never'}  ${state}\n`);
+      }
+    } else if (cmd === 'token' && sub === 'revoke') {
+      if (!values.id) throw new AppError({ code: 'VALIDATION', message: '--id is required' });
+      const t = await auth.revokeToken({ type: 'system', id: 'cli' }, values.id);
+      process.stdout.write(`token ${t.id} (${t.label}) revoked; the running hub cuts off its open sockets at its next sweep (within a second)\n`);
     } else if (cmd === 'worker-token') {
       if (!values.name) throw new AppError({ code: 'VALIDATION', message: '--name is required' });
       const { token } = await auth.issueWorkerToken(values.name, { rotate: !!values.rotate });

@@ -2,14 +2,14 @@ import { createServer, type Server as HttpServer } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { fileURLToPath } from 'node:url';
 import { Server } from 'socket.io';
-import { ErrorCode, NAMESPACE, type Frame } from '@handoff/shared';
+import { ErrorCode, NAMESPACE, rooms, type Frame } from '@handoff/shared';
 import type { ServerConfig } from './config.js';
 import { em, openDatabase, type Orm } from './db/orm.js';
 import { createApp } from './http/app.js';
 import { createLogger, type Logger } from './logger.js';
 import { RedisLink } from './redis.js';
 import { AuditLog } from './services/audit.js';
-import { AuthService } from './services/auth.js';
+import { AuthService, type Principal } from './services/auth.js';
 import { LiveSessionService, type LiveSessionOptions } from './services/live-sessions.js';
 import { RunService } from './services/runs.js';
 import { Scheduler } from './services/scheduler.js';
@@ -117,7 +117,15 @@ export async function createHub(config: ServerConfig, opts: { logger?: Logger } 
     graceMs: config.LIVE_GRACE,
     startTimeoutMs: config.LIVE_PROVIDER_START_TIMEOUT,
     workerLostAfterMs: config.WORKER_LOST_AFTER,
-    chores: [() => approvals.expireDue(), () => approvals.executeApproved(), () => grants.expireDue()],
+    chores: [
+      () => approvals.expireDue(),
+      () => approvals.executeApproved(),
+      () => grants.expireDue(),
+      // Sockets outlive their handshake: those of a token that just expired or was revoked (CLI) are cut off.
+      async () => {
+        for (const tokenId of await auth.recentlyInvalidated(60_000)) notifier.disconnectToken(tokenId);
+      },
+    ],
   });
   sessions.onCreated = (sessionId) => void sweeper.graceWarnings(sessionId).catch((err) => log.error({ err }, 'grace check failed'));
   const terminal = new TerminalService(orm, notifier, log.child({ module: 'terminal' }), {
@@ -155,8 +163,12 @@ export async function createHub(config: ServerConfig, opts: { logger?: Logger } 
     assignAckTimeoutMs: config.ASSIGN_ACK_TIMEOUT,
   });
 
+  // Every socket joins its token's room: a revoked or expired token's sockets can be cut off on every node.
+  for (const nsp of [dashboardNsp, workerNsp] as Array<DashboardNamespace | WorkerNamespace>) {
+    nsp.on('connection', (socket) => void socket.join(rooms.token((socket.data.principal as Principal).tokenId)));
+  }
   const app = createApp({
-    auth, runs, sessions, grants, terminal, log,
+    auth, runs, sessions, grants, terminal, log, notifier,
     audit: new AuditLog(orm, gate),
     control,
     messages,

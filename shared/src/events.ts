@@ -270,6 +270,8 @@ export const rooms = {
   term: (runId: string) => `run:${runId}:term`,
   worker: (workerId: string) => `worker:${workerId}`,
   approvals: 'approvals',
+  /** Every socket that authenticated with one token (a revoke or expiry disconnects them). */
+  token: (tokenId: string) => `token:${tokenId}`,
 } as const;
 
 export const NAMESPACE = { dashboard: '/dashboard', worker: '/worker' } as const;

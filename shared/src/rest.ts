@@ -36,6 +36,24 @@ export const runIdParamsSchema = z.strictObject({ id: z.uuid() });
 /** `POST /api/task-runs/:id/cancel` body (optional). */
 export const cancelRunBodySchema = z.strictObject({ reason: z.string().max(500).optional() });
 
+/** An API token as admins see it: never the secret, never its hash. */
+export const apiTokenSchema = z.object({
+  id: z.string(),
+  kind: z.enum(['user', 'worker']),
+  userId: z.string().nullable(),
+  workerId: z.string().nullable(),
+  label: z.string(),
+  createdAt: z.string(),
+  /** Written at most once a minute per token. */
+  lastUsedAt: z.string().nullable(),
+  expiresAt: z.string().nullable(),
+  revokedAt: z.string().nullable(),
+});
+export type ApiTokenView = z.infer<typeof apiTokenSchema>;
+export const apiTokenListSchema = z.object({ tokens: z.array(apiTokenSchema) });
+/** `GET /api/users/:id/tokens`, `DELETE /api/tokens/:id` path. */
+export const idParamsSchema = z.strictObject({ id: z.uuid() });
+
 /** `POST /api/task-runs/:id/live-session` body. */
 export const createLiveSessionBodySchema = z.strictObject({
   provider: providerSchema.optional(),

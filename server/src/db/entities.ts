@@ -30,6 +30,8 @@ export const ApiTokenSchema = defineEntity({
     createdAt: p.datetime(),
     lastUsedAt: p.datetime().nullable(),
     revokedAt: p.datetime().nullable(),
+    /** Null: the token never expires. */
+    expiresAt: p.datetime().nullable(),
   },
 });
 export type ApiToken = InferEntity<typeof ApiTokenSchema>;

@@ -17,6 +17,8 @@ import type { RunService } from '../services/runs.js';
 import { authenticate, principalOf } from './auth.js';
 import { errorBoundary } from './errors.js';
 import { approvalRoutes } from './approval-routes.js';
+import { tokenRoutes } from './token-routes.js';
+import type { Notifier } from '../services/notifier.js';
 import { auditRoutes } from './audit-routes.js';
 import { controlRoutes } from './control-routes.js';
 import { liveSessionRoutes } from './live-session-routes.js';
@@ -32,6 +34,8 @@ export interface AppDeps {
   control: ControlService;
   messages: MessageService;
   approvals: ApprovalService;
+  /** Disconnects the sockets of a revoked token. */
+  notifier: Pick<Notifier, 'disconnectToken'>;
   log: Logger;
   /** Readiness probe of the hub's dependencies (DB, Redis). */
   ready: () => Promise<Record<string, boolean>>;
@@ -104,6 +108,7 @@ export function createApp(deps: AppDeps): Express {
   api.use('/task-runs/:id', controlRoutes(deps.control, deps.messages, deps.runs));
   api.use('/task-runs', taskRunsRoutes(deps.runs));
   api.use('/approvals', approvalRoutes(deps.approvals));
+  api.use(tokenRoutes(deps.auth, deps.notifier));
   api.use((req) => {
     throw new AppError({ code: ErrorCode.NOT_FOUND, message: `no route ${req.method} /api${req.path}` });
   });

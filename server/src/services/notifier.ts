@@ -14,6 +14,8 @@ export interface Notifier {
   kickSchedulers(): void;
   /** The one-time grace warning before a session expires (to the run room). */
   sessionGrace(session: LiveSession): void;
+  /** Disconnects every socket (dashboard or worker, on every node) that authenticated with this token. */
+  disconnectToken(tokenId: string): void;
   /** How many dashboards watch a run's terminal now, on every node. */
   termViewerCount(runId: string): Promise<number>;
   /** Cuts every live viewer of a run's terminal off now, on every node. */

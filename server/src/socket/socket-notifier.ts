@@ -39,6 +39,12 @@ export class SocketNotifier implements Notifier {
     this.dashboard.to(rooms.run(session.runId)).emit('session:grace', { sessionId: session.id, runId: session.runId, expiresAt: session.expiresAt });
   }
 
+  disconnectToken(tokenId: string): void {
+    // Through the adapter: the token's sockets on every node.
+    this.dashboard.in(rooms.token(tokenId)).disconnectSockets(true);
+    this.worker.in(rooms.token(tokenId)).disconnectSockets(true);
+  }
+
   async termViewerCount(runId: string): Promise<number> {
     return (await this.dashboard.in(rooms.term(runId)).fetchSockets()).length;
   }
