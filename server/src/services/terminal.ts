@@ -53,7 +53,15 @@ interface RunStream {
   closing: boolean;
   /** Logged the current write outage (once per outage, not per retry). */
   failing: boolean;
+  /** When the run was last known to be the feeder's (attach, or an insert that found it so), ms. */
+  verifiedAt: number;
 }
+
+/**
+ * A stream silent this long re-checks ownership before it broadcasts again: a worker that
+ * froze while the hub gave its run up must not reach viewers with one more batch.
+ */
+const REVERIFY_AFTER_MS = 1000;
 
 /** Most frames / characters one recording insert carries. */
 const BATCH_FRAMES = 500;
@@ -93,10 +101,10 @@ export class TerminalService {
     this.peerPending = options.peerPending ?? (async () => []);
   }
 
-  /** True when this node already streams `runId` from that socket (ownership was checked on attach). */
-  isAttached(runId: string, socketId: string): boolean {
+  /** True when this node streams `runId` from that socket and recently found the run to be its feeder's. */
+  private isVerified(runId: string, socketId: string): boolean {
     const s = this.streams.get(runId);
-    return !!s && !s.closing && s.feeder.socketId === socketId;
+    return !!s && !s.closing && s.feeder.socketId === socketId && Date.now() - s.verifiedAt < REVERIFY_AFTER_MS;
   }
 
   private async attach(runId: string, feeder: StreamFeeder): Promise<RunStream> {
@@ -113,7 +121,7 @@ export class TerminalService {
       const again = this.streams.get(runId);
       if (again) continue; // another ingest attached meanwhile: use (or replace) that one
       const last = Number(row?.last ?? 0);
-      const fresh: RunStream = { runId, feeder, accepted: last, committed: last, pending: [], pendingChars: 0, waiters: [], writer: null, closing: false, failing: false };
+      const fresh: RunStream = { runId, feeder, accepted: last, committed: last, pending: [], pendingChars: 0, waiters: [], writer: null, closing: false, failing: false, verifiedAt: Date.now() };
       this.streams.set(runId, fresh);
       return fresh;
     }
@@ -126,8 +134,13 @@ export class TerminalService {
    * accepted so far are written (or their write failed); rejects with `RecordingRefused`
    * when the run is no longer the feeder's.
    */
-  async ingest(runId: string, feeder: StreamFeeder, frames: Frame[]): Promise<number> {
+  async ingest(runId: string, feeder: StreamFeeder, frames: Frame[], verify?: () => Promise<void>): Promise<number> {
+    // Ownership is checked (by `verify`, which throws to refuse) when the stream is attached
+    // and after a silence; meanwhile every insert re-checks it in the database.
+    const verified = !!verify && !this.isVerified(runId, feeder.socketId);
+    if (verified) await verify();
     const s = await this.attach(runId, feeder);
+    if (verified) s.verifiedAt = Date.now();
     const sorted = [...frames].sort((a, b) => a.seq - b.seq);
     const accepted: Frame[] = [];
     for (const f of sorted) {
@@ -202,6 +215,7 @@ export class TerminalService {
         this.refuse(s);
         return;
       }
+      s.verifiedAt = Date.now();
       s.pending.splice(0, batch.length);
       s.pendingChars -= chars;
       s.committed = batch[batch.length - 1]!.seq;

@@ -154,11 +154,10 @@ export function setupWorkerNamespace(nsp: WorkerNamespace, deps: WorkerNamespace
 
     on(socket, events, 'run:output', wlog, async ({ runId, frames }) => {
       requireHello();
-      // Ownership is checked when this socket's stream of the run is attached; from then
-      // on every recording insert re-checks it in the database (a requeue or a loss ends it).
-      if (!deps.terminal.isAttached(runId, socket.id)) await guard(runId, 'run:output');
+      // Ownership is checked when this socket's stream of the run is attached (and after a
+      // silence); every recording insert re-checks it in the database (a requeue or a loss ends it).
       try {
-        return { lastSeq: await deps.terminal.ingest(runId, { workerId: worker.id, socketId: socket.id }, frames) };
+        return { lastSeq: await deps.terminal.ingest(runId, { workerId: worker.id, socketId: socket.id }, frames, () => guard(runId, 'run:output')) };
       } catch (err) {
         if (err instanceof RecordingRefused) return refuse(runId, 'run:output');
         throw err;
