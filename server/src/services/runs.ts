@@ -261,6 +261,15 @@ export class RunService {
       if (run.status === 'running') await this.sessions.onRunStarted(run);
       await this.publish(run.id);
     }
+    if (!listed) {
+      // A socket that never dropped lists nothing: whatever of its runs the hub gave up on
+      // lately is stopped again, in case the push made while it was frozen did not get through.
+      const given = await tx.execute<{ id: string }[]>(
+        `select id from runs where worker_id = ? and status = 'lost' and ended_at > now() - interval '1 hour'`,
+        [workerId],
+      );
+      for (const { id } of given) this.notifier.cancelOnWorker(workerId, id);
+    }
     return kept.map((r) => r.id);
   }
 
