@@ -58,6 +58,28 @@ describe('chaos: recording durability under slow and failing inserts', () => {
     console.log(`slow inserts: ${n} lines in ${seqs.length} frames, recorded gapless by ${inserts} inserts of 300 ms, run took ${Date.now() - started} ms`);
   });
 
+  it('a stream holds at most 4 MiB unrecorded: past it frames are neither accepted nor broadcast, and are taken on resend', async () => {
+    await sql(`create or replace function test_slow_recording() returns trigger language plpgsql as $$ begin perform pg_sleep(0.3); return null; end $$`);
+    await sql(`create trigger slow_recording before insert on recording_chunks for each statement execute function test_slow_recording()`);
+    const { worker: w } = await hub.auth.issueWorkerToken(`bound-${randomBytes(3).toString('hex')}`);
+    const runId = (await api(hub.url, admin, 'POST', '/api/task-runs', { command: { script: 'scripted' } })).body.id as string;
+    await sql(`update runs set status = 'running', worker_id = ? where id = ?`, [w.id, runId]);
+    expect(await viewer.socket.timeout(5000).emitWithAck('term:subscribe', { runId })).toMatchObject({ ok: true });
+    const big = (from: number, to: number) => Array.from({ length: to - from + 1 }, (_, i) => ({ seq: from + i, t: 0, data: `${from + i}:`.padEnd(256 * 1024, 'x') }));
+    const feeder = { workerId: w.id, socketId: 'bound-test' };
+    // 20 frames of 256 KiB = 5 MiB: only the first 4 MiB (16 frames) fit while the inserts are slow.
+    const first = hub.terminal.ingest(runId, feeder, big(1, 20));
+    await viewer.until('first frames live', () => (viewer.live.get(runId)?.length ?? 0) >= 16);
+    expect(Math.max(...viewer.live.get(runId)!.map((f) => f.seq))).toBe(16);
+    expect(hub.terminal.pendingFrames(runId).length).toBeLessThanOrEqual(16);
+    expect(await first).toBe(16);
+    // The worker resends what was not acked: now it fits.
+    expect(await hub.terminal.ingest(runId, feeder, big(17, 20))).toBe(20);
+    expect(await recordedSeqs(runId)).toEqual(range(1, 20));
+    expect(viewer.live.get(runId)!.map((f) => f.seq)).toEqual(range(1, 20));
+    await hub.terminal.close(runId);
+  });
+
   it('failing inserts for a while, then recovery: no frame is acked before it is recorded; the recording is complete after', async () => {
     await sql(`create table if not exists test_recording_fault (failing boolean not null)`);
     await sql(`delete from test_recording_fault`);
