@@ -165,7 +165,12 @@ export class Sweeper {
       this.log.warn({ workerId }, 'worker lost: no heartbeat; its runs wait for it for WORKER_RECLAIM_GRACE');
       const sessions = await em(this.orm).find(LiveSessionSchema, { workerId, status: { $in: ['STARTING', 'READY'] } });
       for (const s of sessions) {
-        const row = await em(this.orm).transactional((tx) => this.sessions.transitionIn(tx, s, SessionEvent.fail, { errorMessage: 'worker lost', endReason: 'worker-lost' }, SYSTEM, 'session.error', { message: 'worker lost' }));
+        const row = await em(this.orm).transactional(async (tx) => {
+          // Heard again meanwhile (its reclaim may already have checked the run's shares): leave them.
+          const still = await tx.execute(`select 1 from workers where id = ? and status = 'lost' for share`, [workerId]);
+          if (!still.length) return null;
+          return this.sessions.transitionIn(tx, s, SessionEvent.fail, { errorMessage: 'worker lost', endReason: 'worker-lost' }, SYSTEM, 'session.error', { message: 'worker lost' });
+        });
         if (row) this.sessions.afterEnd(row, 'worker lost');
       }
     }
