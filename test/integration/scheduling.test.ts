@@ -58,6 +58,9 @@ describe('scheduling and the worker registry', () => {
     const runId = await newRun();
     await eventually('the live socket gets the run', async () => fresh.assigned.some((a) => a.runId === runId), 3000);
     expect(old.assigned).toEqual([]);
+    // Its last connection gone, the worker is offline.
+    fresh.close();
+    await eventually('offline', async () => (await em(hub.orm).execute<{ status: string }[]>(`select status from workers where name like 'stale-%'`))[0]!.status === 'offline');
   });
 
   it('a silent worker (never acks run:assign) beside a healthy one: the healthy one gets its run within 1 s; the silent one’s run is requeued, it is told to cancel it, and it backs off', async () => {
