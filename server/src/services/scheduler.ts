@@ -122,7 +122,8 @@ export class Scheduler {
     const { worker } = slot;
     slot.pushing = true;
     try {
-      await this.runs.publish(run.id);
+      // Dashboards learn of it now; a failed publish must not strand the claimed run unpushed.
+      await this.runs.publish(run.id).catch((err: unknown) => this.log.warn({ err, runId: run.id }, 'could not publish an assignment'));
       const outcome = await worker.assign({ runId: run.id, command: run.command, cwd: run.cwd ?? null, env: run.env });
       if (outcome === 'accepted') {
         this.log.info({ runId: run.id, workerId: worker.id }, 'run assigned');
