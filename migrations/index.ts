@@ -2,6 +2,8 @@ import * as initial from './0001-initial.js';
 import * as controlTiming from './0002-control-timing.js';
 import * as handoff from './0003-handoff.js';
 import * as revisions from './0004-revisions.js';
+import * as auditIndex from './0005-audit-run-seq-index.js';
+import * as auditNoTruncate from './0006-audit-no-truncate.js';
 
 /** Every migration, in order. The server runs the pending ones at start. */
-export const migrations: ReadonlyArray<{ name: string; up: string[] }> = [initial, controlTiming, handoff, revisions];
+export const migrations: ReadonlyArray<{ name: string; up: string[] }> = [initial, controlTiming, handoff, revisions, auditIndex, auditNoTruncate];

@@ -18,7 +18,7 @@ With the embedded database (no DATABASE_URL), stop the hub first: PGlite allows 
 /** The CLI runs without a hub: pushes have nowhere to go until the hub starts. */
 const offline: Notifier = {
   runUpdated() {}, sessionUpdated() {}, termFrames() {}, cancelOnWorker() {}, kickSchedulers() {},
-  sessionGrace() {}, closeTerm() {}, startShare() {}, stopShare() {}, approvalUpdated() {},
+  sessionGrace() {}, closeTerm() {}, termViewerCount: async () => 0, startShare() {}, stopShare() {}, approvalUpdated() {},
   controlApply() {}, deliverMessage() {}, messageCreated() {}, messageUpdated() {}, needsOperator() {}, grantUpdated() {},
   termInput: () => Promise.reject(new Error('the CLI cannot type into a terminal')),
 };

@@ -190,7 +190,7 @@ function registerApprovedCommands(approvals: ApprovalService, runs: RunService, 
   approvals.register('run.create', (actor, _runId, p) => runs.create(actor, p.body as CreateRunBody, approved));
   approvals.register('run.cancel', (actor, runId, p) => runs.cancel(actor, session(runId), (p.reason as string | null) ?? undefined, approved));
   const create = (actor: Parameters<typeof sessions.create>[0], runId: string | null, p: Record<string, unknown>) =>
-    sessions.create(actor, session(runId), { provider: p.provider as Provider, ttlMinutes: (p.ttlMinutes as number | null) ?? undefined }, approved).then((r) => ({ session: r.session }));
+    sessions.create(actor, session(runId), { provider: p.provider as Provider, ttlMinutes: (p.ttlMinutes as number | null) ?? undefined, switch: p.switch === true }, approved).then((r) => ({ session: r.session }));
   approvals.register('session.create', create);
   approvals.register('session.create.external', create);
   approvals.register('session.extend', (actor, runId, p) =>
@@ -199,7 +199,11 @@ function registerApprovedCommands(approvals: ApprovalService, runs: RunService, 
   approvals.register('rw.grant', (actor, runId, p) => grants.grantApproved(actor, session(runId), grantWriteBodySchema.parse(p)));
   const replayControl = (actor: Parameters<typeof control.apply>[0], runId: string | null, p: Record<string, unknown>, approvalId: string) =>
     control.apply(actor, session(runId), controlBodySchema.parse(p), { approved: true, correlationId: approvalId });
-  for (const action of ['takeover', 'handback', 'control.pause', 'control.resume'] as const) approvals.register(action, replayControl);
+  for (const action of ['takeover', 'handback', 'control.handback.force', 'control.pause', 'control.resume'] as const) approvals.register(action, replayControl);
+  approvals.register('session.revoke', (actor, runId, p) =>
+    sessions.revoke(actor, session(runId), { reason: (p.reason as string | undefined) ?? undefined, provider: (p.provider as Provider | undefined) ?? undefined }, approved).then((s) => ({ session: s })));
+  approvals.register('rw.revoke', (actor, runId, p) => grants.revoke(actor, session(runId), { grantId: (p.grantId as string | undefined) ?? undefined }, approved));
+  approvals.register('needs-operator.dismiss', (actor, runId) => runs.dismissNeedsOperator(actor, session(runId), approved));
 }
 
 function liveSessionOptions(config: ServerConfig): LiveSessionOptions {
@@ -213,6 +217,7 @@ function liveSessionOptions(config: ServerConfig): LiveSessionOptions {
     graceMs: config.LIVE_GRACE,
     startTimeoutMs: config.LIVE_PROVIDER_START_TIMEOUT,
     defaultProvider: config.LIVE_SESSION_PROVIDER,
+    enabledByDefault: config.LIVE_SESSION_ENABLED_DEFAULT,
     maxPerRun: config.LIVE_MAX_SHARES_PER_RUN,
     maxPerWorker: config.LIVE_MAX_CONCURRENT_PER_WORKER,
     allowWeb: config.LIVE_ALLOW_WEB,

@@ -48,9 +48,13 @@ export const serverConfigSchema = z.object({
   LIVE_PROVIDER_START_TIMEOUT: duration('15s'),
   LIVE_MAX_SHARES_PER_RUN: int(3, 1, 100),
   LIVE_MAX_CONCURRENT_PER_WORKER: int(4, 1, 1000),
-  HEARTBEAT_INTERVAL: duration('5s'),
-  /** A worker not heard from for this long is `lost`: its shares go ERROR at once. Default 15s. */
-  WORKER_LOST_AFTER: duration('15s'),
+  /** How often workers heartbeat. Default 3s. */
+  HEARTBEAT_INTERVAL: duration('3s'),
+  /**
+   * A worker not heard from for this long is `lost`: its shares go ERROR at once. Default 9s
+   * (three missed heartbeats), so stale shares are resolved within 10 s of the last one.
+   */
+  WORKER_LOST_AFTER: duration('9s'),
   /**
    * After WORKER_LOST_AFTER, how long a lost worker's runs stay `running` waiting for it to
    * come back and re-adopt them (audited `run.reclaimed`); past it they are `lost` and the
@@ -98,6 +102,12 @@ export const workerConfigSchema = z.object({
   /** Share provider binaries; unset → found on PATH (a missing one fails its shares clearly). */
   TMATE_BIN: z.string().optional(),
   UPTERM_BIN: z.string().optional(),
+  /**
+   * Variables of the worker's environment that runs inherit besides PATH, HOME, USER,
+   * LOGNAME, SHELL, LANG, LANGUAGE, LC_*, TERM, TZ and TMPDIR: comma-separated names, or
+   * `PREFIX_*`. Default none. The worker's token is never passed.
+   */
+  WORKER_PASS_ENV: z.string().optional(),
   /** Output batching: flush a frame after this many ms (≤ 16 per DESIGN.md §4). */
   FRAME_FLUSH_MS: int(16, 1, 1000),
   LOG_LEVEL: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),

@@ -51,6 +51,8 @@ export const controlApplySchema = z.object({
       by: z.object({ id: z.string(), name: z.string() }),
       /** When the operator handed back (ISO 8601). */
       at: z.string(),
+      /** A forced hand-back: the operator whose takeover `by` ended (absent when the controller handed back). */
+      forcedFrom: z.object({ id: z.string(), name: z.string() }).optional(),
     })
     .nullable()
     .default(null),

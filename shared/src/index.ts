@@ -5,3 +5,4 @@ export * from './config.js';
 export * from './rest.js';
 export * from './events.js';
 export * from './redaction.js';
+export * from './text-safety.js';

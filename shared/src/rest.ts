@@ -40,6 +40,8 @@ export const cancelRunBodySchema = z.strictObject({ reason: z.string().max(500).
 export const createLiveSessionBodySchema = z.strictObject({
   provider: providerSchema.optional(),
   ttlMinutes: z.number().int().min(1).optional(),
+  /** tmate or upterm: end the run's active share of the other external provider first (default false: both may run). */
+  switch: z.boolean().optional(),
 });
 /** `POST /api/task-runs/:id/live-session/extend` body: the new TTL from now. */
 export const extendLiveSessionBodySchema = z.strictObject({
@@ -126,10 +128,13 @@ export const controlBodySchema = z
     summary: z.string().trim().min(1).max(4000).optional(),
     /** Takeover: how long the taker's write grant lasts, in minutes. Default LIVE_RW_GRANT_TTL. */
     ttlMinutes: z.number().int().min(1).max(100_000).optional(),
+    /** With handback: end another operator's takeover (policy action `control.handback.force`, admins by default). */
+    force: z.boolean().optional(),
   })
   .superRefine((b, ctx) => {
     if (b.action === 'handback' && b.summary === undefined) ctx.addIssue({ code: 'custom', path: ['summary'], message: 'a hand-back needs a summary for the agent' });
     if (b.summary !== undefined && b.action !== 'handback') ctx.addIssue({ code: 'custom', path: ['summary'], message: 'summary is only for handback' });
+    if (b.force !== undefined && b.action !== 'handback') ctx.addIssue({ code: 'custom', path: ['force'], message: 'force is only for handback' });
     if (b.mode !== undefined && b.action !== 'pause' && b.action !== 'takeover') ctx.addIssue({ code: 'custom', path: ['mode'], message: 'mode is only for pause and takeover' });
     if (b.ttlMinutes !== undefined && b.action !== 'takeover') ctx.addIssue({ code: 'custom', path: ['ttlMinutes'], message: 'ttlMinutes is only for takeover' });
   });

@@ -75,6 +75,9 @@ describe.each(['postgres', 'pglite'] as const)('persistence on %s', (driver) => 
     }
     await expect(em(hub.orm).execute(`update control_events set action = 'x' where run_id = ?`, [run.body.id])).rejects.toThrow(/append-only/);
     await expect(em(hub.orm).execute(`delete from control_events where run_id = ?`, [run.body.id])).rejects.toThrow(/append-only/);
+    await expect(em(hub.orm).execute(`truncate control_events`)).rejects.toThrow(/append-only/);
+    const [{ n }] = (await em(hub.orm).execute<{ n: number }[]>('select count(*)::int as n from control_events where run_id = ?', [run.body.id])) as [{ n: number }];
+    expect(n).toBe(rows.length);
   });
 
   it('records terminal frames once each and serves them back in order', async () => {

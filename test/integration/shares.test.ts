@@ -51,8 +51,8 @@ describe('external shares: real hub + real worker process + real tmux (tmate/upt
     await viewer.untilStatus(runId, ['running']);
     return runId;
   };
-  const share = async (runId: string, provider: 'tmate' | 'upterm') => {
-    const res = await api(hub.url, admin, 'POST', `/api/task-runs/${runId}/live-session`, { provider });
+  const share = async (runId: string, provider: 'tmate' | 'upterm', extra: { switch?: boolean } = {}) => {
+    const res = await api(hub.url, admin, 'POST', `/api/task-runs/${runId}/live-session`, { provider, ...extra });
     expect(res.status, JSON.stringify(res.body)).toBe(201);
     expect(res.body.session.status).toBe('STARTING');
     return res.body.session as LiveSession;
@@ -94,7 +94,7 @@ describe('external shares: real hub + real worker process + real tmux (tmate/upt
     const up = await share(runId, 'upterm');
     const ready = await until(up.id, 'READY');
     expect(Object.values(ready.attachRo ?? {}).join(' ')).toMatch(/ssh /);
-    const tm = await share(runId, 'tmate');
+    const tm = await share(runId, 'tmate', { switch: true });
     const ended = await until(up.id, 'ENDED');
     expect(ended.endReason).toBe('switched');
     await until(tm.id, 'READY');

@@ -59,13 +59,22 @@ describe('worker against a real hub', () => {
     expect(run.errorMessage).toMatch(/not\/here/);
   });
 
-  it('runs never see the worker token in their environment', async () => {
-    const w = startWorker({ hubUrl: hub.url, token: await hub.workerToken(`env-${marker()}`) });
+  it('runs get an allowlisted environment: never the worker token, nor the hub’s database, Redis, data dir or keys (as under `pnpm start`)', async () => {
+    // The worker's environment as `pnpm start` gives it: the hub's own variables included.
+    const hubEnv = {
+      DATABASE_URL: 'postgresql://hub:hub-db-secret@127.0.0.1:5432/handoff', REDIS_URL: 'redis://127.0.0.1:6379/9',
+      HANDOFF_DATA_DIR: '/srv/handoff-data', HANDOFF_SECRET_KEY: 'a'.repeat(64), HANDOFF_METRICS_TOKEN: 'metrics-secret', CI_BUILD: '42',
+    };
+    const w = startWorker({ hubUrl: hub.url, token: await hub.workerToken(`env-${marker()}`), env: { ...hubEnv, WORKER_PASS_ENV: 'CI_*' } });
     workers.push(w);
-    const runId = await create('echo "token=[${HANDOFF_WORKER_TOKEN:-none}] run=[$HANDOFF_RUN_ID] mine=[$MY_VAR]"', { env: { MY_VAR: 'v1' } });
+    const runId = await create('echo "token=[${HANDOFF_WORKER_TOKEN:-none}] run=[$HANDOFF_RUN_ID] mine=[$MY_VAR] ci=[$CI_BUILD]"; echo ---; env', { env: { MY_VAR: 'v1' } });
     await viewer.untilStatus(runId, ['succeeded']);
-    const out = joinFrames((await hub.terminal.scrollback(runId, 0)).frames);
-    expect(out).toContain(`token=[none] run=[${runId}] mine=[v1]`);
+    const out = joinFrames((await hub.terminal.scrollback(runId, 0)).frames).replace(/\r\n/g, '\n');
+    expect(out).toContain(`token=[none] run=[${runId}] mine=[v1] ci=[42]`);
+    const names = out.split('---\n')[1]!.split('\n').map((l) => l.split('=')[0]);
+    for (const name of ['DATABASE_URL', 'REDIS_URL', 'HANDOFF_DATA_DIR', 'HANDOFF_SECRET_KEY', 'HANDOFF_METRICS_TOKEN', 'HANDOFF_WORKER_TOKEN', 'HANDOFF_URL']) expect(names).not.toContain(name);
+    for (const secret of ['hub-db-secret', 'metrics-secret', 'a'.repeat(64)]) expect(out).not.toContain(secret);
+    expect(names).toEqual(expect.arrayContaining(['PATH', 'HOME', 'HANDOFF_RUN_ID', 'HANDOFF_INBOX', 'MY_VAR']));
   });
 
   it('reconnects after the hub disconnects it on purpose, and the run completes intact', async () => {

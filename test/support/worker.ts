@@ -2,6 +2,7 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
+import { defaultRunDir } from '../../worker/src/run-dir.js';
 
 const WORKER_MAIN = path.resolve('worker/src/main.ts');
 
@@ -16,9 +17,12 @@ export interface WorkerProcess {
   stop(): Promise<void>;
 }
 
-/** Starts a real worker process (`node --import tsx worker/src/main.ts`) against a hub. */
-export function startWorker(opts: { hubUrl: string; token: string; capacity?: number; runDir?: string; env?: Record<string, string> }): WorkerProcess {
-  const runDir = opts.runDir ?? mkdtempSync(path.join(tmpdir(), 'handoff-wrk-'));
+/**
+ * Starts a real worker process (`node --import tsx worker/src/main.ts`) against a hub.
+ * `runDir: null` leaves WORKER_RUN_DIR unset (the worker's default, per identity).
+ */
+export function startWorker(opts: { hubUrl: string; token: string; capacity?: number; runDir?: string | null; env?: Record<string, string> }): WorkerProcess {
+  const runDir = opts.runDir === null ? defaultRunDir(opts.token) : (opts.runDir ?? mkdtempSync(path.join(tmpdir(), 'handoff-wrk-')));
   let log = '';
   // Node itself with tsx's loader, not the tsx wrapper: a signal (SIGKILL above all) must
   // reach the worker process, not a parent that would leave it running.
@@ -28,7 +32,7 @@ export function startWorker(opts: { hubUrl: string; token: string; capacity?: nu
       HANDOFF_URL: opts.hubUrl,
       HANDOFF_WORKER_TOKEN: opts.token,
       WORKER_CAPACITY: String(opts.capacity ?? 2),
-      WORKER_RUN_DIR: runDir,
+      ...(opts.runDir === null ? {} : { WORKER_RUN_DIR: runDir }),
       LOG_LEVEL: process.env.TEST_WORKER_LOG ?? 'info',
       ...opts.env,
     },

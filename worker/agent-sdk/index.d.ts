@@ -73,6 +73,8 @@ export interface HandoffPacket {
   actorId: string;
   /** What the operator did and what the agent should know (at most 4000 characters; secrets redacted). */
   summary: string;
+  /** Present when an admin forced the hand-back: the operator whose takeover they ended (`actor` is the admin). */
+  forcedFrom?: { id: string; name: string };
   /** Shared by the takeover, the hand-back and their audit events on the hub; null if none was given. */
   correlationId: string | null;
   context: HandoffContext;

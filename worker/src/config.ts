@@ -1,9 +1,8 @@
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
 import { parseConfig, workerConfigSchema, type WorkerConfig } from '@handoff/shared';
+import { defaultRunDir } from './run-dir.js';
 
-/** The worker's parsed configuration; `WORKER_RUN_DIR` is always resolved. */
-export type ResolvedWorkerConfig = Readonly<WorkerConfig & { WORKER_RUN_DIR: string }>;
+/** The worker's parsed configuration; `WORKER_RUN_DIR` is always resolved, `HANDOFF_URL` split into `hubUrls`. */
+export type ResolvedWorkerConfig = Readonly<WorkerConfig & { WORKER_RUN_DIR: string; hubUrls: readonly string[] }>;
 
 /**
  * Parses the worker's environment once (throws a readable error listing every bad
@@ -11,6 +10,8 @@ export type ResolvedWorkerConfig = Readonly<WorkerConfig & { WORKER_RUN_DIR: str
  */
 export function loadConfig(env: Record<string, string | undefined> = process.env): ResolvedWorkerConfig {
   const parsed = parseConfig(workerConfigSchema, env);
-  const runDir = parsed.WORKER_RUN_DIR ?? join(tmpdir(), `handoff-worker-${process.getuid?.() ?? 'user'}`);
-  return Object.freeze({ ...parsed, WORKER_RUN_DIR: runDir });
+  // Per worker identity by default: two workers of one user never share a run dir.
+  const runDir = parsed.WORKER_RUN_DIR ?? defaultRunDir(parsed.HANDOFF_WORKER_TOKEN);
+  const hubUrls = Object.freeze(parsed.HANDOFF_URL.split(',').map((u) => u.trim().replace(/\/+$/, '')).filter(Boolean));
+  return Object.freeze({ ...parsed, WORKER_RUN_DIR: runDir, hubUrls });
 }

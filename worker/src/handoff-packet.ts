@@ -18,6 +18,8 @@ export interface HandoffPacket {
   actorId: string;
   /** What the operator did and what the agent should know (secrets redacted). */
   summary: string;
+  /** A forced hand-back: the operator whose takeover `actor` (an admin) ended. */
+  forcedFrom?: { id: string; name: string };
   /** Shared by the takeover, the hand-back and their audit events; null when the hub gave none. */
   correlationId: string | null;
   context: HandoffContext & {
@@ -70,6 +72,7 @@ export function handoffPacket(runId: string, handback: Handback, correlationId: 
     actor: handback.by.name,
     actorId: handback.by.id,
     summary: redactText(handback.summary),
+    ...(handback.forcedFrom ? { forcedFrom: handback.forcedFrom } : {}),
     correlationId,
     context: { ...context, recording: `/api/task-runs/${runId}/recording.cast` },
   };

@@ -126,8 +126,11 @@ export class OperatorShell {
   /**
    * The shell's context now: cwd = the pane's current path (its foreground process's
    * directory), else the one recorded at the last prompt; env = the environment recorded
-   * at the last prompt (so `export` counts), else the shell's initial one from /proc.
-   * Variables that only describe the shell itself (its tmux pane, the worker's marker) are left out.
+   * at the last prompt (so `export` counts), else the shell's initial one from /proc —
+   * reduced to what the operator changed: variables exported or modified relative to the
+   * run's environment (the agent has the rest already; nothing else of the operator's
+   * session leaves it). Variables that only describe the shell itself (its tmux pane, the
+   * worker's marker, PWD) are left out.
    */
   async capture(): Promise<CapturedContext> {
     const [pane, recorded] = await Promise.all([
@@ -137,7 +140,7 @@ export class OperatorShell {
     const panePath = pane.code === 0 ? pane.stdout.replace(/\n$/, '') : '';
     const cwd = panePath !== '' ? panePath : (recorded?.cwd ?? null);
     const env = recorded?.env ?? (await readEnviron(this.pid)) ?? {};
-    return { cwd, env: this.withoutShellVars(env) };
+    return { cwd, env: this.changedByOperator(this.withoutShellVars(env)) };
   }
 
   /**
@@ -167,6 +170,15 @@ export class OperatorShell {
     return [...all.values()];
   }
 
+  private changedByOperator(env: Record<string, string>): Record<string, string> {
+    const out: Record<string, string> = {};
+    for (const [name, value] of Object.entries(env)) {
+      if (Object.hasOwn(this.opts.env, name) && this.opts.env[name] === value) continue;
+      Object.defineProperty(out, name, { value, enumerable: true, writable: true, configurable: true });
+    }
+    return out;
+  }
+
   private withoutShellVars(env: Record<string, string>): Record<string, string> {
     const out: Record<string, string> = {};
     for (const [name, value] of Object.entries(env)) {
@@ -179,7 +191,7 @@ export class OperatorShell {
 }
 
 /** Variables of the shell itself, not of the context it hands back. */
-const SHELL_VARS = new Set([OPERATOR_SHELL_ENV, 'TMUX', 'TMUX_PANE', '_']);
+const SHELL_VARS = new Set([OPERATOR_SHELL_ENV, 'TMUX', 'TMUX_PANE', '_', 'PWD', 'OLDPWD', 'SHLVL', 'SHELL', 'TERM', 'TERM_PROGRAM', 'TERM_PROGRAM_VERSION', 'COLORTERM']);
 
 /** Processes started from an operator shell of the run in `dir` (by marker), e.g. to clean up after a crashed worker. */
 export function operatorShellProcesses(dir: string): Promise<ProcInfo[]> {

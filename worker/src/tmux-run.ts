@@ -192,7 +192,8 @@ export class TmuxRun {
       if (this.shell) return this.shell.capture();
       const pane = await tmux(this.opts.tmuxBin, this.socketPath, ['display-message', '-p', '-t', this.agentPane, '#{pane_current_path}']);
       const cwd = pane.code === 0 ? pane.stdout.replace(/\n$/, '') : '';
-      return { cwd: cwd === '' ? null : cwd, env: this.environment };
+      // No shell of the operator's here: nothing of the environment was changed by them.
+      return { cwd: cwd === '' ? null : cwd, env: {} };
     });
   }
 

@@ -1,3 +1,5 @@
+import { existsSync } from 'node:fs';
+import { join } from 'node:path';
 import { io, type Socket } from 'socket.io-client';
 import { z } from 'zod';
 import {
@@ -28,13 +30,15 @@ import { messageFlash, RunInbox } from './run-inbox.js';
 import { RunReporter } from './run-reporter.js';
 import { ShareManager } from './share-manager.js';
 import { findProviderBinary } from './share-provider.js';
+import { ABANDON_FILE, DEFAULT_ABANDON_AFTER_MS, LeaseKeeper, lockRunDir, writeAbandonAfter, type RunDirLock } from './run-dir.js';
+import { parsePassEnv, runEnvironment } from './run-env.js';
 import { cleanStaleRuns } from './stale-runs.js';
 import { findExecutable } from './tmux.js';
 import { TmuxRun, type RunOutcome } from './tmux-run.js';
 
 export interface WorkerOptions {
   config: ResolvedWorkerConfig;
-  /** Environment every run inherits (minus the worker token), before the run's own env. */
+  /** The worker's environment: runs inherit only its allowlisted part (see run-env.ts), before their own env. */
   baseEnv: Record<string, string | undefined>;
   logger: Logger;
   /** Reported in `worker:hello`. Default: the worker package's version. */
@@ -45,7 +49,10 @@ export interface WorkerOptions {
   killGraceMs?: number;
   /** stop(): how long to wait for the hub to take the final exit reports, in ms. Default 5000. */
   stopTimeoutMs?: number;
-  /** Largest delay between reconnect attempts the worker makes itself, in ms. Default 30 000. */
+  /**
+   * Largest delay between reconnect attempts, in ms. Default: the hub's heartbeat interval
+   * (5 000 until the first hello), so a worker is back well within WORKER_LOST_AFTER.
+   */
   maxReconnectDelayMs?: number;
   /** Share stop: ms between SIGTERM and SIGKILL of a share's processes. Default 1000. */
   shareKillGraceMs?: number;
@@ -94,7 +101,7 @@ export class Worker {
   private readonly ackTimeoutMs: number;
   private readonly killGraceMs: number;
   private readonly stopTimeoutMs: number;
-  private readonly maxReconnectDelayMs: number;
+  private readonly maxReconnectDelayMs: number | null;
   private readonly runs = new Map<string, RunEntry>();
   private readonly link: HubLink;
   private readonly shares: ShareManager;
@@ -107,8 +114,13 @@ export class Worker {
   private heartbeat: ReturnType<typeof setInterval> | null = null;
   private reconnectTimer: ReturnType<typeof setTimeout> | null = null;
   private reconnectAttempts = 0;
+  /** Index into `config.hubUrls` of the node tried last: a failed or lost node makes the worker try the next one. */
+  private urlIndex = -1;
+  private heartbeatIntervalMs = 5000;
   private stopping: Promise<void> | null = null;
   private id: string | null = null;
+  private lock: RunDirLock | null = null;
+  private readonly lease: LeaseKeeper;
 
   constructor(opts: WorkerOptions) {
     this.config = opts.config;
@@ -119,7 +131,8 @@ export class Worker {
     this.ackTimeoutMs = opts.ackTimeoutMs ?? 15_000;
     this.killGraceMs = opts.killGraceMs ?? 2000;
     this.stopTimeoutMs = opts.stopTimeoutMs ?? 5000;
-    this.maxReconnectDelayMs = opts.maxReconnectDelayMs ?? 30_000;
+    this.maxReconnectDelayMs = opts.maxReconnectDelayMs ?? null;
+    this.lease = new LeaseKeeper(this.config.WORKER_RUN_DIR);
     const isGreeted = () => this.greeted;
     this.link = {
       get ready() {
@@ -131,7 +144,7 @@ export class Worker {
       runsDir: this.config.WORKER_RUN_DIR,
       tmuxBin: () => this.tmuxBin,
       binaries: { tmate: this.config.TMATE_BIN, upterm: this.config.UPTERM_BIN },
-      env: runEnvironment(this.baseEnv, {}),
+      env: runEnvironment(this.baseEnv, {}, parsePassEnv(this.config.WORKER_PASS_ENV)),
       link: this.link,
       logger: this.root,
       isRunActive: (runId) => this.runs.get(runId)?.phase === 'running',
@@ -159,12 +172,16 @@ export class Worker {
     return [...this.runs.values()].filter((r) => r.phase !== 'ended').map((r) => r.runId);
   }
 
-  /** Cleans what a crashed predecessor left, then connects (and keeps reconnecting) to the hub. */
+  /** Takes its run dir, cleans what a crashed predecessor left, then connects (and keeps reconnecting) to a hub node. */
   async start(): Promise<void> {
-    if (this.socket) return;
+    if (this.lock) return;
     const tmuxBin = findExecutable('tmux', this.baseEnv.PATH);
     if (!tmuxBin) throw new Error('tmux not found on PATH: the worker runs every task in tmux');
     this.tmuxBin = tmuxBin;
+    // Exclusive: a second worker on the same dir would take the first one's runs for stale.
+    this.lock = lockRunDir(this.config.WORKER_RUN_DIR);
+    this.lease.start();
+    if (!existsSync(join(this.config.WORKER_RUN_DIR, ABANDON_FILE))) writeAbandonAfter(this.config.WORKER_RUN_DIR, DEFAULT_ABANDON_AFTER_MS);
     await cleanStaleRuns(this.config.WORKER_RUN_DIR, tmuxBin, this.log);
     await this.shares.cleanStale();
     this.log.info(
@@ -174,28 +191,44 @@ export class Worker {
       },
       'share providers (null: shares of that provider fail with a clear message)',
     );
+    this.log.info({ hubs: this.config.hubUrls, capacity: this.config.WORKER_CAPACITY, runDir: this.config.WORKER_RUN_DIR }, 'connecting to hub');
+    this.connectNext();
+  }
 
-    const url = `${this.config.HANDOFF_URL.split(',')[0]!.trim().replace(/\/+$/, '')}${NAMESPACE.worker}`;
+  /**
+   * Connects to the next hub node in `HANDOFF_URL` (round robin). The worker reconnects
+   * itself rather than through socket.io's own retry loop, which would stay on one node:
+   * when a node dies, the next attempt goes to another one at once.
+   */
+  private connectNext(): void {
+    if (this.stopping) return;
+    this.urlIndex = (this.urlIndex + 1) % this.config.hubUrls.length;
+    const url = `${this.config.hubUrls[this.urlIndex]}${NAMESPACE.worker}`;
     const socket: HubSocket = io(url, {
       transports: ['websocket'],
       auth: { token: this.config.HANDOFF_WORKER_TOKEN },
       forceNew: true,
-      autoConnect: false,
-      reconnectionDelay: 500,
-      reconnectionDelayMax: 10_000,
+      reconnection: false,
+      timeout: 5000,
     });
     this.socket = socket;
+    const lost = () => {
+      if (this.socket !== socket) return;
+      socket.removeAllListeners();
+      socket.close();
+      this.socket = null;
+      this.scheduleReconnect();
+    };
     socket.on('connect', () => this.greet());
     socket.on('disconnect', (reason) => {
       this.goOffline();
-      if (this.stopping) this.log.info({ reason }, 'disconnected from hub');
-      else this.log.warn({ reason }, 'disconnected from hub');
-      // socket.io reconnects by itself unless the server closed the socket on purpose.
-      if (!socket.active) this.scheduleReconnect();
+      if (this.stopping) this.log.info({ reason, url }, 'disconnected from hub');
+      else this.log.warn({ reason, url }, 'disconnected from hub');
+      lost();
     });
     socket.on('connect_error', (err) => {
-      this.log.warn({ error: err.message }, socket.active ? 'cannot reach hub; retrying' : 'hub refused the connection');
-      if (!socket.active) this.scheduleReconnect();
+      this.log.warn({ error: err.message, url }, 'cannot reach hub; trying the next node');
+      lost();
     });
     socket.on('run:assign', (payload, ack) => this.onAssign(payload, ack));
     socket.on('run:cancel', (payload) => this.onCancel(payload));
@@ -204,8 +237,6 @@ export class Worker {
     socket.on('term:input', (payload, ack) => this.onTermInput(payload, ack));
     socket.on('share:start', (payload, ack) => this.shares.onStart(payload, ack));
     socket.on('share:stop', (payload) => this.shares.onStop(payload));
-    this.log.info({ url, capacity: this.config.WORKER_CAPACITY, runDir: this.config.WORKER_RUN_DIR }, 'connecting to hub');
-    socket.connect();
   }
 
   /** Cancels every active run, waits (bounded) until the hub has their exits, disconnects. */
@@ -229,9 +260,14 @@ export class Worker {
       this.log.warn('stopped before the hub acknowledged every exit report; the hub will mark those runs lost');
     }
     this.goOffline();
-    this.socket?.disconnect();
+    const socket = this.socket;
+    this.socket = null;
+    socket?.removeAllListeners();
+    socket?.disconnect();
     for (const entry of this.runs.values()) entry.reporter.dispose();
     this.runs.clear();
+    this.lease.stop();
+    this.lock?.release();
     this.log.info('worker stopped');
   }
 
@@ -245,14 +281,15 @@ export class Worker {
       if (connection !== this.connection || !socket.connected) return;
       if (!ack?.ok) {
         this.log.error({ error: ack ? ack.error : 'no answer' }, 'hub did not accept worker:hello; reconnecting');
-        socket.disconnect();
-        this.scheduleReconnect();
+        socket.disconnect(); // the disconnect handler reconnects (to the next node)
         return;
       }
-      const { workerId, name, heartbeatIntervalMs } = ack.data;
+      const { workerId, name, heartbeatIntervalMs, abandonAfterMs } = ack.data;
       this.id = workerId;
       this.greeted = true;
       this.reconnectAttempts = 0;
+      this.heartbeatIntervalMs = heartbeatIntervalMs;
+      writeAbandonAfter(this.config.WORKER_RUN_DIR, abandonAfterMs);
       this.log.info({ workerId, name, runs: payload.runs.length }, 'worker connected');
       this.startHeartbeat(heartbeatIntervalMs);
       for (const entry of this.runs.values()) entry.reporter.resend();
@@ -278,16 +315,24 @@ export class Worker {
     this.heartbeat = null;
   }
 
-  /** For disconnects socket.io does not retry (server-side disconnect, refused handshake). */
+  /**
+   * The next attempt, on the next node: the first one at once (a node that died usually
+   * has a live peer), then exponential backoff with full jitter, capped near the heartbeat
+   * interval so a worker is back long before the hub gives up on it.
+   */
   private scheduleReconnect(): void {
-    if (this.stopping || this.reconnectTimer || !this.socket) return;
-    const base = Math.min(this.maxReconnectDelayMs, 1000 * 2 ** this.reconnectAttempts);
-    const delay = Math.round(base * (0.5 + Math.random() / 2));
+    if (this.stopping || this.reconnectTimer) return;
+    const cap = this.maxReconnectDelayMs ?? this.heartbeatIntervalMs;
+    const attempt = this.reconnectAttempts;
     this.reconnectAttempts += 1;
-    this.log.info({ delayMs: delay }, 'reconnecting to hub');
+    // A full round of the node list costs little: only after it does the backoff grow.
+    const round = Math.floor(attempt / this.config.hubUrls.length);
+    const base = round === 0 ? 100 : Math.min(cap, 250 * 2 ** (round - 1));
+    const delay = Math.round(base * (0.5 + Math.random() / 2));
+    this.log.info({ delayMs: delay, attempt }, 'reconnecting to hub');
     this.reconnectTimer = setTimeout(() => {
       this.reconnectTimer = null;
-      if (!this.stopping && this.socket && !this.socket.connected) this.socket.connect();
+      this.connectNext();
     }, delay);
   }
 
@@ -374,7 +419,7 @@ export class Worker {
         runsDir: this.config.WORKER_RUN_DIR,
         command: assignment.command,
         cwd: assignment.cwd,
-        env: runEnvironment(this.baseEnv, assignment.env),
+        env: runEnvironment(this.baseEnv, assignment.env, parsePassEnv(this.config.WORKER_PASS_ENV)),
         cols: this.config.WORKER_COLS,
         rows: this.config.WORKER_ROWS,
         tmuxBin: this.tmuxBin,
@@ -573,9 +618,3 @@ function readAck<E extends ReportEvent>(event: E, res: unknown): Ack<ResponseOf<
   return data.success ? { ok: true, data: data.data as ResponseOf<E> } : malformed;
 }
 
-/** The run's environment: the worker's own, without its token, overlaid with the run's. */
-export function runEnvironment(base: Record<string, string | undefined>, runEnv: Record<string, string>): Record<string, string | undefined> {
-  const env = { ...base, ...runEnv };
-  delete env.HANDOFF_WORKER_TOKEN;
-  return env;
-}

@@ -76,7 +76,7 @@ export const RunSchema = defineEntity({
     /** Shared by the audit rows of one control change (a takeover and its hand-back share one). */
     controlCorrelationId: p.uuid().nullable(),
     /** The latest hand-back, pushed with `state: agent` until the worker applied it. */
-    handback: p.json<{ summary: string; by: { id: string; name: string }; at: string }>().nullable(),
+    handback: p.json<{ summary: string; by: { id: string; name: string }; at: string; forcedFrom?: { id: string; name: string } }>().nullable(),
     needsOperatorReason: p.string().nullable(),
     needsOperatorAt: p.datetime().nullable(),
     liveSessionEnabled: p.boolean(),

@@ -18,6 +18,14 @@ export const PolicyAction = {
   auditRead: 'audit.read',
   runCreate: 'run.create',
   runCancel: 'run.cancel',
+  /** End a live share now (its viewers are cut off, grants issued on it end). */
+  sessionRevoke: 'session.revoke',
+  /** End someone's (or one's own) write grant. */
+  rwRevoke: 'rw.revoke',
+  /** Clear an agent's request for an operator. */
+  needsOperatorDismiss: 'needs-operator.dismiss',
+  /** An admin ends another operator's takeover (hand back on their behalf). */
+  controlHandbackForce: 'control.handback.force',
 } as const;
 export type PolicyAction = (typeof PolicyAction)[keyof typeof PolicyAction];
 export const POLICY_ACTIONS = Object.values(PolicyAction) as [PolicyAction, ...PolicyAction[]];
@@ -42,6 +50,10 @@ const timeWindowSchema = z.strictObject({
   tz: z.literal('UTC').default('UTC'),
 });
 
+/** Roles a rule may name: the users' roles, and `system` for the hub's own commands (e.g. the share LIVE_SESSION_PROVIDER asks for). */
+const policyRoleSchema = z.enum([...roleSchema.options, 'system']);
+export type PolicyRole = z.infer<typeof policyRoleSchema>;
+
 // Strict objects: a typo such as `role:` for `roles:` would otherwise silently widen a rule.
 const ruleSchema = z
   .strictObject({
@@ -49,14 +61,19 @@ const ruleSchema = z
     description: z.string().optional(),
     /** Actions the rule covers; `*` = all of them (never an unknown one). */
     actions: z.array(z.enum([...POLICY_ACTIONS, '*'])).min(1),
-    /** The actor's role must be one of these. */
-    roles: z.array(roleSchema).min(1).optional(),
+    /** The actor's role must be one of these (`system`: the hub acting on its configuration). */
+    roles: z.array(policyRoleSchema).min(1).optional(),
     /** The actor's user name must be one of these. */
     users: z.array(z.string().min(1)).min(1).optional(),
     /** Every label here must be on the run with the same value. */
     runLabels: z.record(z.string(), z.string()).optional(),
     /** The session provider must be one of these (a context without a provider does not match). */
     providers: z.array(providerSchema).min(1).optional(),
+    /**
+     * Every user the command acts against (the holders of the write grants a revoke would
+     * end) must have one of these roles; a command against nobody matches.
+     */
+    targetRoles: z.array(roleSchema).min(1).optional(),
     /** The requested TTL must be given and ≤ this many minutes, else the rule does not match. */
     maxTtlMinutes: z.number().positive().optional(),
     timeWindow: timeWindowSchema.optional(),
@@ -92,7 +109,7 @@ export type PolicyRule = Policy['rules'][number];
 export interface PolicyActor {
   id: string;
   name: string;
-  role: Role;
+  role: PolicyRole;
 }
 
 export interface PolicyContext {
@@ -100,6 +117,8 @@ export interface PolicyContext {
   provider?: Provider;
   /** The effective TTL of what is requested (defaults already applied), in minutes. */
   ttlMinutes?: number;
+  /** Roles of the users the command acts against (e.g. holders of the grants a revoke ends). */
+  targetRoles?: Role[];
   now: Date;
 }
 
@@ -131,6 +150,7 @@ function matches(rule: PolicyRule, action: PolicyAction, actor: PolicyActor, ctx
       if (!ctx.runLabels || !Object.hasOwn(ctx.runLabels, k) || ctx.runLabels[k] !== v) return false;
     }
   }
+  if (rule.targetRoles && !(ctx.targetRoles ?? []).every((r) => rule.targetRoles!.includes(r))) return false;
   if (rule.timeWindow && !inWindow(rule.timeWindow, ctx.now)) return false;
   return true;
 }

@@ -77,7 +77,19 @@ export function createApp(deps: AppDeps): Express {
   });
 
   const api = express.Router();
-  api.use(express.json({ limit: '256kb' }));
+  api.use(
+    express.json({
+      limit: '256kb',
+      // Invalid UTF-8 would be stored as U+FFFD: refuse it instead (errors.ts answers 400).
+      verify: (_req, _res, buf) => {
+        try {
+          new TextDecoder('utf-8', { fatal: true }).decode(buf);
+        } catch {
+          throw Object.assign(new Error('request body is not valid UTF-8'), { type: 'encoding.invalid', status: 400 });
+        }
+      },
+    }),
+  );
   api.use(authenticate(deps.auth, deps.limiter));
   api.get('/auth/whoami', (_req, res) => {
     const p = principalOf(res)!;

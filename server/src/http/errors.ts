@@ -16,6 +16,7 @@ export function errorBoundary(log: Logger): ErrorRequestHandler {
     const bodyErr = err as { type?: string; status?: number };
     if (bodyErr.type === 'entity.parse.failed') appErr = new AppError({ code: ErrorCode.VALIDATION, message: 'request body is not valid JSON' });
     else if (bodyErr.type === 'entity.too.large') appErr = new AppError({ code: ErrorCode.VALIDATION, message: 'request body too large' });
+    else if (bodyErr.type === 'encoding.invalid' || bodyErr.type === 'entity.verify.failed') appErr = new AppError({ code: ErrorCode.VALIDATION, message: 'request body is not valid UTF-8' });
     else appErr = toAppError(err);
     if (appErr.code === ErrorCode.INTERNAL) log.error({ err: appErr.cause ?? err, method: req.method, path: req.path }, 'request failed');
     res.status(httpStatusOf[appErr.code]).json({ error: appErr.toBody() });

@@ -1,9 +1,10 @@
 import type { Request } from 'express';
 import type { z } from 'zod';
-import { validationError } from '@handoff/shared';
+import { assertSafeText, validationError } from '@handoff/shared';
 
-/** Parses one part of a request with its schema; a failure is a VALIDATION AppError. */
+/** Parses one part of a request with its schema; a failure (or text that cannot be stored: NUL, lone surrogates) is a VALIDATION AppError. */
 export function parse<S extends z.ZodType>(schema: S, value: unknown, what: string): z.output<S> {
+  assertSafeText(value, what);
   const result = schema.safeParse(value ?? {});
   if (!result.success) throw validationError(result.error, what);
   return result.data;

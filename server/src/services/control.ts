@@ -57,9 +57,11 @@ export class ControlService {
     const event = ControlEvent[body.action];
     const grantTtlMs = event === ControlEvent.takeover ? this.grants.requestedTtl(body.ttlMinutes) : 0;
     const current = await requireRun(em(this.orm), runId);
+    // Handing back someone else's takeover is its own privilege (admins, by default).
+    const forced = event === ControlEvent.handback && body.force === true && current.controllerId !== null && current.controllerId !== actor.id;
     if (!opts.approved) {
       const ttl = event === ControlEvent.takeover ? { ttlMinutes: Math.ceil(grantTtlMs / 60_000) } : {};
-      await this.gate.check(POLICY_ACTION[body.action], actor, { runId, runLabels: current.labels, ...ttl }, { ...body });
+      await this.gate.check(forced ? 'control.handback.force' : POLICY_ACTION[body.action], actor, { runId, runLabels: current.labels, ...ttl }, { ...body });
     }
     const { row, grants, ended } = await em(this.orm).transactional(async (tx): Promise<Changed> => {
       const run = await requireRun(tx, runId, { refresh: true });
@@ -67,9 +69,10 @@ export class ControlService {
         throw new AppError({ code: ErrorCode.STATE_CONFLICT, message: `run ${runId} is ${run.status}: it cannot be ${body.action === 'handback' ? 'handed back' : `${body.action}d`}` });
       }
       const next = controlTransition(run.controlState as ControlState, event);
-      if (event === ControlEvent.handback && run.controllerId !== actor.id) {
-        throw new AppError({ code: ErrorCode.STATE_CONFLICT, message: `only the controller (${run.controlBy?.name ?? 'another operator'}) can hand run ${runId} back` });
+      if (event === ControlEvent.handback && run.controllerId !== actor.id && !(body.force && run.controllerId)) {
+        throw new AppError({ code: ErrorCode.STATE_CONFLICT, message: `only the controller (${run.controlBy?.name ?? 'another operator'}) can hand run ${runId} back; an admin can force it (force: true)` });
       }
+      const forcedFrom = event === ControlEvent.handback && run.controllerId && run.controllerId !== actor.id ? { id: run.controllerId, name: run.controlBy?.name ?? run.controllerId } : null;
       // A hand-back continues its takeover's correlation; every other change starts one.
       // An approved command continues its approval's correlation.
       const correlationId = event === ControlEvent.handback && run.controlCorrelationId ? run.controlCorrelationId : (opts.correlationId ?? uuidv7());
@@ -83,7 +86,7 @@ export class ControlService {
         controlBy: by,
         controlCorrelationId: correlationId,
         controllerId: next === 'operator' ? actor.id : null,
-        handback: event === ControlEvent.handback ? { summary: body.summary ?? '', by, at: new Date().toISOString() } : null,
+        handback: event === ControlEvent.handback ? { summary: body.summary ?? '', by, at: new Date().toISOString(), ...(forcedFrom ? { forcedFrom } : {}) } : null,
         // The operator the agent asked for has come.
         ...(event === ControlEvent.takeover ? { needsOperatorReason: null, needsOperatorAt: null } : {}),
       };
@@ -92,7 +95,7 @@ export class ControlService {
       if (n !== 1) throw new AppError({ code: ErrorCode.STATE_CONFLICT, message: 'the run\'s control changed meanwhile; retry' });
       await appendAudit(tx, {
         runId, actor, correlationId, action: `control.${body.action}`,
-        metadata: { seq, from: run.controlState, to: next, mode: changes.controlMode, ...(body.summary ? { summary: body.summary } : {}) },
+        metadata: { seq, from: run.controlState, to: next, mode: changes.controlMode, ...(body.summary ? { summary: body.summary } : {}), ...(forcedFrom ? { forced: true, controller: forcedFrom.name } : {}) },
       });
       const result: Changed = { row: Object.assign(run, changes), grants: [], ended: [] };
       if (event === ControlEvent.takeover) {
@@ -100,7 +103,7 @@ export class ControlService {
         result.grants.push(grant);
         await appendAudit(tx, { runId, actor, correlationId, action: 'handoff.initiated', metadata: { seq, controller: actor.name, grantId: grant.id, mode: changes.controlMode } });
       }
-      if (event === ControlEvent.handback) result.ended = await this.endGrantsOf(tx, actor, runId);
+      if (event === ControlEvent.handback) result.ended = await this.endGrantsOf(tx, actor, forcedFrom?.id ?? actor.id, runId);
       return result;
     });
     this.push(row);
@@ -142,9 +145,9 @@ export class ControlService {
     for (const run of pending) if (run.controlAppliedSeq < run.controlSeq) this.push(run);
   }
 
-  /** The controller's live grants on the run end with the hand-back. */
-  private async endGrantsOf(tx: Em, actor: UserActor, runId: string): Promise<WriteGrantRow[]> {
-    const live = await tx.find(WriteGrantSchema, { runId, granteeId: actor.id, status: 'active' });
+  /** The controller's live grants on the run end with the hand-back (`actor` did it: the controller, or an admin forcing it). */
+  private async endGrantsOf(tx: Em, actor: UserActor, controllerId: string, runId: string): Promise<WriteGrantRow[]> {
+    const live = await tx.find(WriteGrantSchema, { runId, granteeId: controllerId, status: 'active' });
     const ended: WriteGrantRow[] = [];
     for (const g of live) {
       const row = await this.grants.endIn(tx, g, GrantEvent.revoke, 'handback', actor);

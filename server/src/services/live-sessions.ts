@@ -9,12 +9,12 @@ import {
   type SessionStatus,
 } from '@handoff/shared';
 import type { Logger } from 'pino';
-import { LiveSessionSchema, type LiveSessionRow, type RunRow } from '../db/entities.js';
+import { LiveSessionSchema, WriteGrantSchema, type LiveSessionRow, type RunRow } from '../db/entities.js';
 import { em, type Em, type Orm } from '../db/orm.js';
 import { SessionEvent, sessionStatesAllowing, sessionTransition } from '../domain/live-session-machine.js';
 import { boundedTtlMs } from '../domain/ttl.js';
 import { appendAudit, SYSTEM, type Actor } from './audit.js';
-import { isUser, type CommandOptions, type PolicyGate } from './policy-gate.js';
+import { isUser, rolesOf, SYSTEM_GATE_ACTOR, type CommandOptions, type PolicyGate } from './policy-gate.js';
 import { uuidv7 } from './ids.js';
 import type { Notifier } from './notifier.js';
 import { requireRun } from './runs.js';
@@ -32,6 +32,8 @@ export interface LiveSessionOptions {
   graceMs: number;
   startTimeoutMs: number;
   defaultProvider: Provider;
+  /** LIVE_SESSION_ENABLED_DEFAULT: with an external defaultProvider, every run starts that share too. */
+  enabledByDefault: boolean;
   maxPerRun: number;
   maxPerWorker: number;
   allowWeb: boolean;
@@ -95,7 +97,10 @@ export class LiveSessionService {
     if (latest ? ACTIVE.includes(latest.status as SessionStatus) : run.liveSessionEnabled) return;
     throw new AppError({
       code: ErrorCode.FORBIDDEN,
-      message: latest ? `live view of run ${runId} is ${latest.status === 'REVOKED' ? 'revoked' : 'over'} (${latest.endReason ?? latest.status})` : `run ${runId} has live viewing disabled`,
+      message:
+        latest && latest.status !== 'DISABLED'
+          ? `live view of run ${runId} is ${latest.status === 'REVOKED' ? 'revoked' : 'over'} (${latest.endReason ?? latest.status})`
+          : `run ${runId} has live viewing disabled`,
     });
   }
 
@@ -103,15 +108,21 @@ export class LiveSessionService {
 
   /**
    * Idempotent per (run, provider): an active session is returned as is (audited as
-   * `session.reuse`). External providers are mutually exclusive: starting tmate ends an
-   * active upterm share and vice versa (`switched`).
+   * `session.reuse`). A run whose live session is DISABLED gets it enabled (DISABLED →
+   * STARTING). tmate and upterm may run side by side; with `switch`, starting one ends an
+   * active share of the other (`switched`).
    */
-  async create(actor: Actor, runId: string, body: { provider?: Provider | undefined; ttlMinutes?: number | undefined }, opts: CommandOptions = {}): Promise<{ session: LiveSession; created: boolean }> {
+  async create(
+    actor: Actor,
+    runId: string,
+    body: { provider?: Provider | undefined; ttlMinutes?: number | undefined; switch?: boolean | undefined },
+    opts: CommandOptions = {},
+  ): Promise<{ session: LiveSession; created: boolean }> {
     const provider = body.provider ?? this.options.defaultProvider;
     const ttlMs = body.ttlMinutes === undefined ? this.options.ttlMs : boundedTtlMs(body.ttlMinutes, this.options.maxTtlMs, 'LIVE_SESSION_MAX_TTL');
     if (isUser(actor) && !opts.approved) {
       const run = await requireRun(em(this.orm), runId);
-      await this.gate.check(isExternal(provider) ? 'session.create.external' : 'session.create', actor, { runId, runLabels: run.labels, provider, ttlMinutes: Math.ceil(ttlMs / 60_000) }, { provider, ttlMinutes: body.ttlMinutes ?? null });
+      await this.gate.check(isExternal(provider) ? 'session.create.external' : 'session.create', actor, { runId, runLabels: run.labels, provider, ttlMinutes: Math.ceil(ttlMs / 60_000) }, { provider, ttlMinutes: body.ttlMinutes ?? null, switch: body.switch ?? false });
     }
     const switched: LiveSessionRow[] = [];
     const result = await em(this.orm).transactional(async (tx) => {
@@ -127,7 +138,7 @@ export class LiveSessionService {
         await appendAudit(tx, { runId, sessionId: existing.id, correlationId: existing.correlationId, actor, action: 'session.reuse', metadata: { provider } });
         return { row: existing, created: false };
       }
-      const replaced = isExternal(provider) ? active.filter((s) => isExternal(s.provider)) : [];
+      const replaced = isExternal(provider) && body.switch ? active.filter((s) => isExternal(s.provider)) : [];
       if (active.length - replaced.length >= this.options.maxPerRun) {
         throw new AppError({ code: ErrorCode.LIMIT_REACHED, message: `run ${runId} already has ${active.length} active shares (LIVE_MAX_SHARES_PER_RUN=${this.options.maxPerRun})` });
       }
@@ -145,14 +156,23 @@ export class LiveSessionService {
         if (ended) switched.push(ended);
       }
       const now = new Date();
-      const correlationId = uuidv7();
-      const row = tx.create(LiveSessionSchema, {
-        id: uuidv7(), runId, provider, status: sessionTransition('DISABLED', SessionEvent.start), workerId: run.workerId ?? null,
-        correlationId, createdBy: actor.id, createdAt: now, readyAt: null, endedAt: null, expiresAt: new Date(now.getTime() + ttlMs),
-        graceWarnedAt: null, lastHeartbeatAt: null, endReason: null, errorMessage: null, attachRo: null, attachRwEnc: null,
-      });
-      await tx.flush();
-      await appendAudit(tx, { runId, sessionId: row.id, correlationId, actor, action: 'session.create', metadata: { provider, ttlMs } });
+      const disabled = await tx.findOne(LiveSessionSchema, { runId, status: 'DISABLED' });
+      let row: LiveSessionRow;
+      if (disabled) {
+        // The run's live session was off: enabling it is this session's DISABLED → STARTING.
+        const enabled = await this.transitionIn(tx, disabled, SessionEvent.start, { provider, createdBy: actor.id, workerId: run.workerId ?? null, expiresAt: new Date(now.getTime() + ttlMs) }, actor, 'session.create', { ttlMs, enabled: true });
+        if (!enabled) throw new AppError({ code: ErrorCode.STATE_CONFLICT, message: `the live session of run ${runId} changed state meanwhile; retry` });
+        row = enabled;
+      } else {
+        const correlationId = uuidv7();
+        row = tx.create(LiveSessionSchema, {
+          id: uuidv7(), runId, provider, status: sessionTransition('DISABLED', SessionEvent.start), workerId: run.workerId ?? null,
+          correlationId, createdBy: actor.id, createdAt: now, readyAt: null, endedAt: null, expiresAt: new Date(now.getTime() + ttlMs),
+          graceWarnedAt: null, lastHeartbeatAt: null, endReason: null, errorMessage: null, attachRo: null, attachRwEnc: null,
+        });
+        await tx.flush();
+        await appendAudit(tx, { runId, sessionId: row.id, correlationId, actor, action: 'session.create', metadata: { provider, ttlMs } });
+      }
       // The web provider is the hub itself: ready as soon as the run runs.
       if (provider === 'web' && run.status === 'running') {
         await this.transitionIn(tx, row, SessionEvent.ready, { readyAt: new Date(), lastHeartbeatAt: new Date() }, SYSTEM, 'session.ready');
@@ -176,6 +196,8 @@ export class LiveSessionService {
     }
     const target = body.provider ? await this.latest(runId, body.provider) : await this.primary(runId);
     const row = await em(this.orm).transactional(async (tx) => {
+      // A string now: the refresh below updates the same entity instance.
+      const previousExpiresAt = (await tx.findOneOrFail(LiveSessionSchema, { id: target.id }, { refresh: true })).expiresAt.toISOString();
       // One statement decides the race with the expiry sweep: both compare against now().
       const updated = await tx.execute<{ id: string }[]>(
         `update live_sessions set expires_at = now() + (? * interval '1 millisecond'), grace_warned_at = null
@@ -190,7 +212,10 @@ export class LiveSessionService {
           : new AppError({ code: ErrorCode.STATE_CONFLICT, message: `live session ${current.id} is ${current.status}` });
       }
       const fresh = await tx.findOneOrFail(LiveSessionSchema, { id: target.id }, { refresh: true });
-      await appendAudit(tx, { runId, sessionId: fresh.id, correlationId: fresh.correlationId, actor, action: 'session.extend', metadata: { ttlMs, expiresAt: fresh.expiresAt.toISOString() } });
+      await appendAudit(tx, {
+        runId, sessionId: fresh.id, correlationId: fresh.correlationId, actor, action: 'session.extend',
+        metadata: { provider: fresh.provider, ttlMs, previousExpiresAt, expiresAt: fresh.expiresAt.toISOString() },
+      });
       return fresh;
     });
     const view = sessionView(row);
@@ -200,17 +225,26 @@ export class LiveSessionService {
   }
 
   /** Revokes the provider's active session, or every active session of the run. */
-  async revoke(actor: Actor, runId: string, body: { reason?: string | undefined; provider?: Provider | undefined }): Promise<LiveSession> {
+  async revoke(actor: Actor, runId: string, body: { reason?: string | undefined; provider?: Provider | undefined }, opts: CommandOptions = {}): Promise<LiveSession> {
     const reason = body.reason ?? 'revoked';
     const tx = em(this.orm);
-    await requireRun(tx, runId);
+    const run = await requireRun(tx, runId);
     const targets = await tx.find(LiveSessionSchema, { runId, status: { $in: ACTIVE }, ...(body.provider ? { provider: body.provider } : {}) });
     if (!targets.length) {
       throw new AppError({ code: ErrorCode.STATE_CONFLICT, message: `run ${runId} has no active ${body.provider ?? ''} live session to revoke`.replace('  ', ' ') });
     }
+    if (isUser(actor) && !opts.approved) {
+      // The grants issued on these shares end with them: their holders are whom the revoke acts against.
+      const grants = await tx.find(WriteGrantSchema, { sessionId: { $in: targets.map((t) => t.id) }, status: 'active' });
+      const targetRoles = await rolesOf(tx, grants.map((g) => g.granteeId));
+      await this.gate.check('session.revoke', actor, { runId, runLabels: run.labels, targetRoles, ...(body.provider ? { provider: body.provider } : {}) }, { ...body });
+    }
     const revoked: LiveSessionRow[] = [];
     for (const s of targets) {
-      const row = await tx.transactional((t) => this.transitionIn(t, s, SessionEvent.revoke, { endReason: reason }, actor, 'session.revoke'));
+      // The web share's viewers are the hub's own sockets (on every node); an external
+      // share's clients connect to its relay, out of the hub's sight (null).
+      const participantsCut = s.provider === 'web' ? await this.notifier.termViewerCount(runId).catch(() => null) : null;
+      const row = await tx.transactional((t) => this.transitionIn(t, s, SessionEvent.revoke, { endReason: reason }, actor, 'session.revoke', { participantsCut }));
       if (row) revoked.push(row);
     }
     for (const r of revoked) this.afterEnd(r, reason);
@@ -236,11 +270,22 @@ export class LiveSessionService {
 
   // ── run lifecycle ──────────────────────────────────────────────────────────
 
-  /** The run started: its default web session, plus any sessions waiting for the run. */
+  /**
+   * The run started: its default web session and, when LIVE_SESSION_PROVIDER names tmate
+   * or upterm, that share too (as the hub, through the policy gate), plus any sessions
+   * waiting for the run. A share that cannot start goes ERROR; the run goes on headless.
+   */
   async onRunStarted(run: RunRow): Promise<void> {
     if (run.liveSessionEnabled) {
       const waiting = await em(this.orm).findOne(LiveSessionSchema, { runId: run.id, provider: 'web', status: { $in: ACTIVE } });
       if (!waiting) await this.create(SYSTEM, run.id, { provider: 'web' }).catch((err) => this.log.warn({ err, runId: run.id }, 'default web session not created'));
+      const configured = this.options.defaultProvider;
+      if (this.options.enabledByDefault && isExternal(configured)) {
+        await this.gate
+          .check('session.create.external', SYSTEM_GATE_ACTOR, { runId: run.id, runLabels: run.labels, provider: configured, ttlMinutes: Math.ceil(this.options.ttlMs / 60_000) })
+          .then(() => this.create(SYSTEM, run.id, { provider: configured }))
+          .catch((err) => this.log.warn({ err, runId: run.id, provider: configured }, 'the configured share was not started'));
+      }
     }
     const starting = await em(this.orm).find(LiveSessionSchema, { runId: run.id, status: 'STARTING' });
     for (const s of starting) {
@@ -332,7 +377,11 @@ export class LiveSessionService {
     const all = { ...changes, status: next, ...(ending ? { endedAt: new Date() } : {}) };
     const n = await tx.nativeUpdate(LiveSessionSchema, { id: s.id, status: from }, all);
     if (n !== 1) return null;
-    await appendAudit(tx, { runId: s.runId, sessionId: s.id, correlationId: s.correlationId, actor, action, metadata: { provider: s.provider, ...metadata, ...(changes.endReason ? { reason: changes.endReason } : {}) } });
+    // An ended share's audit row says how long it lived (from creation, and from READY when it got there).
+    const lived = ending
+      ? { durationMs: all.endedAt!.getTime() - s.createdAt.getTime(), readyDurationMs: s.readyAt ? all.endedAt!.getTime() - s.readyAt.getTime() : null }
+      : {};
+    await appendAudit(tx, { runId: s.runId, sessionId: s.id, correlationId: s.correlationId, actor, action, metadata: { provider: changes.provider ?? s.provider, ...metadata, ...lived, ...(changes.endReason ? { reason: changes.endReason } : {}) } });
     return Object.assign(s, all);
   }
 

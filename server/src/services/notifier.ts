@@ -14,6 +14,8 @@ export interface Notifier {
   kickSchedulers(): void;
   /** The one-time grace warning before a session expires (to the run room). */
   sessionGrace(session: LiveSession): void;
+  /** How many dashboards watch a run's terminal now, on every node. */
+  termViewerCount(runId: string): Promise<number>;
   /** Cuts every live viewer of a run's terminal off now, on every node. */
   closeTerm(runId: string, reason: string): void;
   /** Asks the run's worker to start an external share; `onRefused` when it refuses or isn't there. */

@@ -1,7 +1,8 @@
 import { AppError, ErrorCode, type Provider, type Role } from '@handoff/shared';
-import { em, type Orm } from '../db/orm.js';
-import { evaluate, type Policy, type PolicyAction } from '../domain/policy.js';
-import { appendAudit, type Actor } from './audit.js';
+import { UserSchema } from '../db/entities.js';
+import { em, type Em, type Orm } from '../db/orm.js';
+import { evaluate, type Policy, type PolicyAction, type PolicyRole } from '../domain/policy.js';
+import { appendAudit, SYSTEM, type Actor } from './audit.js';
 
 /** A user acting through the API: what the policy needs to know about them. */
 export type UserActor = Actor & { name: string; role: Role };
@@ -11,8 +12,14 @@ export function userActor(p: { id: string; name: string; role: Role }): UserActo
   return { type: 'operator', id: p.id, name: p.name, role: p.role };
 }
 
-/** Commands by users pass the gate; the system's own (e.g. a run's default web share) do not. */
-export const isUser = (actor: Actor): actor is UserActor => 'role' in actor;
+/** Commands by users pass the gate; the system's own (e.g. a run's default web share) do not, unless named below. */
+export const isUser = (actor: Actor): actor is UserActor => 'role' in actor && (actor as { role: string }).role !== 'system';
+
+/** Who the policy sees: a user, or the hub itself (role `system`) for what its configuration asks (a per-run tmate share). */
+export type GateActor = Actor & { name: string; role: PolicyRole };
+
+/** The hub as the policy sees it: policy rules name it with `roles: [system]`. */
+export const SYSTEM_GATE_ACTOR: GateActor = { ...SYSTEM, name: 'hub', role: 'system' };
 
 /** Options of a command replayed after approval: the approval stands in for the policy. */
 export interface CommandOptions {
@@ -26,6 +33,15 @@ export interface GateContext {
   runLabels?: Record<string, string>;
   provider?: Provider;
   ttlMinutes?: number;
+  /** Roles of the users the command acts against (the holders of grants a revoke would end). */
+  targetRoles?: Role[];
+}
+
+/** The roles of the given users (for `targetRoles`): whom a revoke would act against. */
+export async function rolesOf(tx: Em, userIds: string[]): Promise<Role[]> {
+  if (!userIds.length) return [];
+  const users = await tx.find(UserSchema, { id: { $in: [...new Set(userIds)] } });
+  return [...new Set(users.map((u) => u.role as Role))];
 }
 
 /** Where needs-approval decisions go: a persisted request that can replay the command. */
@@ -46,11 +62,12 @@ export class PolicyGate {
     private readonly policy: Policy,
   ) {}
 
-  async check(action: PolicyAction, actor: UserActor, ctx: GateContext, params: Record<string, unknown> = {}): Promise<void> {
+  async check(action: PolicyAction, actor: GateActor, ctx: GateContext, params: Record<string, unknown> = {}): Promise<void> {
     const decision = evaluate(this.policy, action, actor, { ...ctx, now: new Date() });
     if (decision.decision === 'allow') return;
     const runId = ctx.runId ?? null;
-    if (decision.decision === 'needs-approval' && this.approvals) {
+    // Nobody can approve on the hub's behalf: for the system actor "approve" means no.
+    if (decision.decision === 'needs-approval' && this.approvals && isUser(actor)) {
       const approvalId = await this.approvals.request({ action, actor, runId, params, approverRoles: decision.approverRoles, ruleId: decision.ruleId });
       throw new AppError({
         code: ErrorCode.APPROVAL_REQUIRED,

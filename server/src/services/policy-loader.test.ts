@@ -20,6 +20,9 @@ describe('default policy', () => {
     'session.extend': { ttlMinutes: 60 },
     'rw.grant': { ttlMinutes: 15 },
     takeover: { ttlMinutes: 15 },
+    // Revoking a share or grant held by an operator (a revoke against an admin's is tested below).
+    'session.revoke': { targetRoles: ['operator'] },
+    'rw.revoke': { targetRoles: ['operator'] },
   };
   const expected: Record<PolicyAction, Record<Role, string>> = {
     'session.create': { observer: 'deny', operator: 'allow', admin: 'allow' },
@@ -34,6 +37,10 @@ describe('default policy', () => {
     'audit.read': { observer: 'deny', operator: 'deny', admin: 'allow' },
     'run.create': { observer: 'deny', operator: 'allow', admin: 'allow' },
     'run.cancel': { observer: 'deny', operator: 'allow', admin: 'allow' },
+    'session.revoke': { observer: 'deny', operator: 'allow', admin: 'allow' },
+    'rw.revoke': { observer: 'deny', operator: 'allow', admin: 'allow' },
+    'needs-operator.dismiss': { observer: 'deny', operator: 'allow', admin: 'allow' },
+    'control.handback.force': { observer: 'deny', operator: 'deny', admin: 'allow' },
   };
   const table = POLICY_ACTIONS.flatMap((action) =>
     (['observer', 'operator', 'admin'] as const).map((role) => [action, role, expected[action][role]] as const),
@@ -41,6 +48,17 @@ describe('default policy', () => {
 
   it.each(table)('%s by %s → %s', (action, role, outcome) => {
     expect(decide(evaluate(policy, action, actor(role), { ...contextOf[action], now }))).toBe(outcome);
+  });
+
+  it.each([
+    ['rw.revoke', ['admin'], 'deny'],
+    ['rw.revoke', ['operator', 'admin'], 'deny'],
+    ['rw.revoke', [], 'allow'],
+    ['session.revoke', ['admin'], 'deny'],
+    ['session.revoke', [], 'allow'],
+  ] as const)('%s by an operator against %j → %s (an operator never cuts an admin’s write access)', (action, targetRoles, outcome) => {
+    expect(decide(evaluate(policy, action, actor('operator'), { targetRoles: [...targetRoles], now }))).toBe(outcome);
+    expect(decide(evaluate(policy, action, actor('admin'), { targetRoles: [...targetRoles], now }))).toBe('allow');
   });
 
   it('explains a default deny', () => {

@@ -97,9 +97,20 @@ export class RunService {
         liveSessionEnabled: body.liveSession ?? this.options.liveSessionDefault,
         createdAt: new Date(), assignedAt: null, startedAt: null, endedAt: null,
       });
+      await tx.flush(); // the run row first: its session refers to it
+      const liveSession = body.liveSession ?? this.options.liveSessionDefault;
+      // Live viewing off: the run's session exists as DISABLED (enabling it is DISABLED → STARTING).
+      const disabled = liveSession
+        ? null
+        : tx.create(LiveSessionSchema, {
+            id: uuidv7(), runId: id, provider: 'web', status: 'DISABLED', workerId: null, correlationId: uuidv7(), createdBy: actor.id,
+            createdAt: new Date(), readyAt: null, endedAt: null, expiresAt: new Date(), graceWarnedAt: null, lastHeartbeatAt: null,
+            endReason: null, errorMessage: null, attachRo: null, attachRwEnc: null,
+          });
       await tx.flush();
       // Env values are not recorded: only their names.
-      await appendAudit(tx, { runId: id, actor, action: 'run.create', metadata: { title, envNames: Object.keys(body.env ?? {}) } });
+      await appendAudit(tx, { runId: id, actor, action: 'run.create', metadata: { title, envNames: Object.keys(body.env ?? {}), liveSession } });
+      if (disabled) await appendAudit(tx, { runId: id, sessionId: disabled.id, correlationId: disabled.correlationId, actor, action: 'session.disabled', metadata: { provider: 'web' } });
     });
     const run = await this.publish(id);
     this.notifier.kickSchedulers();
@@ -189,7 +200,11 @@ export class RunService {
   }
 
   /** An operator saw the request: clear the flag. */
-  async dismissNeedsOperator(actor: Actor, runId: string): Promise<Run> {
+  async dismissNeedsOperator(actor: Actor, runId: string, opts: CommandOptions = {}): Promise<Run> {
+    if (isUser(actor) && !opts.approved) {
+      const run = await requireRun(em(this.orm), runId);
+      await this.gate.check('needs-operator.dismiss', actor, { runId, runLabels: run.labels });
+    }
     await em(this.orm).transactional(async (tx) => {
       const run = await requireRun(tx, runId);
       if (!run.needsOperatorAt) throw new AppError({ code: ErrorCode.STATE_CONFLICT, message: `run ${runId} has not asked for an operator` });

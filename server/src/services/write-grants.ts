@@ -20,7 +20,7 @@ import { appendAudit, SYSTEM, type Actor } from './audit.js';
 import { uuidv7 } from './ids.js';
 import type { LiveSessionService } from './live-sessions.js';
 import type { Notifier } from './notifier.js';
-import type { CommandOptions, PolicyGate, UserActor } from './policy-gate.js';
+import { isUser, rolesOf, type CommandOptions, type PolicyGate, type UserActor } from './policy-gate.js';
 import { requireRun, type RunService } from './runs.js';
 import { grantView, sessionView } from './views.js';
 
@@ -131,10 +131,15 @@ export class WriteGrantService {
   }
 
   /** `revoke-write`: one grant, or every live grant of the run. */
-  async revoke(actor: Actor, runId: string, body: { grantId?: string | undefined }): Promise<{ session: LiveSession | null; grants: WriteGrant[] }> {
+  async revoke(actor: Actor, runId: string, body: { grantId?: string | undefined }, opts: CommandOptions = {}): Promise<{ session: LiveSession | null; grants: WriteGrant[] }> {
     const tx = em(this.orm);
-    await requireRun(tx, runId);
+    const run = await requireRun(tx, runId);
     const live = await tx.find(WriteGrantSchema, { runId, status: 'active', ...(body.grantId ? { id: body.grantId } : {}) });
+    if (isUser(actor) && !opts.approved && live.length) {
+      // Whose grants would end decides (e.g. an operator may not cut an admin's takeover).
+      const targetRoles = await rolesOf(tx, live.map((g) => g.granteeId));
+      await this.gate.check('rw.revoke', actor, { runId, runLabels: run.labels, targetRoles }, { ...body });
+    }
     if (!live.length) {
       if (body.grantId && (await tx.findOne(WriteGrantSchema, { id: body.grantId, runId }))) {
         throw new AppError({ code: ErrorCode.STATE_CONFLICT, message: `write grant ${body.grantId} has already ended` });

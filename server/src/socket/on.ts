@@ -2,7 +2,7 @@ import type { Socket } from 'socket.io';
 import type { AuthService, Principal } from '../services/auth.js';
 import type { Logger } from 'pino';
 import type { z } from 'zod';
-import { AppError, ErrorCode, validationError, type Ack } from '@handoff/shared';
+import { AppError, assertSafeText, ErrorCode, validationError, type Ack } from '@handoff/shared';
 
 type Table = Record<string, { payload: z.ZodType; response: z.ZodType }>;
 type Handler<T extends Table, K extends keyof T> = (payload: z.output<T[K]['payload']>) => Promise<z.input<T[K]['response']>>;
@@ -28,6 +28,7 @@ export function on<T extends Table, K extends keyof T & string>(
     try {
       const retryAfterMs = limit?.() ?? 0;
       if (retryAfterMs) throw new AppError({ code: ErrorCode.RATE_LIMITED, message: `too many events; retry in ${retryAfterMs} ms`, details: { retryAfterMs } });
+      assertSafeText(payload, `${event} payload`);
       const parsed = table[event]!.payload.safeParse(payload ?? {});
       if (!parsed.success) throw validationError(parsed.error, `${event} payload`);
       const data = await handler(parsed.data as z.output<T[K]['payload']>);

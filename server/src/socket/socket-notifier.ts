@@ -39,6 +39,10 @@ export class SocketNotifier implements Notifier {
     this.dashboard.to(rooms.run(session.runId)).emit('session:grace', { sessionId: session.id, runId: session.runId, expiresAt: session.expiresAt });
   }
 
+  async termViewerCount(runId: string): Promise<number> {
+    return (await this.dashboard.in(rooms.term(runId)).fetchSockets()).length;
+  }
+
   closeTerm(runId: string, reason: string): void {
     const room = rooms.term(runId);
     this.dashboard.to(room).emit('term:closed', { runId, reason });

@@ -1,6 +1,7 @@
 import { type LiveSession, type Run, runSchema, type WriteGrant } from '@handoff/shared';
 import { api, errorMessage, runPath } from './api.js';
 import type { HubConnection } from './hub.svelte.js';
+import { isNewer, newestById } from './revisions.js';
 
 /**
  * One run, kept current by the `run:<id>` room (`run:updated`, `session:updated`,
@@ -65,12 +66,9 @@ export class RunDetail {
 
   /**
    * Takes a run a command answered with. The same state is also pushed to the room, and
-   * a push may already have overtaken it (e.g. the worker's `applied`): an answer that
-   * would move the control state backwards is dropped.
+   * a push may already have overtaken it (e.g. the worker's `applied`): an older revision is dropped.
    */
   accept(run: Run): void {
-    const current = this.run?.control;
-    if (current && (run.control.seq < current.seq || (run.control.seq === current.seq && run.control.appliedSeq < current.appliedSeq))) return;
     this.#setRun(run);
   }
 
@@ -88,15 +86,21 @@ export class RunDetail {
     else this.run.writeGrants[index] = known;
   }
 
+  /**
+   * Shows `run` unless a newer revision is shown already. Its sessions and grants were read
+   * a moment after the run itself, and a `session:updated` / `grant:updated` may have
+   * brought a newer one meanwhile: per id, the newer revision wins.
+   */
   #setRun(run: Run): void {
+    if (this.run && !isNewer(run, this.run)) return;
     const live = run.writeGrants.map((g) => this.#remember(g)).filter((g) => g.status === 'active');
-    this.run = { ...run, writeGrants: live };
+    this.run = { ...run, sessions: newestById(run.sessions, this.run?.sessions ?? []), writeGrants: live };
   }
 
-  /** Records a grant unless it is already known to have ended; returns what is known now. */
+  /** Records a grant unless a newer revision of it is known (an ended grant stays ended); returns what is known now. */
   #remember(grant: WriteGrant): WriteGrant {
     const known = this.grants[grant.id];
-    if (known && known.status !== 'active') return known;
+    if (known && !isNewer(grant, known)) return known;
     this.grants[grant.id] = grant;
     return grant;
   }
@@ -126,6 +130,6 @@ export class RunDetail {
     if (!this.run) return;
     const index = this.run.sessions.findIndex((s) => s.id === session.id);
     if (index === -1) this.run.sessions.push(session);
-    else this.run.sessions[index] = session;
+    else if (isNewer(session, this.run.sessions[index])) this.run.sessions[index] = session;
   }
 }

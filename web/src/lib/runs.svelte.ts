@@ -1,6 +1,7 @@
 import { type Run, runListSchema } from '@handoff/shared';
 import { api, errorMessage } from './api.js';
 import type { HubConnection } from './hub.svelte.js';
+import { isNewer, newestById } from './revisions.js';
 
 /** Page size of `GET /api/task-runs`. */
 const PAGE_SIZE = 50;
@@ -47,21 +48,22 @@ export class RunsStore {
     };
   }
 
-  /** Inserts a new run at the top or replaces the one with its id. */
+  /** Inserts a new run at the top or replaces the one with its id, unless the list already shows a newer revision. */
   apply(run: Run): void {
     if (this.loading) this.#updatedDuringLoad.add(run.id);
     const index = this.runs.findIndex((r) => r.id === run.id);
     if (index === -1) this.runs.unshift(run);
-    else this.runs[index] = run;
+    else if (isNewer(run, this.runs[index])) this.runs[index] = run;
   }
 
   /** Replaces the list with the first page. */
   async reload(): Promise<void> {
     const page = await this.#fetch(null);
     if (!page) return;
-    const live = new Map(this.runs.filter((r) => this.#updatedDuringLoad.has(r.id)).map((r) => [r.id, r]));
-    const fresh = page.runs.map((r) => live.get(r.id) ?? r);
-    const extra = [...live.values()].filter((r) => !fresh.some((f) => f.id === r.id));
+    const live = this.runs.filter((r) => this.#updatedDuringLoad.has(r.id));
+    // A run pushed while the page loaded may be newer than the page's copy, or older.
+    const fresh = newestById(page.runs, this.runs);
+    const extra = live.filter((r) => !fresh.some((f) => f.id === r.id));
     this.runs = [...extra, ...fresh];
     this.nextCursor = page.nextCursor;
   }

@@ -27,10 +27,10 @@ function grant(id: string, over: Partial<WriteGrant> = {}): WriteGrant {
   };
 }
 
-function run(writeGrants: WriteGrant[]): Run {
+function run(writeGrants: WriteGrant[], revision = 1): Run {
   return {
     id: RUN_ID,
-    revision: 1,
+    revision,
     title: 't',
     command: { script: 'true' },
     cwd: null,
@@ -66,7 +66,7 @@ describe('WriteAccess', () => {
     expect(access.live(T0).map((g) => g.id)).toEqual(['g1', 'g2']);
     expect(access.ended(T0)).toBeNull();
 
-    detail.applyGrant(grant('g1', { status: 'revoked', endReason: 'handback', endedAt: at(1000) }));
+    detail.applyGrant(grant('g1', { revision: 2, status: 'revoked', endReason: 'handback', endedAt: at(1000) }));
     expect(access.mine(T0)).toBeNull();
     expect(access.ended(T0)).toEqual({ grantId: 'g1', reason: 'handed back' });
     expect(detail.run?.writeGrants.map((g) => g.id)).toEqual(['g2']);
@@ -74,8 +74,9 @@ describe('WriteAccess', () => {
 
   it('a stale snapshot never revives an ended grant', () => {
     const { detail, access } = setup([grant('g1')]);
-    detail.applyGrant(grant('g1', { status: 'revoked', endReason: 'revoked' }));
-    detail.accept(run([grant('g1')]));
+    detail.applyGrant(grant('g1', { revision: 2, status: 'revoked', endReason: 'revoked' }));
+    // A newer run snapshot whose grants were read before the revoke: the grant stays ended.
+    detail.accept(run([grant('g1')], 2));
     expect(access.mine(T0)).toBeNull();
     expect(detail.run?.writeGrants).toEqual([]);
     expect(access.ended(T0)?.reason).toBe('revoked');
@@ -83,10 +84,10 @@ describe('WriteAccess', () => {
 
   it('a run snapshot without my grant ends it; the push that follows gives the reason', () => {
     const { detail, access } = setup([grant('g1')]);
-    detail.accept(run([]));
+    detail.accept(run([], 2));
     expect(access.mine(T0)).toBeNull();
     expect(access.ended(T0)?.reason).toBe('ended');
-    detail.applyGrant(grant('g1', { status: 'expired', endReason: 'ttl' }));
+    detail.applyGrant(grant('g1', { revision: 2, status: 'expired', endReason: 'ttl' }));
     expect(access.ended(T0)?.reason).toBe('expired');
   });
 
@@ -103,7 +104,7 @@ describe('WriteAccess', () => {
     expect(access.ended(T0)).toBeNull(); // never had one
     detail.applyGrant(grant('g1'));
     expect(access.mine(T0)?.id).toBe('g1');
-    detail.applyGrant(grant('g1', { status: 'revoked', endReason: 'revoked' }));
+    detail.applyGrant(grant('g1', { revision: 2, status: 'revoked', endReason: 'revoked' }));
     access.dismissEnded('g1');
     expect(access.ended(T0)).toBeNull();
   });
