@@ -1,6 +1,8 @@
 import type { Socket } from 'socket.io-client';
 import type { Ack, Frame, RunAssignment } from '@handoff/shared';
-import { api, connect, emitAck } from './clients.js';
+import { connect, emitAck } from './clients.js';
+
+export { recordedText } from './recording.js';
 
 type Verdict = { runId: string; keep: boolean; lastSeq: number };
 
@@ -64,16 +66,6 @@ export class ScriptedWorker {
 /** Numbered frames `from..to`, each one line: `line <n>\r\n`. */
 export function numberedFrames(from: number, to: number): Frame[] {
   return Array.from({ length: to - from + 1 }, (_, i) => ({ seq: from + i, t: (from + i) * 5, data: `line ${from + i}\r\n` }));
-}
-
-/** The run's recording as exported (`recording.cast`): the output text, in order. */
-export async function recordedText(hubUrl: string, token: string, runId: string): Promise<string> {
-  const res = await api(hubUrl, token, 'GET', `/api/task-runs/${runId}/recording.cast`);
-  if (res.status !== 200) throw new Error(`recording.cast: ${res.status}`);
-  // Only the header line (nothing recorded) parses as one JSON value.
-  if (typeof res.body !== 'string') return '';
-  const [, ...events] = res.body.trim().split('\n');
-  return events.map((line) => (JSON.parse(line) as [number, string, string])[2]).join('');
 }
 
 /** The numbers of `line <n>` lines in a text, in order (duplicates kept). */
