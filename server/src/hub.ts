@@ -16,6 +16,7 @@ import { Scheduler } from './services/scheduler.js';
 import { loadSecretKey, SecretBox } from './services/secret-box.js';
 import { redisLeadership, soleLeader } from './services/leader.js';
 import { Sweeper } from './services/sweeper.js';
+import { WorkerPresence } from './services/worker-presence.js';
 import { RateLimiter } from './services/rate-limiter.js';
 import { ControlService } from './services/control.js';
 import { WriteGrantService } from './services/write-grants.js';
@@ -117,6 +118,7 @@ export async function createHub(config: ServerConfig, opts: { logger?: Logger } 
     graceMs: config.LIVE_GRACE,
     startTimeoutMs: config.LIVE_PROVIDER_START_TIMEOUT,
     workerLostAfterMs: config.WORKER_LOST_AFTER,
+    reclaimGraceMs: config.WORKER_RECLAIM_GRACE,
     chores: [
       () => approvals.expireDue(),
       () => approvals.executeApproved(),
@@ -149,7 +151,7 @@ export async function createHub(config: ServerConfig, opts: { logger?: Logger } 
         }
       : undefined,
   });
-  const scheduler = new Scheduler(orm, runs, log.child({ module: 'scheduler' }));
+  const scheduler = new Scheduler(orm, runs, notifier, log.child({ module: 'scheduler' }));
 
   const allowedOrigins = (config.HANDOFF_ALLOWED_ORIGINS ?? '').split(',').map((o) => o.trim()).filter(Boolean);
   setupDashboardNamespace(dashboardNsp, {
@@ -157,7 +159,8 @@ export async function createHub(config: ServerConfig, opts: { logger?: Logger } 
     limiter: new RateLimiter({ perSecond: config.RATE_LIMIT_SOCKET_PER_SEC, burst: config.RATE_LIMIT_SOCKET_BURST }),
   });
   setupWorkerNamespace(workerNsp, {
-    orm, auth, runs, scheduler, terminal, log, control, messages,
+    auth, runs, scheduler, terminal, log, control, messages,
+    presence: new WorkerPresence(orm),
     heartbeatIntervalMs: config.HEARTBEAT_INTERVAL,
     abandonAfterMs: config.WORKER_LOST_AFTER + config.WORKER_RECLAIM_GRACE,
     assignAckTimeoutMs: config.ASSIGN_ACK_TIMEOUT,

@@ -8,15 +8,19 @@ import { pidsMatching, untilNoProcess } from '../support/processes.js';
 import { startWorker } from '../support/worker.js';
 
 const LOST_AFTER_MS = 2000;
+const RECLAIM_GRACE_MS = 1500;
+const HEARTBEAT_MS = 400;
 
 describe('chaos: a worker dies (SIGKILL), 5 times', () => {
   let hub: TestHub;
   let operator: string;
+  let admin: string;
   let viewer: Viewer;
 
   beforeAll(async () => {
-    hub = await startTestHub({ env: { WORKER_LOST_AFTER: `${LOST_AFTER_MS}ms`, HEARTBEAT_INTERVAL: '400ms', SWEEP_INTERVAL: '100ms' } });
+    hub = await startTestHub({ env: { WORKER_LOST_AFTER: `${LOST_AFTER_MS}ms`, WORKER_RECLAIM_GRACE: `${RECLAIM_GRACE_MS}ms`, HEARTBEAT_INTERVAL: `${HEARTBEAT_MS}ms`, SWEEP_INTERVAL: '100ms' } });
     operator = await hub.token('operator');
+    admin = await hub.token('admin');
     viewer = await Viewer.connect(hub.url, await hub.token('observer'));
   });
   afterAll(async () => {
@@ -24,7 +28,7 @@ describe('chaos: a worker dies (SIGKILL), 5 times', () => {
     await hub?.stop();
   });
 
-  it('its runs go lost and its sessions ERROR within WORKER_LOST_AFTER + 2 s; a restart cleans every stale tmux server and process', async () => {
+  it('its sessions go ERROR within WORKER_LOST_AFTER + 2 s, its runs stay running through WORKER_RECLAIM_GRACE and then go lost; a restart cleans every stale tmux server and process', async () => {
     const token = await hub.workerToken(`chaos-${randomBytes(3).toString('hex')}`);
     const sessionsSeen: LiveSession[] = [];
     viewer.socket.on('session:updated', (s: LiveSession) => sessionsSeen.push(s));
@@ -42,12 +46,21 @@ describe('chaos: a worker dies (SIGKILL), 5 times', () => {
 
       const killedAt = Date.now();
       await w.kill('SIGKILL');
-      const lost = await viewer.untilStatus(runId, ['lost'], LOST_AFTER_MS + 5000);
-      const errored = await viewer.until('session ERROR', () => sessionsSeen.find((s) => s.runId === runId && s.status === 'ERROR'), 5000);
-      const took = Math.max(new Date(lost.endedAt!).getTime(), new Date(errored.endedAt!).getTime()) - killedAt;
+      // At WORKER_LOST_AFTER the worker is lost: nobody can watch through its shares any more…
+      const errored = await viewer.until('session ERROR', () => sessionsSeen.find((s) => s.runId === runId && s.status === 'ERROR'), LOST_AFTER_MS + 5000);
+      const took = new Date(errored.endedAt!).getTime() - killedAt;
       detection.push(took);
       expect(took).toBeLessThan(LOST_AFTER_MS + 2000);
       expect(errored.errorMessage).toBe('worker lost');
+      // …but its run waits for it to come back, for WORKER_RECLAIM_GRACE.
+      expect((await api(hub.url, operator, 'GET', `/api/task-runs/${runId}`)).body.status).toBe('running');
+      const lost = await viewer.untilStatus(runId, ['lost'], RECLAIM_GRACE_MS + 5000);
+      const lostAfter = new Date(lost.endedAt!).getTime() - killedAt;
+      // Its last heartbeat was at most one interval before the kill.
+      expect(lostAfter).toBeGreaterThanOrEqual(LOST_AFTER_MS + RECLAIM_GRACE_MS - HEARTBEAT_MS - 100);
+      expect(lostAfter).toBeLessThan(LOST_AFTER_MS + RECLAIM_GRACE_MS + 2000);
+      const audit = await api(hub.url, admin, 'GET', `/api/task-runs/${runId}/events?action=run.lost`);
+      expect(audit.body.events).toMatchObject([{ actorType: 'system', metadata: { reason: 'reclaim-grace-passed' } }]);
       expect(pidsMatching(marker).length).toBeGreaterThan(0); // the crash left the run's processes behind…
 
       // …until the worker restarts: it cleans the stale run before taking work.
@@ -60,6 +73,6 @@ describe('chaos: a worker dies (SIGKILL), 5 times', () => {
       await restarted.kill('SIGTERM');
     }
     if (runDir) rmSync(runDir, { recursive: true, force: true });
-    console.log(`worker loss detected after ${detection.map((d) => `${d} ms`).join(', ')} (WORKER_LOST_AFTER ${LOST_AFTER_MS} ms)`);
+    console.log(`worker loss detected after ${detection.map((d) => `${d} ms`).join(', ')} (WORKER_LOST_AFTER ${LOST_AFTER_MS} ms); runs lost after the further WORKER_RECLAIM_GRACE ${RECLAIM_GRACE_MS} ms`);
   });
 });

@@ -1,6 +1,6 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { em } from '../../server/src/db/orm.js';
-import { api, connect, emitAck } from '../support/clients.js';
+import { api, connect, emitAck, eventually } from '../support/clients.js';
 import { startTestHub, type TestHub } from '../support/hub.js';
 
 type Who = 'none' | 'observer' | 'operator' | 'admin' | 'worker';
@@ -79,9 +79,14 @@ describe('authorization matrix: every route × (no token, observer, operator, ad
     }
   });
 
-  it('a worker cannot act for a run that is not its own: FORBIDDEN for each report, and audited', async () => {
+  it('a worker cannot act for a run that is not its own: FORBIDDEN for each report, told to stop it, and audited once per run and connection', async () => {
     const runId = await freshRun();
+    // Another worker's run (so the scheduler cannot hand it to this one meanwhile).
+    const { worker: other } = await hub.auth.issueWorkerToken('matrix-other-worker');
+    await em(hub.orm).execute(`update runs set status = 'running', worker_id = ? where id = ?`, [other.id, runId]);
     const socket = await connect(hub.url, '/worker', tokens.worker);
+    const cancels: string[] = [];
+    socket.on('run:cancel', ({ runId: id }: { runId: string }) => cancels.push(id));
     expect((await emitAck(socket, 'worker:hello', { capacity: 1, runs: [], version: 't' })).ok).toBe(true);
     for (const [event, payload] of [
       ['run:started', { runId }],
@@ -90,11 +95,14 @@ describe('authorization matrix: every route × (no token, observer, operator, ad
     ] as const) {
       expect(await emitAck(socket, event, payload), event).toMatchObject({ ok: false, error: { code: 'FORBIDDEN' } });
     }
+    await eventually('run:cancel for each refused report', async () => cancels.length === 3);
+    expect(cancels).toEqual([runId, runId, runId]);
     socket.close();
-    const rows = await em(hub.orm).execute<{ action: string; result: string }[]>('select action, result from control_events where run_id = ? and action = ?', [runId, 'worker.forbidden']);
-    expect(rows).toHaveLength(3);
-    expect(rows.every((r) => r.result === 'denied')).toBe(true);
-    expect((await api(hub.url, tokens.admin!, 'GET', `/api/task-runs/${runId}`)).body.status).toBe('queued');
+    // Audited, but a repeating worker does not flood the run's chain: once per run and connection.
+    const rows = await em(hub.orm).execute<{ action: string; result: string; metadata: { attempted: string } }[]>('select action, result, metadata from control_events where run_id = ? and action = ?', [runId, 'worker.forbidden']);
+    expect(rows).toHaveLength(1);
+    expect(rows[0]).toMatchObject({ result: 'denied', metadata: { attempted: 'run:started' } });
+    expect((await api(hub.url, tokens.admin!, 'GET', `/api/task-runs/${runId}`)).body).toMatchObject({ status: 'running', workerId: other.id });
     expect((await hub.terminal.scrollback(runId, 0)).frames).toEqual([]);
   });
 });

@@ -84,9 +84,14 @@ describe.each(['postgres', 'pglite'] as const)('persistence on %s', (driver) => 
     const run = await api(hub.url, operator, 'POST', '/api/task-runs', { command: { script: 'true' } });
     const id = run.body.id as string;
     const frames = Array.from({ length: 30 }, (_, i) => ({ seq: i + 1, t: i * 10, data: `line ${i + 1}\r\n` }));
-    expect(await hub.terminal.ingest(id, frames.slice(0, 20))).toBe(20);
+    // Output is recorded only while the run is its feeding worker's and active.
+    const { worker } = await hub.auth.issueWorkerToken(`persist-${driver}`);
+    const feeder = { workerId: worker.id, socketId: 'test-socket' };
+    await expect(hub.terminal.ingest(id, feeder, frames.slice(0, 5))).rejects.toMatchObject({ code: 'FORBIDDEN' });
+    await em(hub.orm).execute(`update runs set status = 'running', worker_id = ? where id = ?`, [worker.id, id]);
+    expect(await hub.terminal.ingest(id, feeder, frames.slice(0, 20))).toBe(20);
     // A resend overlapping what was stored (e.g. after a reconnect) is deduplicated.
-    expect(await hub.terminal.ingest(id, frames.slice(10))).toBe(30);
+    expect(await hub.terminal.ingest(id, feeder, frames.slice(10))).toBe(30);
     const all = await hub.terminal.scrollback(id);
     expect(all.frames.map((f) => f.seq)).toEqual(frames.map((f) => f.seq));
     expect(all.frames.map((f) => f.data).join('')).toBe(frames.map((f) => f.data).join(''));

@@ -43,7 +43,12 @@ export interface Notifier {
 /** A worker connected to this node, as the scheduler sees it. */
 export interface LocalWorker {
   id: string;
+  /** The socket it is connected on: a worker's registration is per socket. */
+  socketId: string;
   capacity: number;
-  /** Pushes an assignment; resolves when the worker accepted it, rejects otherwise. */
-  assign(assignment: RunAssignment): Promise<void>;
+  /** Pushes an assignment; resolves with the worker's answer (never rejects). */
+  assign(assignment: RunAssignment): Promise<AssignOutcome>;
 }
+
+/** How a worker answered a `run:assign`: took it, refused it (why), or did not answer in time. */
+export type AssignOutcome = 'accepted' | 'timeout' | { refused: string };

@@ -52,7 +52,9 @@ export async function applyRunEvent(
   const row = await tx.findOne(RunSchema, { id: runId, status: { $in: from }, ...extraWhere });
   if (!row) return null;
   const next = runTransition(row.status as RunStatus, event);
-  const updated = await tx.nativeUpdate(RunSchema, { id: runId, status: row.status }, { ...changes, status: next });
+  // The extra conditions (e.g. the reporting worker) hold in the UPDATE itself: a run
+  // requeued and given to another worker between the read and the write is not touched.
+  const updated = await tx.nativeUpdate(RunSchema, { id: runId, status: row.status, ...extraWhere }, { ...changes, status: next });
   if (updated !== 1) return null;
   Object.assign(row, changes, { status: next });
   return row;
@@ -218,11 +220,7 @@ export class RunService {
    */
   async reconcileWorker(workerId: string, stillRunning: string[]): Promise<string[]> {
     const tx = em(this.orm);
-    // Runs the worker still has that the hub already gave up on (e.g. it was lost): stop them.
-    if (stillRunning.length) {
-      const over = await tx.find(RunSchema, { id: { $in: stillRunning }, status: { $in: ['cancelled', 'lost'] } });
-      for (const r of over) this.notifier.cancelOnWorker(workerId, r.id);
-    }
+    // (Runs it still has that the hub gave up on are stopped by adoptionVerdicts.)
     const mine = await tx.find(RunSchema, { workerId, status: { $in: ['assigned', 'running'] } });
     const lost: string[] = [];
     for (const run of mine.filter((r) => !stillRunning.includes(r.id))) {
@@ -242,8 +240,9 @@ export class RunService {
 
   /**
    * For each run a (re)connecting worker still has: keep it (the hub still has it as this
-   * worker's; `lastSeq` is the highest recorded frame, so the worker resends what follows)
-   * or stop it (the hub gave up on it, or it is another worker's).
+   * worker's and active; `lastSeq` is the highest recorded frame, so the worker resends
+   * what follows) or stop it (the hub gave up on it, or it is another worker's). Call it
+   * once this node's unrecorded frames of those runs are written.
    */
   async adoptionVerdicts(workerId: string, runIds: string[]): Promise<Array<{ runId: string; keep: boolean; lastSeq: number }>> {
     if (!runIds.length) return [];
@@ -257,8 +256,55 @@ export class RunService {
     return runIds.map((runId) => {
       const row = rows.find((r) => r.id === runId);
       const keep = !!row && row.workerId === workerId && (row.status === 'assigned' || row.status === 'running');
+      if (!keep) this.notifier.cancelOnWorker(workerId, runId);
       return { runId, keep, lastSeq: lastSeq.get(runId) ?? 0 };
     });
+  }
+
+  /**
+   * A worker the hub had declared lost was heard again within WORKER_RECLAIM_GRACE: the
+   * runs it still has (all of them on a socket that never dropped, or those its hello
+   * listed) are kept (`run.reclaimed`), and a running one that should be watchable gets
+   * its web share back (its old one went ERROR with the worker).
+   */
+  async reclaim(workerId: string, via: 'hello' | 'heartbeat', listed?: string[]): Promise<string[]> {
+    const tx = em(this.orm);
+    const mine = await tx.find(RunSchema, { workerId, status: { $in: ['assigned', 'running'] } });
+    const kept = listed ? mine.filter((r) => listed.includes(r.id)) : mine;
+    for (const run of kept) {
+      await tx.transactional((t) => appendAudit(t, { runId: run.id, actor: { type: 'worker', id: workerId }, action: 'run.reclaimed', metadata: { via } }));
+      if (run.status === 'running') await this.sessions.onRunStarted(run);
+      await this.publish(run.id);
+    }
+    if (!listed) {
+      // A socket that never dropped lists nothing: whatever of its runs the hub gave up on
+      // lately is stopped again, in case the push made while it was frozen did not get through.
+      const given = await tx.execute<{ id: string }[]>(
+        `select id from runs where worker_id = ? and status = 'lost' and ended_at > now() - interval '1 hour'`,
+        [workerId],
+      );
+      for (const { id } of given) this.notifier.cancelOnWorker(workerId, id);
+    }
+    return kept.map((r) => r.id);
+  }
+
+  /**
+   * May this worker report for this run? `forbidden`: the run is not (any more) its own
+   * (another worker's, requeued, never assigned); `over`: it is, but the hub gave it up
+   * (lost or cancelled) and the worker must stop it.
+   */
+  async reportVerdict(workerId: string, runId: string): Promise<{ verdict: 'ok' | 'forbidden' | 'over'; run: RunRow }> {
+    const run = await requireRun(em(this.orm), runId);
+    if (run.workerId !== workerId) return { verdict: 'forbidden', run };
+    if (run.status === 'lost' || run.status === 'cancelled') return { verdict: 'over', run };
+    return { verdict: 'ok', run };
+  }
+
+  /** Audits a refused worker report (`worker.forbidden`, denied) on the targeted run's chain. */
+  async auditRefusedReport(workerId: string, run: RunRow, what: string): Promise<void> {
+    await em(this.orm).transactional((tx) =>
+      appendAudit(tx, { runId: run.id, actor: { type: 'worker', id: workerId }, action: 'worker.forbidden', result: 'denied', metadata: { attempted: what, assignedTo: run.workerId ?? null, status: run.status } }),
+    );
   }
 
   /**

@@ -21,7 +21,7 @@ function slowLeadership() {
 function sweeper(leadership: Leadership): Sweeper {
   // The sweep steps are never reached (never leader), so their dependencies stay unused.
   const unused = null as never;
-  return new Sweeper(unused, unused, unused, unused, leadership, pino({ level: 'silent' }), { intervalMs: 100, graceMs: 0, startTimeoutMs: 0, workerLostAfterMs: 0 });
+  return new Sweeper(unused, unused, unused, unused, leadership, pino({ level: 'silent' }), { intervalMs: 100, graceMs: 0, startTimeoutMs: 0, workerLostAfterMs: 0, reclaimGraceMs: 60_000 });
 }
 
 describe('sweeper ticks', () => {

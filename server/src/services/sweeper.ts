@@ -1,13 +1,13 @@
 import type { Logger } from 'pino';
-import { LiveSessionSchema, RunSchema, type LiveSessionRow } from '../db/entities.js';
+import { LiveSessionSchema, type LiveSessionRow } from '../db/entities.js';
 import { em, type Orm } from '../db/orm.js';
-import { RunEvent } from '../domain/run-machine.js';
+import { RunEvent, runStatesAllowing, runTransition } from '../domain/run-machine.js';
 import { SessionEvent } from '../domain/live-session-machine.js';
 import { appendAudit, SYSTEM } from './audit.js';
 import type { Leadership } from './leader.js';
 import type { LiveSessionService } from './live-sessions.js';
 import type { Notifier } from './notifier.js';
-import { applyRunEvent, type RunService } from './runs.js';
+import type { RunService } from './runs.js';
 import { sessionView } from './views.js';
 import { isDatabaseUnavailable } from '../errors.js';
 
@@ -16,7 +16,10 @@ export interface SweeperOptions {
   intervalMs: number;
   graceMs: number;
   startTimeoutMs: number;
+  /** WORKER_LOST_AFTER: a worker not heard from this long is `lost` (its shares go ERROR), ms. */
   workerLostAfterMs: number;
+  /** WORKER_RECLAIM_GRACE: a lost worker's runs stay `running` this much longer, then they are `lost`, ms. */
+  reclaimGraceMs: number;
   /** Further time-driven chores of other services (e.g. approval expiry), run each sweep. */
   chores?: Array<() => Promise<void>>;
 }
@@ -37,16 +40,35 @@ export class Sweeper {
   private dbDownSince: number | null = null;
   /** When the database came back after an outage: no worker is judged silent until WORKER_LOST_AFTER later. */
   private dbBackAt: number | null = null;
+  private readonly leadership: Leadership;
+  /**
+   * When this node's current leadership began (database clock); null while it does not
+   * lead. Silence is judged only from what this leader could have heard: a node that just
+   * took over (hub restart, failover) declares nobody lost before it led WORKER_LOST_AFTER.
+   */
+  private leaderSince: Date | null = null;
 
   constructor(
     private readonly orm: Orm,
     private readonly sessions: LiveSessionService,
     private readonly runs: RunService,
     private readonly notifier: Notifier,
-    private readonly leadership: Leadership,
+    leadership: Leadership,
     private readonly log: Logger,
     private readonly options: SweeperOptions,
-  ) {}
+  ) {
+    this.leadership = {
+      isLeader: async () => {
+        const leads = await leadership.isLeader();
+        if (!leads) this.leaderSince = null;
+        return leads;
+      },
+      release: async () => {
+        this.leaderSince = null;
+        await leadership.release();
+      },
+    };
+  }
 
   start(): void {
     if (this.timer) return;
@@ -99,6 +121,7 @@ export class Sweeper {
       if (silenceCounts) {
         this.dbBackAt = null;
         await this.loseSilentWorkers();
+        await this.loseAbandonedRuns();
       }
       for (const chore of this.options.chores ?? []) await chore();
       if (this.dbDownSince !== null) {
@@ -163,27 +186,76 @@ export class Sweeper {
     }
   }
 
+  /** Effective "last heard" floor: the start of this node's leadership (database clock). */
+  private async ledSince(): Promise<Date> {
+    if (!this.leaderSince) {
+      const [row] = await em(this.orm).execute<{ now: Date }[]>('select now() as now');
+      this.leaderSince = new Date(row!.now);
+    }
+    return this.leaderSince;
+  }
+
+  /**
+   * Workers silent for WORKER_LOST_AFTER become `lost` and their shares go ERROR (nobody
+   * can watch through them). Their runs keep running for WORKER_RECLAIM_GRACE: a worker
+   * heard again in time re-adopts them (see loseAbandonedRuns).
+   */
   private async loseSilentWorkers(): Promise<void> {
+    const since = await this.ledSince();
     const lost = await em(this.orm).execute<{ id: string }[]>(
-      `update workers set status = 'lost' where status in ('online','offline') and last_heartbeat_at < now() - (? * interval '1 millisecond') returning id`,
-      [this.options.workerLostAfterMs],
+      `update workers set status = 'lost'
+        where status in ('online','offline') and greatest(last_heartbeat_at, ?::timestamptz) < now() - (? * interval '1 millisecond')
+        returning id`,
+      [since, this.options.workerLostAfterMs],
     );
     for (const { id: workerId } of lost) {
-      this.log.warn({ workerId }, 'worker lost: no heartbeat');
-      const runs = await em(this.orm).find(RunSchema, { workerId, status: { $in: ['assigned', 'running'] } });
-      for (const run of runs) {
-        const row = await em(this.orm).transactional(async (tx) => {
-          const r = await applyRunEvent(tx, run.id, RunEvent.lose, { endedAt: new Date(), errorMessage: 'worker lost (no heartbeat)' }, { workerId });
-          if (r) await appendAudit(tx, { runId: run.id, actor: SYSTEM, action: 'run.lost', metadata: { workerId, reason: 'no-heartbeat' } });
-          return r;
-        });
-        if (row) await this.runs.publish(run.id);
-      }
+      this.log.warn({ workerId }, 'worker lost: no heartbeat; its runs wait for it for WORKER_RECLAIM_GRACE');
       const sessions = await em(this.orm).find(LiveSessionSchema, { workerId, status: { $in: ['STARTING', 'READY'] } });
       for (const s of sessions) {
-        const row = await em(this.orm).transactional((tx) => this.sessions.transitionIn(tx, s, SessionEvent.fail, { errorMessage: 'worker lost', endReason: 'worker-lost' }, SYSTEM, 'session.error', { message: 'worker lost' }));
+        const row = await em(this.orm).transactional(async (tx) => {
+          // Heard again meanwhile (its reclaim may already have checked the run's shares): leave them.
+          const still = await tx.execute(`select 1 from workers where id = ? and status = 'lost' for share`, [workerId]);
+          if (!still.length) return null;
+          return this.sessions.transitionIn(tx, s, SessionEvent.fail, { errorMessage: 'worker lost', endReason: 'worker-lost' }, SYSTEM, 'session.error', { message: 'worker lost' });
+        });
         if (row) this.sessions.afterEnd(row, 'worker lost');
       }
+    }
+  }
+
+  /**
+   * A run whose worker has been silent for WORKER_LOST_AFTER + WORKER_RECLAIM_GRACE is
+   * `lost`, and the worker is told to stop it (in case it is alive somewhere; its
+   * dead-man switch stops it otherwise). The update re-checks the worker's silence, so a
+   * heartbeat that committed first keeps the run.
+   */
+  private async loseAbandonedRuns(): Promise<void> {
+    const since = await this.ledSince();
+    const abandonedFor = this.options.workerLostAfterMs + this.options.reclaimGraceMs;
+    const silent = `exists (select 1 from workers w where w.id = r.worker_id and w.status = 'lost'
+                      and greatest(w.last_heartbeat_at, ?::timestamptz) < now() - (? * interval '1 millisecond'))`;
+    const from = runStatesAllowing(RunEvent.lose);
+    const candidates = await em(this.orm).execute<{ id: string; worker_id: string }[]>(
+      `select r.id, r.worker_id from runs r where r.status in (${from.map(() => '?').join(', ')}) and ${silent}`,
+      [...from, since, abandonedFor],
+    );
+    for (const { id: runId, worker_id: workerId } of candidates) {
+      const lost = await em(this.orm).transactional(async (tx) => {
+        const rows = await tx.execute<{ id: string }[]>(
+          `update runs r set status = ?, ended_at = now(), error_message = 'worker lost: not back within WORKER_RECLAIM_GRACE'
+            where r.id = ? and r.worker_id = ? and r.status in (${from.map(() => '?').join(', ')}) and ${silent}
+            returning r.id`,
+          [runTransition('running', RunEvent.lose), runId, workerId, ...from, since, abandonedFor],
+        );
+        if (!rows.length) return false;
+        await appendAudit(tx, { runId, actor: SYSTEM, action: 'run.lost', metadata: { workerId, reason: 'reclaim-grace-passed' } });
+        return true;
+      });
+      if (!lost) continue;
+      this.log.warn({ runId, workerId }, 'run lost: its worker did not come back within WORKER_RECLAIM_GRACE');
+      this.notifier.cancelOnWorker(workerId, runId);
+      await this.sessions.endAllForRun(runId, 'run-lost', 'ERROR');
+      await this.runs.publish(runId);
     }
   }
 }
