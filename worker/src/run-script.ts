@@ -10,7 +10,19 @@ export function shellQuote(word: string): string {
 export const RunFiles = {
   socket: 'tmux.sock',
   wrapper: 'run.sh',
-  fifo: 'output.fifo',
+  /** The pane's raw output, appended by tmux `pipe-pane` through `cat` (an operator shell's too). */
+  output: 'output.log',
+  /** One `o` line per capture pipe started, one `c` line per capture pipe whose `cat` ended. */
+  outputPipes: 'output.pipes',
+  /** Every frame sent, with the output position after it: JSON lines (see frame-journal.ts). */
+  journal: 'frames.jsonl',
+  /** `{startedAt, panePid, paneId}` of the run, for a worker that re-adopts it. */
+  meta: 'run.json',
+  /** The dead-man switch script and its pid (see run-watchdog.ts). */
+  watchdog: 'watchdog.sh',
+  watchdogPid: 'watchdog.pid',
+  /** Written (ISO time) by the watchdog when it stopped the run because the worker's lease went stale. */
+  abandoned: 'abandoned',
   /** `$HANDOFF_INBOX`: operator messages (and hand-back packets) for the agent, JSON lines. */
   inbox: 'inbox.jsonl',
   /** Message ids already appended to the inbox, one per line (dedupe across redeliveries). */
