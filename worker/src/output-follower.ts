@@ -184,6 +184,7 @@ export class OutputFollower {
 
   /** Emits text decoded from the file up to byte `end` (from where the previous text ended). */
   private emit(decoded: string, end: number): void {
+    if (this.closed) return; // detached: what follows belongs to whoever adopts the run
     let text = decoded;
     if (this.skipLeft > 0) {
       const drop = Math.min(this.skipLeft, text.length);

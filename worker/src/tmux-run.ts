@@ -1,4 +1,4 @@
-import { spawn } from 'node:child_process';
+import { spawn, type ChildProcess } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { chmod, mkdir, readFile, rm, writeFile } from 'node:fs/promises';
 import { delimiter, join } from 'node:path';
@@ -125,6 +125,8 @@ export class TmuxRun {
   private removed = false;
   /** Re-adopted after its tmux server was gone: only the markers find what is left of it. */
   private serverGone = false;
+  private waiter: ChildProcess | null = null;
+  private detached = false;
   private panePid = 0;
   /** tmux pane id (`%N`) of the agent's pane. */
   private agentPane = '';
@@ -474,6 +476,7 @@ export class TmuxRun {
   /** Waits without polling: tmux remembers a `done` signalled before anyone waits, and the client exits on its own if the server dies (kill-server, crash). */
   private waitForDone(env: Record<string, string | undefined>): void {
     const waiter = spawn(this.opts.tmuxBin, ['-S', this.socketPath, 'wait-for', 'done'], { stdio: 'ignore', env });
+    this.waiter = waiter;
     this.commandEnded = new Promise((resolve) => {
       waiter.once('close', () => resolve());
       waiter.once('error', (err) => {
@@ -513,8 +516,22 @@ export class TmuxRun {
     this.log.info({ panePid: this.panePid, paneId: this.agentPane }, 'run re-adopted');
   }
 
+  /**
+   * Stops watching the run without touching it — what the worker's death does: the run
+   * goes on under its watchdog, its output keeps landing in the capture file, and another
+   * `TmuxRun` (in this or a restarted worker) can `adopt` it. `result` never resolves.
+   */
+  detach(): void {
+    this.detached = true;
+    this.removed = true; // nothing journaled from here on: the adopter owns the journal
+    this.follower.close();
+    this.status.dispose();
+    this.waiter?.kill('SIGKILL');
+  }
+
   private async supervise(): Promise<void> {
     await this.commandEnded;
+    if (this.detached) return;
     this.commandDone = true;
     let outcome: RunOutcome;
     try {
