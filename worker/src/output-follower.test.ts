@@ -73,10 +73,9 @@ describe('OutputFollower', () => {
     await writeFile(path, '');
     let followed = '';
     const frames: Array<{ frame: Frame; at: OutputPosition }> = [];
-    let follower!: OutputFollower;
     // Frames much smaller than a read: most end inside one read (positions with `skip`).
     const batcher = new FrameBatcher({ flushMs: 1, maxFrameChars: 333, onFrame: (frame, through) => frames.push({ frame, at: follower.positionAt(through) }) });
-    follower = new OutputFollower({ path, pipesPath: pipes, onText: (t) => ((followed += t), batcher.push(t)), logger: silent, readBytes: 4096 });
+    const follower = new OutputFollower({ path, pipesPath: pipes, onText: (t) => ((followed += t), batcher.push(t)), logger: silent, readBytes: 4096 });
     followers.push(follower);
     await follower.start();
 
