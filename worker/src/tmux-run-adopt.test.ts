@@ -144,4 +144,41 @@ describe('TmuxRun.adopt', () => {
     expect(lf(all.map((f) => f.data).join(''))).toBe(numbered(tag, 2000));
     expect(existsSync(run2.dir)).toBe(false);
   });
+
+  it('retainDir keeps an ended run adoptable until release(): a worker that died before the hub had the exit still reports it', async () => {
+    const runId = randomUUID();
+    const first = pipeline();
+    const run1 = await TmuxRun.start({
+      runId,
+      runsDir,
+      command: { script: 'echo "last words ✓"; exit 5' },
+      cwd: null,
+      env: { PATH: process.env.PATH, LANG: 'C.UTF-8' },
+      cols: 80,
+      rows: 24,
+      tmuxBin: TMUX,
+      onOutput: first.onOutput,
+      logger: silent,
+      retainDir: true,
+    });
+    first.bind(run1);
+    cleanups.push(() => TmuxRun.remove(runsDir, runId, TMUX));
+    expect(await run1.result).toEqual({ exitCode: 5, cancelled: false });
+    // The worker dies before the final frame was sealed and the exit reported.
+    first.batcher.dispose();
+    expect(existsSync(run1.dir)).toBe(true);
+    expect(await TmuxRun.inspect(runsDir, runId, TMUX)).toBe('ended');
+
+    const { last, frames } = await TmuxRun.journalTail(runsDir, runId, 1 << 20);
+    const from = last ? { offset: last.offset, skip: last.skip } : undefined;
+    const second = pipeline({ initialSeq: last?.seq ?? 0, initialFrames: frames });
+    const run2 = await TmuxRun.adopt({ runId, runsDir, tmuxBin: TMUX, onOutput: second.onOutput, logger: silent, retainDir: true, from });
+    second.bind(run2);
+    expect(await run2.result).toEqual({ exitCode: 5, cancelled: false });
+    second.batcher.flush();
+    expect(lf(second.frames.map((f) => f.data).join(''))).toBe('last words ✓\n');
+    expect((await TmuxRun.journalTail(runsDir, runId, 1 << 20)).last?.seq).toBe(second.frames.at(-1)!.seq); // journaled until released
+    await run2.release();
+    expect(existsSync(run2.dir)).toBe(false);
+  });
 });

@@ -51,6 +51,12 @@ export interface TmuxRunOptions {
   startedAt?: number;
   /** Start the dead-man switch (see run-watchdog.ts). Default true. */
   watchdog?: boolean;
+  /**
+   * Keep the run directory (output file, journal, exit status) once the run ended, until
+   * `release()`: a worker that dies before the hub took the exit report re-adopts the
+   * ended run after its restart and reports the rest. Default false (removed at the end).
+   */
+  retainDir?: boolean;
 }
 
 /** What `TmuxRun.adopt` needs: the start options that still matter for a run already running. */
@@ -98,7 +104,7 @@ export type RunDirState =
  */
 export class TmuxRun {
   readonly runId: string;
-  /** The run directory, removed when the run ends. */
+  /** The run directory, removed when the run ends (or by `release()`, see `retainDir`). */
   readonly dir: string;
   /** `$HANDOFF_INBOX` of the run: operator messages as JSON lines. */
   readonly inboxPath: string;
@@ -180,6 +186,7 @@ export class TmuxRun {
       await run.launch();
     } catch (err) {
       await run.cleanUp();
+      await run.release();
       throw err;
     }
     void run.supervise();
@@ -230,6 +237,7 @@ export class TmuxRun {
       await run.reattach();
     } catch (err) {
       await run.cleanUp();
+      await run.release();
       throw err;
     }
     void run.supervise();
@@ -577,6 +585,11 @@ export class TmuxRun {
     await tmux(this.opts.tmuxBin, this.socketPath, ['kill-server']);
     await stopWatchdog(this.dir);
     this.follower.close();
+    if (!this.opts.retainDir) await this.release();
+  }
+
+  /** Removes the run directory (see `retainDir`): nothing of the run remains. Idempotent. */
+  async release(): Promise<void> {
     this.removed = true;
     await rm(this.dir, { recursive: true, force: true });
   }

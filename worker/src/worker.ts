@@ -371,6 +371,8 @@ export class Worker {
       // Sealed frames are journaled before they can be sent (output only flows once tmux runs the command).
       onFrameSealed: (frame, pushedThrough) => entry.tmux?.recordFrame(frame, pushedThrough),
       onSettled: () => {
+        // The hub has the exit: the run directory (kept for a restart until now) can go.
+        void entry.tmux?.release();
         reporter.dispose();
         this.runs.delete(runId);
         markSettled();
@@ -427,6 +429,7 @@ export class Worker {
         logger: this.root.child({ module: 'tmux-run', runId }),
         killGraceMs: this.killGraceMs,
         startedAt: entry.startedAt,
+        retainDir: true,
       }),
     );
   }
@@ -443,6 +446,7 @@ export class Worker {
         logger: this.root.child({ module: 'tmux-run', runId }),
         killGraceMs: this.killGraceMs,
         from,
+        retainDir: true,
       }),
     );
   }
