@@ -29,6 +29,8 @@ export const RunFiles = {
   inboxIds: 'inbox.ids',
   /** `$HANDOFF_OUTBOX`: the agent's requests to the worker, JSON lines. */
   outbox: 'outbox.jsonl',
+  /** Offset in the outbox after the last request the worker read (a re-adopting worker goes on from there). */
+  outboxOffset: 'outbox.offset',
   /** `$HANDOFF_CONTROL`: the desired control state `{seq, state, mode}`, replaced atomically. */
   control: 'control.json',
   /** Written by the agent SDK when it halts at a checkpoint: `{seq, at, pid}`. Next to the control file. */

@@ -1,3 +1,4 @@
+import { join } from 'node:path';
 import { io, type Socket } from 'socket.io-client';
 import { z } from 'zod';
 import {
@@ -26,6 +27,7 @@ import { OutboxWatcher } from './outbox-watcher.js';
 import { RunControl } from './run-control.js';
 import { messageFlash, RunInbox } from './run-inbox.js';
 import { Lease, writeAbandonAfter } from './run-dir.js';
+import { RunFiles } from './run-script.js';
 import { RunReporter } from './run-reporter.js';
 import { ShareManager } from './share-manager.js';
 import { findProviderBinary } from './share-provider.js';
@@ -466,6 +468,7 @@ export class Worker {
       entry.setInbox(new RunInbox({ dir: run.dir, logger: this.root.child({ module: 'inbox', runId }) }));
       entry.outbox = new OutboxWatcher({
         path: run.outboxPath,
+        statePath: join(run.dir, RunFiles.outboxOffset),
         logger: this.root.child({ module: 'outbox', runId }),
         onRequestOperator: (reason) => entry.reporter.reportNeedsOperator(reason),
       });
