@@ -9,7 +9,7 @@ import type { CapturedContext } from './handoff-packet.js';
 import type { Logger } from './logger.js';
 import { OperatorShell, operatorShellProcesses, type Operator } from './operator-shell.js';
 import { capturePipeCommand, OutputFollower, type OutputPosition } from './output-follower.js';
-import { processesWithEnv, reapProcesses, reapRun, runProcesses, signalRun, terminateRun, type ProcInfo } from './process-tree.js';
+import { isHalted, processesWithEnv, reapProcesses, reapRun, runProcesses, signalRun, terminateRun, type ProcInfo } from './process-tree.js';
 import { agentCliWrapper, RunFiles, shellQuote, wrapperScript } from './run-script.js';
 import { ensureWatchdog, stopWatchdog } from './run-watchdog.js';
 import { StatusLine } from './status-line.js';
@@ -263,6 +263,13 @@ export class TmuxRun {
     await rm(dir, { recursive: true, force: true });
   }
 
+  /** Whether any process of the run (its root aside) is stopped — e.g. by a hard pause before the worker restarted. */
+  async stopped(): Promise<boolean> {
+    if (this.serverGone) return false;
+    const procs = (await runProcesses(this.panePid)).filter((p) => p.pid !== this.panePid);
+    return (await Promise.all(procs.map(isHalted))).some(Boolean);
+  }
+
   /** The frame journal's hook (RunReporter `onFrameSealed`): `pushedThrough` counts characters of `onOutput`. */
   recordFrame(frame: Frame, pushedThrough: number): void {
     if (this.removed) return; // the run ended and its directory went: nothing will resume it
@@ -399,7 +406,7 @@ export class TmuxRun {
    * reported another status). Idempotent.
    */
   async cancel(): Promise<RunOutcome> {
-    if (this.cancelRequested) return this.result;
+    if (this.cancelRequested || this.detached) return this.result;
     this.cancelRequested = true;
     this.log.info('cancelling run');
     // A run re-adopted after its command ended has no pane: its pid may belong to anyone by now.
@@ -527,10 +534,13 @@ export class TmuxRun {
   /**
    * Stops watching the run without touching it — what the worker's death does: the run
    * goes on under its watchdog, its output keeps landing in the capture file, and another
-   * `TmuxRun` (in this or a restarted worker) can `adopt` it. `result` never resolves.
+   * `TmuxRun` (in this or a restarted worker) can `adopt` it. `result` resolves at once
+   * without an exit status; `cancel()` no longer touches the run.
    */
   detach(): void {
+    if (this.detached) return;
     this.detached = true;
+    this.resolveResult({ exitCode: null, error: 'detached: no longer watched by this worker', cancelled: false });
     this.removed = true; // nothing journaled from here on: the adopter owns the journal
     this.follower.close();
     this.status.dispose();

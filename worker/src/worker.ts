@@ -450,11 +450,12 @@ export class Worker {
         from,
         retainDir: true,
       }),
+      true,
     );
   }
 
   /** Runs (or continues) the run in tmux, wires its control, inbox and outbox, and reports its start and exit. */
-  private async supervise(entry: RunEntry, failure: string, open: () => Promise<TmuxRun>): Promise<void> {
+  private async supervise(entry: RunEntry, failure: string, open: () => Promise<TmuxRun>, adopted = false): Promise<void> {
     const { runId } = entry;
     const log = this.root.child({ module: 'run', runId });
     let outcome: RunOutcome | { exitCode: null; error: string };
@@ -464,7 +465,7 @@ export class Worker {
       entry.phase = 'running';
       // Repeated for a re-adopted run: the hub ignores a start it already has (and it may not have it).
       entry.reporter.reportStarted();
-      entry.control.attach(run);
+      entry.control.attach(run, adopted && (await run.stopped()));
       entry.setInbox(new RunInbox({ dir: run.dir, logger: this.root.child({ module: 'inbox', runId }) }));
       entry.outbox = new OutboxWatcher({
         path: run.outboxPath,
