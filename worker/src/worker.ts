@@ -13,6 +13,7 @@ import {
   type Ack,
   type AckCallback,
   type ControlApply,
+  type Frame,
   type HubToWorker,
   type RunAssignment,
   type RunMessage,
@@ -24,6 +25,7 @@ import type { ResolvedWorkerConfig } from './config.js';
 import type { HubLink, PayloadOf, ReportEvent, ResponseOf } from './hub-link.js';
 import type { Logger } from './logger.js';
 import { OutboxWatcher } from './outbox-watcher.js';
+import type { OutputPosition } from './output-follower.js';
 import { RunControl } from './run-control.js';
 import { messageFlash, RunInbox } from './run-inbox.js';
 import { Lease, writeAbandonAfter } from './run-dir.js';
@@ -34,8 +36,6 @@ import { findProviderBinary } from './share-provider.js';
 import { findRunDirs } from './stale-runs.js';
 import { findExecutable } from './tmux.js';
 import { TmuxRun, type RunOutcome } from './tmux-run.js';
-import type { OutputPosition } from './output-follower.js';
-import type { Frame } from '@handoff/shared';
 
 export interface WorkerOptions {
   config: ResolvedWorkerConfig;
