@@ -554,8 +554,8 @@ export class TmuxRun {
     let outcome: RunOutcome;
     try {
       // Whatever the command left behind (background jobs) goes with it, and so does an
-      // operator's shell: its pane's `cat` holds the capture FIFO open, and tmux only exits
-      // (ending the capture) once no window is left.
+      // operator's shell: the capture only counts as complete once every pane's pipe ended,
+      // and a pipe ends only when its pane is gone.
       const reaped = this.serverGone
         ? reapProcesses(() => markedProcesses(this.dir), this.opts.killGraceMs ?? 2000)
         : reapRun(this.panePid, this.opts.killGraceMs ?? 2000);
