@@ -77,7 +77,7 @@ export async function ensureWatchdog(opts: WatchdogOptions): Promise<number> {
   const script = join(opts.dir, RunFiles.watchdog);
   await writeFile(script, watchdogScript(), { mode: 0o600 });
   const child = spawn(
-    'sh',
+    '/bin/sh',
     [
       script,
       opts.tmuxBin,
@@ -88,8 +88,9 @@ export async function ensureWatchdog(opts: WatchdogOptions): Promise<number> {
       String(opts.killGraceMs ?? 2000),
       String(opts.checkEverySeconds ?? 1),
     ],
-    // Its own session: the worker's death, its terminal's hangup or a signal to its group never reach it.
-    { detached: true, stdio: 'ignore', env: { PATH: process.env.PATH ?? '/usr/local/bin:/usr/bin:/bin', LC_ALL: 'C' } },
+    // Its own session: the worker's death, its terminal's hangup or a signal to its group never
+    // reach it. Its environment is its own: only POSIX tools it needs (tmux goes by absolute path).
+    { detached: true, stdio: 'ignore', env: { PATH: '/usr/local/bin:/usr/bin:/bin', LC_ALL: 'C' } },
   );
   const pid = await new Promise<number>((resolve, reject) => {
     child.once('spawn', () => resolve(child.pid!));
