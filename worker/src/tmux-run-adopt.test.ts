@@ -80,6 +80,9 @@ describe('TmuxRun.adopt', () => {
     cleanups.push(() => TmuxRun.remove(runsDir, runId, TMUX));
     await until(() => first.frames.length >= 8, 'some frames', 10_000);
 
+    const watchdog = join(run1.dir, 'watchdog.sh');
+    const [watchdogPid] = pgrep(watchdog);
+    expect(watchdogPid).toBeGreaterThan(1);
     // The worker dies: unsealed output is lost with it, the run goes on.
     run1.detach();
     first.batcher.dispose();
@@ -94,6 +97,7 @@ describe('TmuxRun.adopt', () => {
     second.batcher.ack(hubLastSeq);
     const run2 = await TmuxRun.adopt({ runId, runsDir, tmuxBin: TMUX, onOutput: second.onOutput, logger: silent, from: { offset: last!.offset, skip: last!.skip } });
     second.bind(run2);
+    expect(pgrep(watchdog)).toEqual([watchdogPid]); // the run's watchdog outlived its worker and stays on
     expect(await run2.result).toEqual({ exitCode: 0, cancelled: false });
     second.batcher.flush();
 
@@ -103,6 +107,37 @@ describe('TmuxRun.adopt', () => {
     expect(tmuxServerAlive(join(run2.dir, 'tmux.sock'))).toBe(false);
     expect(existsSync(run2.dir)).toBe(false);
     expect(pgrep(join(run2.dir, 'watchdog.sh'))).toEqual([]);
+  });
+
+  it('a re-adopted run whose watchdog died gets a new one', async () => {
+    const runId = randomUUID();
+    const tag = `wd-${randomUUID().slice(0, 8)}`;
+    cleanups.push(() => killMatching(tag));
+    const run1 = await TmuxRun.start({
+      runId,
+      runsDir,
+      command: { script: `sleep 1000.${Date.now() % 90000 + 10000}; : ${tag}` },
+      cwd: null,
+      env: { PATH: process.env.PATH },
+      cols: 80,
+      rows: 24,
+      tmuxBin: TMUX,
+      onOutput: () => undefined,
+      logger: silent,
+    });
+    cleanups.push(() => TmuxRun.remove(runsDir, runId, TMUX));
+    const watchdog = join(run1.dir, 'watchdog.sh');
+    const [old] = pgrep(watchdog);
+    run1.detach();
+    process.kill(-old!, 'SIGKILL');
+    await until(() => pgrep(watchdog).length === 0, 'the watchdog to die');
+    const run2 = await TmuxRun.adopt({ runId, runsDir, tmuxBin: TMUX, onOutput: () => undefined, logger: silent });
+    const fresh = pgrep(watchdog);
+    expect(fresh).toHaveLength(1);
+    expect(fresh[0]).not.toBe(old);
+    await run2.cancel();
+    expect(pgrep(watchdog)).toEqual([]);
+    expect(pgrep(tag)).toEqual([]);
   });
 
   it('a run that ended while no worker watched delivers the rest of its output and its real exit status', async () => {
