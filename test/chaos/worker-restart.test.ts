@@ -2,7 +2,7 @@ import { randomBytes } from 'node:crypto';
 import { existsSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
-import { api, emitAck, Viewer } from '../support/clients.js';
+import { api, emitAck, eventually, Viewer } from '../support/clients.js';
 import { startTestHub, type TestHub } from '../support/hub.js';
 import { pidsMatching, untilNoProcess } from '../support/processes.js';
 import { startWorker, type WorkerProcess } from '../support/worker.js';
@@ -103,5 +103,31 @@ describe('chaos: a worker is SIGKILLed mid-run', () => {
     await viewer.untilStatus(probe.body.id, ['succeeded'], 20_000);
     expect(existsSync(join(first.runDir, runId))).toBe(false);
     await second.kill('SIGTERM');
+  });
+
+  it('a run cancelled while its worker was down is stopped by the restarted worker on the hub’s verdict, never continued', async () => {
+    const { hub, operator, viewer, token } = await setUp({ WORKER_LOST_AFTER: '20s', WORKER_RECLAIM_GRACE: '20s' });
+    const marker = `verdict-${randomBytes(4).toString('hex')}`;
+    const first = worker(hub.url, token);
+    cleanups.push(() => rmSync(first.runDir, { recursive: true, force: true }));
+    const created = await api(hub.url, operator, 'POST', '/api/task-runs', {
+      command: { script: `trap '' TERM; setsid sh -c 'while :; do sleep 0.2; done; : ${marker}' & while :; do echo "${marker}"; sleep 0.2; done` },
+    });
+    const runId = created.body.id as string;
+    await emitAck(viewer.socket, 'run:subscribe', { runId });
+    await viewer.untilStatus(runId, ['running'], 20_000);
+    await first.kill('SIGKILL');
+    const cancelled = await api(hub.url, operator, 'POST', `/api/task-runs/${runId}/cancel`, {});
+    expect(cancelled.status).toBe(200);
+    expect(pidsMatching(marker).length).toBeGreaterThan(0); // nobody told the host yet
+
+    const restartedAt = Date.now();
+    const second = worker(hub.url, token, first.runDir);
+    expect(await untilNoProcess(marker, 8000)).toEqual([]);
+    await eventually('the run directory to go', async () => !existsSync(join(first.runDir, runId)), 5000);
+    expect(second.output()).toContain('stopping a run left by a previous worker');
+    expect(second.output()).not.toContain('re-adopting a run left by a previous worker');
+    expect(viewer.runs.get(runId)?.status).toBe('cancelled');
+    console.log(`run cancelled while its worker was down: stopped ${Date.now() - restartedAt} ms after the worker restarted`);
   });
 });
