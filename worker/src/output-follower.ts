@@ -25,6 +25,8 @@ export interface OutputFollowerOptions {
   logger: Logger;
   /** Bytes per read. Default 64 KiB. */
   readBytes?: number;
+  /** Clock for `finish()`'s deadline. Default `Date.now`. */
+  now?: () => number;
 }
 
 /**
@@ -104,15 +106,16 @@ export class OutputFollower {
    * not happen within `timeoutMs` (what arrived is still emitted).
    */
   async finish(timeoutMs: number): Promise<boolean> {
-    const deadline = Date.now() + timeoutMs;
+    const now = this.opts.now ?? Date.now;
+    const deadline = now() + timeoutMs;
     let ended = false;
     for (;;) {
       ended = await this.pipesEnded();
       await this.readNow();
-      if (ended || this.closed || Date.now() >= deadline) break;
+      if (ended || this.closed || now() >= deadline) break;
       // Woken by the directory watch (the `c` line or more output); the timer only bounds the wait.
       await new Promise<void>((resolve) => {
-        const timer = setTimeout(resolve, Math.min(250, Math.max(1, deadline - Date.now())));
+        const timer = setTimeout(resolve, Math.min(250, Math.max(1, deadline - now())));
         this.wake = () => {
           clearTimeout(timer);
           resolve();
