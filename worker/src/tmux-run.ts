@@ -581,6 +581,9 @@ export class TmuxRun {
     if (status !== null && /^\d+\s*$/.test(status)) return { exitCode: Number.parseInt(status, 10), cancelled };
     const startError = await readFile(join(this.dir, RunFiles.startError), 'utf8').catch(() => null);
     if (startError !== null) return { exitCode: null, error: startError, cancelled };
+    // This worker was frozen or hung past the hub's grace: its watchdog stopped the run meanwhile.
+    const abandoned = await readFile(join(this.dir, RunFiles.abandoned), 'utf8').catch(() => null);
+    if (abandoned !== null) return { exitCode: null, error: `stopped by its watchdog at ${abandoned.trim()}: the worker was unresponsive past the hub's reclaim grace`, cancelled };
     // Killed together with its wrapper, which then could not record the status.
     if (cancelled) return { exitCode: 128 + (this.killedHard ? 9 : 15), cancelled };
     return { exitCode: null, error: 'the run ended without reporting an exit status (its tmux server or wrapper was killed)', cancelled };
