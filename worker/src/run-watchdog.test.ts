@@ -101,3 +101,13 @@ it('leaves no watchdog behind when a run ends normally or is cancelled', async (
   await quick.result;
   expect(pgrep(join(quick.dir, 'watchdog.sh'))).toEqual([]);
 });
+
+it('a worker that froze (lease stale) but still holds the run learns from its result that the watchdog stopped it', async () => {
+  const marker = uniqueSleep();
+  const { run, lease } = await setUp(marker, 1500);
+  lease.stop(); // frozen: the TmuxRun object is still there, the lease is not touched
+  const outcome = await run.result;
+  expect(outcome.exitCode).toBeNull();
+  expect(outcome.error).toMatch(/^stopped by its watchdog at \d{4}-\d\d-\d\dT.*reclaim grace$/);
+  expect(pgrep(marker)).toEqual([]);
+});
