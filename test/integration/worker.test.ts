@@ -89,22 +89,25 @@ describe('worker against a real hub', () => {
     expect(joinFrames(frames).replace(/\r\n/g, '\n')).toBe(Array.from({ length: 30 }, (_, i) => `n ${i + 1}\n`).join(''));
   });
 
-  it('a SIGKILLed worker leaves runs behind; its restart cleans the stale tmux servers and the hub marks the run lost', async () => {
+  it('a SIGKILLed worker leaves its run running; its restart re-adopts the run instead of killing it, and it ends normally', async () => {
     const name = `crash-${marker()}`;
     const token = await hub.workerToken(name);
     const m = marker();
     markers.push(m);
     const first = startWorker({ hubUrl: hub.url, token });
-    const runId = await create(`sh -c 'sleep 900; : ${m}' & echo up; wait`);
+    const runId = await create(`sh -c 'sleep 900; : ${m}' & echo up; sleep 3; kill $!; echo "done ${m}"`);
     await viewer.untilStatus(runId, ['running']);
-    await first.kill('SIGKILL'); // a crash: no cleanup happens
+    await first.kill('SIGKILL'); // a crash: no cleanup happens, the run goes on
     expect(existsSync(path.join(first.runDir, runId, 'tmux.sock'))).toBe(true);
     expect(pidsMatching(m).length).toBeGreaterThan(0);
 
+    // Back well within WORKER_LOST_AFTER: the hub still has the run as this worker's.
     const second = startWorker({ hubUrl: hub.url, token, runDir: first.runDir });
     workers.push(second);
-    const lost = await viewer.untilStatus(runId, ['lost'], 30_000);
-    expect(lost.errorMessage).toMatch(/restarted/);
+    const done = await viewer.untilStatus(runId, ['succeeded', 'failed', 'lost'], 30_000);
+    expect(done).toMatchObject({ status: 'succeeded', exitCode: 0 });
+    const frames = await emitAck<{ frames: Frame[] }>(viewer.socket, 'term:subscribe', { runId, afterSeq: 0 });
+    expect(frames.ok && joinFrames(frames.data.frames).replace(/\r\n/g, '\n')).toBe(`up\ndone ${m}\n`);
     expect(await untilNoProcess(m)).toEqual([]);
     expect(readdirSync(first.runDir)).not.toContain(runId);
     expect(pidsMatching(path.join(first.runDir, runId))).toEqual([]);

@@ -135,4 +135,29 @@ describe('FrameBatcher', () => {
     vi.advanceTimersByTime(1000);
     expect(frames).toHaveLength(1);
   });
+
+  it('goes on after frames sealed before (a re-adopted run): numbering continues, unacked ones are kept', () => {
+    const earlier = [{ seq: 4, t: 10, data: 'd' }, { seq: 5, t: 11, data: 'e' }];
+    const { b, frames } = batcher({ initialSeq: 5, initialFrames: earlier });
+    expect(b.lastSeq).toBe(5);
+    expect(b.ackedSeq).toBe(3);
+    expect(b.unacked()).toEqual(earlier);
+    b.ack(4);
+    b.push('f');
+    vi.advanceTimersByTime(16);
+    expect(frames).toEqual([{ seq: 6, t: 0, data: 'f' }]);
+    expect(b.unacked().map((f) => f.seq)).toEqual([5, 6]);
+    const fresh = batcher({ initialSeq: 9 });
+    expect([fresh.b.lastSeq, fresh.b.ackedSeq, fresh.b.hasUnacked]).toEqual([9, 9, false]);
+  });
+
+  it('tells with each frame how much pushed output it completes, dropped output counted and the notice not', () => {
+    const through: number[] = [];
+    const { b, frames } = batcher({ maxFrameChars: 100, maxUnackedChars: 1000, live: false, onFrame: (f, n) => (frames.push(f), through.push(n)) });
+    for (let i = 0; i < 30; i += 1) b.push('x'.repeat(50));
+    b.setLive(true); // 500 characters were dropped (their notice is in the first frame), 1000 wait
+    expect(through[through.length - 1]).toBe(1500);
+    const pushedPerFrame = frames.map((f, i) => f.data.replace(/\r\n\x1b\[0m\[handoff: .*\]\r\n/, '').length + (i === 0 ? 500 : 0));
+    expect(through).toEqual(pushedPerFrame.map((_, i) => pushedPerFrame.slice(0, i + 1).reduce((a, c) => a + c, 0)));
+  });
 });

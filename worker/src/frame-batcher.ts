@@ -16,8 +16,15 @@ export interface FrameBatcherOptions {
   /** When the run started (epoch ms); frames carry `t` relative to it. Default: construction time. */
   startedAt?: number;
   now?: () => number;
-  /** Receives each sealed frame, in seq order. */
-  onFrame: (frame: Frame) => void;
+  /** Seq of the last frame sealed before (a run re-adopted after a worker restart): numbering goes on after it. Default 0. */
+  initialSeq?: number;
+  /** Frames sealed before and maybe not yet acknowledged (seq ≤ initialSeq, oldest first): kept and sent like new ones. */
+  initialFrames?: readonly Frame[];
+  /**
+   * Receives each sealed frame, in seq order, with how many characters of pushed output it
+   * completes (all frames so far, dropped output included, the drop notice excluded).
+   */
+  onFrame: (frame: Frame, pushedThrough: number) => void;
   /** Told, when the notice is written, how many characters of output were dropped. */
   onDrop?: (dropped: { chars: number }) => void;
 }
@@ -26,6 +33,8 @@ const FRAME_OVERHEAD = 64;
 
 interface Chunk {
   text: string;
+  /** False for the drop notice: not pushed output. */
+  pushed: boolean;
   /** ms since the run started when the chunk arrived. */
   t: number;
 }
@@ -60,6 +69,8 @@ export class FrameBatcher {
   private frames: Frame[] = [];
   private head = 0;
   private framesCost = 0;
+  /** Characters of pushed output sealed into frames or dropped. */
+  private sealedChars = 0;
 
   constructor(opts: FrameBatcherOptions) {
     this.flushMs = opts.flushMs;
@@ -70,6 +81,13 @@ export class FrameBatcher {
     this.startedAt = opts.startedAt ?? this.now();
     this.onFrame = opts.onFrame;
     this.onDrop = opts.onDrop;
+    const initial = opts.initialFrames ?? [];
+    this.seq = Math.max(opts.initialSeq ?? 0, initial[initial.length - 1]?.seq ?? 0);
+    this.acked = initial.length > 0 ? initial[0]!.seq - 1 : this.seq;
+    for (const frame of initial) {
+      this.frames.push(frame);
+      this.framesCost += frame.data.length + FRAME_OVERHEAD;
+    }
   }
 
   /** Seq of the newest frame (0 before the first). */
@@ -101,7 +119,7 @@ export class FrameBatcher {
     // Coalescing keeps the chunk count low during an outage; `t` only needs frame precision.
     const last = this.pending[this.pending.length - 1];
     if (last && last.text.length + text.length <= this.maxFrameChars) last.text += text;
-    else this.pending.push({ text, t: this.elapsed() });
+    else this.pending.push({ text, t: this.elapsed(), pushed: true });
     this.pendingChars += text.length;
     this.dropOverflow();
     this.schedule();
@@ -124,8 +142,10 @@ export class FrameBatcher {
     const chunks = this.pending;
     if (this.droppedChars > 0) {
       const notice = `\r\n\x1b[0m[handoff: ${this.droppedChars} characters of output were dropped while the hub was unreachable]\r\n`;
-      chunks.unshift({ text: notice, t: chunks[0]?.t ?? this.elapsed() });
+      chunks.unshift({ text: notice, t: chunks[0]?.t ?? this.elapsed(), pushed: false });
       this.onDrop?.({ chars: this.droppedChars });
+      // The dropped output came before everything pending: the notice's frame stands for it.
+      this.sealedChars += this.droppedChars;
       this.droppedChars = 0;
     }
     this.pending = [];
@@ -172,7 +192,7 @@ export class FrameBatcher {
       data = '';
       this.frames.push(frame);
       this.framesCost += frame.data.length + FRAME_OVERHEAD;
-      this.onFrame(frame);
+      this.onFrame(frame, this.sealedChars);
     };
     for (const chunk of chunks) {
       let text = chunk.text;
@@ -181,11 +201,13 @@ export class FrameBatcher {
         const room = this.maxFrameChars - data.length;
         if (text.length <= room) {
           data += text;
+          if (chunk.pushed) this.sealedChars += text.length;
           break;
         }
         // Never end a frame between the two halves of a surrogate pair.
         const cut = isHighSurrogate(text.charCodeAt(room - 1)) ? room - 1 : room;
         data += text.slice(0, cut);
+        if (chunk.pushed) this.sealedChars += cut;
         text = text.slice(cut);
         emit();
       }

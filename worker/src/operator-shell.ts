@@ -31,8 +31,8 @@ export interface OperatorShellOptions {
   session: string;
   /** The run directory (rc and state files, process marker). */
   dir: string;
-  /** The run's output capture FIFO: the shell's output goes there too (dashboards, recording). */
-  fifo: string;
+  /** The run's `pipe-pane` capture command (see `capturePipeCommand`): the shell's output joins the run's (dashboards, recording). */
+  capture: string;
   /**
    * The run's environment. The shell gets the tmux server's environment, which is the
    * run's (the server was started with it), except PATH, which tmux takes from the client
@@ -54,7 +54,7 @@ export interface OperatorShellOptions {
 /**
  * An operator's interactive shell inside a run's tmux session, opened on takeover: a new
  * window (selected, so tmate/upterm viewers see it too) whose output joins the run's
- * capture FIFO. It is not a descendant of the pane wrapper, so pausing the agent never
+ * capture file. It is not a descendant of the pane wrapper, so pausing the agent never
  * stops it. At every prompt bash records its cwd and exported environment in the run
  * directory, so a hand-back sees what the operator `cd`-ed to and `export`-ed.
  */
@@ -100,7 +100,7 @@ export class OperatorShell {
         // Like the agent's window, it keeps the run's size whatever a share client's terminal is.
         // Per window: tmux 3.3a crashes on new-window while the global option says manual.
         ...['set-option', '-w', 'window-size', 'manual', ';'],
-        ...['pipe-pane', '-O', `exec cat > ${shellQuote(opts.fifo)}`],
+        ...['pipe-pane', '-O', opts.capture],
       ],
       { env: opts.env },
     );

@@ -43,6 +43,27 @@ async function watched(initial = '') {
 const request = (reason: string) => `${JSON.stringify({ type: 'request-operator', reason, ts: new Date().toISOString() })}\n`;
 
 describe('OutboxWatcher', () => {
+  it('with a state file, a watcher of a re-adopted run goes on after what the previous one read', async () => {
+    const runDir = await mkdtemp(join(dir, 'run-'));
+    const path = join(runDir, 'outbox.jsonl');
+    const statePath = join(runDir, 'outbox.offset');
+    writeFileSync(path, request('first'), { mode: 0o600 });
+    const seen: string[] = [];
+    const first = new OutboxWatcher({ path, statePath, logger: pino({ level: 'silent' }), onRequestOperator: (r) => seen.push(`1:${r}`) });
+    watchers.push(first);
+    first.start();
+    await until(() => seen.length === 1, 'the first request');
+    await new Promise((r) => setTimeout(r, 50)); // the offset is recorded right after the read
+    first.close(); // the worker died
+    appendFileSync(path, request('while away'));
+    const second = new OutboxWatcher({ path, statePath, logger: pino({ level: 'silent' }), onRequestOperator: (r) => seen.push(`2:${r}`) });
+    watchers.push(second);
+    second.start();
+    await until(() => seen.length === 2, 'the request written while no worker watched');
+    await new Promise((r) => setTimeout(r, 100));
+    expect(seen).toEqual(['1:first', '2:while away']);
+  });
+
   it('reports `handoff-agent request-operator` from the CLI, and what was written before it started', async () => {
     const { path, reasons } = await watched(request('written before the watch'));
     await until(() => reasons.length === 1, 'the earlier request');

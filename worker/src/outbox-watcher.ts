@@ -1,5 +1,5 @@
 import { watch, type FSWatcher } from 'node:fs';
-import { open } from 'node:fs/promises';
+import { open, readFile, writeFile } from 'node:fs/promises';
 import { basename, dirname } from 'node:path';
 import { z } from 'zod';
 import type { Logger } from './logger.js';
@@ -12,6 +12,12 @@ export interface OutboxWatcherOptions {
   onRequestOperator: (reason: string) => void;
   /** A line longer than this (bytes, without its newline) is skipped. Default 64 KiB. */
   maxLineBytes?: number;
+  /**
+   * Where the offset after the last complete line read is kept, so that a worker that
+   * re-adopts the run goes on from there instead of reporting every request again.
+   * Default: none (the file is read from its start).
+   */
+  statePath?: string;
 }
 
 /** Longest reason the hub takes (`run:needs-operator`). */
@@ -41,6 +47,8 @@ export class OutboxWatcher {
   private reading = false;
   private readAgain = false;
   private closed = false;
+  /** Whether the saved offset (statePath) was read. */
+  private loaded = false;
 
   constructor(opts: OutboxWatcherOptions) {
     this.opts = opts;
@@ -89,6 +97,27 @@ export class OutboxWatcher {
   }
 
   private async drain(): Promise<void> {
+    if (!this.loaded) {
+      this.loaded = true;
+      const saved = this.opts.statePath ? Number.parseInt(await readFile(this.opts.statePath, 'utf8').catch(() => ''), 10) : Number.NaN;
+      if (saved > 0) this.offset = saved;
+    }
+    const before = this.lineEnd;
+    try {
+      await this.readFile();
+    } finally {
+      if (this.opts.statePath && this.lineEnd !== before) {
+        await writeFile(this.opts.statePath, `${this.lineEnd}\n`, { mode: 0o600 }).catch((err: unknown) => this.log.warn({ err }, 'cannot record the outbox offset'));
+      }
+    }
+  }
+
+  /** Offset after the last complete line read. */
+  private get lineEnd(): number {
+    return this.offset - this.partial.length;
+  }
+
+  private async readFile(): Promise<void> {
     const file = await open(this.opts.path, 'r');
     try {
       const { size } = await file.stat();

@@ -229,4 +229,27 @@ describe('RunControl', () => {
     expect(reports.map((r) => [r.seq, r.effective])).toEqual([[2, 'paused-hard']]); // seq 1 was superseded before it took hold
     await statusShows(run, 'status-left', 'PAUSED FOR OPERATOR (by Grace)');
   });
+
+  it('a run re-adopted while a previous worker’s hard pause holds it stopped is continued by a resume', async () => {
+    const { run, control, change, appliedSeq, out } = await startControlled({ script: 'i=0; while :; do i=$((i+1)); echo "tick $i"; sleep 0.05; done' });
+    await until(() => count(out.text, 'tick') >= 3, 'first ticks');
+    change(1, 'paused', 'hard');
+    await appliedSeq(1);
+    await expectStopped(run);
+    // The worker dies: its control goes with it. The restarted worker's adopts the run.
+    control.close();
+    run.detach();
+    const adopted = await TmuxRun.adopt({ runId: run.runId, runsDir: harness.runsDir, tmuxBin: TMUX, onOutput: (t) => (out.text += t), logger: pino({ level: 'silent' }) });
+    runs.push(adopted);
+    expect(await adopted.stopped()).toBe(true);
+    const reports: PayloadOf<'control:applied'>[] = [];
+    const fresh = new RunControl({ runId: run.runId, logger: pino({ level: 'silent' }), onApplied: (r) => reports.push(r), ...noHandoff });
+    controls.push(fresh);
+    fresh.attach(adopted, await adopted.stopped());
+    fresh.apply({ runId: run.runId, seq: 2, state: 'agent', mode: null, softGraceMs: 0, by: null, handback: null }); // the hub's resync
+    await until(() => reports.some((r) => r.seq === 2), 'the resume applied');
+    expect(await states(adopted)).not.toContain('T');
+    const before = out.text.length;
+    await until(() => out.text.length > before, 'ticks again after the resume');
+  });
 });

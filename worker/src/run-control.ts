@@ -138,10 +138,15 @@ export class RunControl {
     return 'accepted';
   }
 
-  /** The run started: apply what is desired (if anything came before it). */
-  attach(target: ControlTarget): void {
+  /**
+   * The run started: apply what is desired (if anything came before it). `stopped`: a
+   * re-adopted run whose processes a previous worker's hard pause left stopped — a resume
+   * must continue them.
+   */
+  attach(target: ControlTarget, stopped = false): void {
     if (this.target || this.closed) return;
     this.target = target;
+    this.frozen = stopped;
     if (this.desired) this.schedule();
   }
 

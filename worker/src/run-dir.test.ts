@@ -58,7 +58,7 @@ describe('run dir', () => {
     const dir = freshDir();
     lockRunDir(dir);
     let now = Date.parse('2026-01-01T00:00:00Z');
-    const lease = new LeaseKeeper(dir, 60_000, () => now);
+    const lease = new LeaseKeeper(dir, { intervalMs: 60_000, now: () => now });
     lease.touch();
     expect(statSync(join(dir, LEASE_FILE)).mtimeMs).toBe(now);
     now += 5000;

@@ -2,6 +2,7 @@ import { createHash } from 'node:crypto';
 import { closeSync, mkdirSync, openSync, readFileSync, renameSync, unlinkSync, utimesSync, writeFileSync, writeSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import type { Logger } from './logger.js';
 
 /** In the worker's run dir: touched every second by the live worker; each run's dead-man switch watches its mtime. */
 export const LEASE_FILE = '.lease';
@@ -87,6 +88,7 @@ export function lockRunDir(runDir: string, pid: number = process.pid): RunDirLoc
 
 /** Writes the abandon threshold atomically (a dead-man switch may read it at any moment). */
 export function writeAbandonAfter(runDir: string, ms: number): void {
+  mkdirSync(runDir, { recursive: true, mode: 0o700 });
   const path = join(runDir, ABANDON_FILE);
   writeFileSync(`${path}.tmp`, String(Math.round(ms)), { mode: 0o600 });
   renameSync(`${path}.tmp`, path);
@@ -95,23 +97,25 @@ export function writeAbandonAfter(runDir: string, ms: number): void {
 /**
  * Keeps the lease fresh while the worker lives: the mtime of `<runDir>/.lease` is set to
  * now every `intervalMs`. A dead or frozen worker stops touching it, and each run's
- * dead-man switch stops its run once the lease is older than the abandon threshold.
+ * dead-man switch (run-watchdog.ts) stops its run once the lease is older than the
+ * abandon threshold.
  */
 export class LeaseKeeper {
   private timer: ReturnType<typeof setInterval> | null = null;
+  private failing = false;
   readonly path: string;
 
   constructor(
-    runDir: string,
-    private readonly intervalMs = 1000,
-    private readonly now: () => number = Date.now,
+    private readonly runDir: string,
+    private readonly opts: { intervalMs?: number; now?: () => number; logger?: Pick<Logger, 'info' | 'error'> } = {},
   ) {
     this.path = join(runDir, LEASE_FILE);
   }
 
   start(): void {
+    mkdirSync(this.runDir, { recursive: true, mode: 0o700 });
     this.touch();
-    this.timer ??= setInterval(() => this.touch(), this.intervalMs);
+    this.timer ??= setInterval(() => this.touch(), this.opts.intervalMs ?? 1000);
     this.timer.unref();
   }
 
@@ -120,13 +124,22 @@ export class LeaseKeeper {
     this.timer = null;
   }
 
+  /** Never throws: a lease that cannot be touched is logged once per failure streak (the runs' watchdogs will end them). */
   touch(): void {
-    const at = new Date(this.now());
+    const at = new Date((this.opts.now ?? Date.now)());
     try {
-      utimesSync(this.path, at, at);
-    } catch {
-      writeFileSync(this.path, '', { mode: 0o600 });
-      utimesSync(this.path, at, at);
+      try {
+        utimesSync(this.path, at, at);
+      } catch (err) {
+        if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
+        writeFileSync(this.path, '', { mode: 0o600 });
+        utimesSync(this.path, at, at);
+      }
+      if (this.failing) this.opts.logger?.info('lease file writable again');
+      this.failing = false;
+    } catch (err) {
+      if (!this.failing) this.opts.logger?.error({ err, path: this.path }, 'cannot touch the lease file: the runs’ watchdogs will stop them');
+      this.failing = true;
     }
   }
 }

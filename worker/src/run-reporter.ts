@@ -16,6 +16,11 @@ export interface RunReporterOptions {
   batcher: Omit<FrameBatcherOptions, 'onFrame' | 'onDrop' | 'live'>;
   /** Called once the hub has taken the exit report: the run can be forgotten. */
   onSettled: () => void;
+  /**
+   * Called with each frame as it is sealed, before it can be sent, with how many characters
+   * of `output()` it completes (see FrameBatcher's `onFrame`): the run's frame journal.
+   */
+  onFrameSealed?: (frame: Frame, pushedThrough: number) => void;
   /** Delay before retrying after a timeout or a transient refusal, in ms. Default 2000. */
   retryMs?: number;
 }
@@ -73,7 +78,10 @@ export class RunReporter {
     this.batcher = new FrameBatcher({
       ...opts.batcher,
       live: opts.link.ready,
-      onFrame: () => this.pump(),
+      onFrame: (frame, pushedThrough) => {
+        opts.onFrameSealed?.(frame, pushedThrough);
+        this.pump();
+      },
       onDrop: (d) => this.log.warn(d, 'hub unreachable for too long: dropped the oldest output'),
     });
     this.events = new ReportQueue({
@@ -128,6 +136,19 @@ export class RunReporter {
     this.batcher.flush();
     this.exited = 'due';
     this.pump();
+  }
+
+  /**
+   * The hub has recorded every frame up to `lastSeq` (a re-adopted run: the hello's
+   * verdict): those are never sent again.
+   */
+  acknowledged(lastSeq: number): void {
+    this.batcher.ack(lastSeq);
+  }
+
+  /** Seq of the newest frame sealed (0: none yet), without sealing anything. */
+  get lastSeq(): number {
+    return this.batcher.lastSeq;
   }
 
   /** After a (re)connect: send everything the hub has not acknowledged, in order. */

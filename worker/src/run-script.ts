@@ -10,13 +10,27 @@ export function shellQuote(word: string): string {
 export const RunFiles = {
   socket: 'tmux.sock',
   wrapper: 'run.sh',
-  fifo: 'output.fifo',
+  /** The pane's raw output, appended by tmux `pipe-pane` through `cat` (an operator shell's too). */
+  output: 'output.log',
+  /** One `o` line per capture pipe started, one `c` line per capture pipe whose `cat` ended. */
+  outputPipes: 'output.pipes',
+  /** Every frame sent, with the output position after it: JSON lines (see frame-journal.ts). */
+  journal: 'frames.jsonl',
+  /** `{startedAt, panePid, paneId}` of the run, for a worker that re-adopts it. */
+  meta: 'run.json',
+  /** The dead-man switch script and its pid (see run-watchdog.ts). */
+  watchdog: 'watchdog.sh',
+  watchdogPid: 'watchdog.pid',
+  /** Written (ISO time) by the watchdog when it stopped the run because the worker's lease went stale. */
+  abandoned: 'abandoned',
   /** `$HANDOFF_INBOX`: operator messages (and hand-back packets) for the agent, JSON lines. */
   inbox: 'inbox.jsonl',
   /** Message ids already appended to the inbox, one per line (dedupe across redeliveries). */
   inboxIds: 'inbox.ids',
   /** `$HANDOFF_OUTBOX`: the agent's requests to the worker, JSON lines. */
   outbox: 'outbox.jsonl',
+  /** Offset in the outbox after the last request the worker read (a re-adopting worker goes on from there). */
+  outboxOffset: 'outbox.offset',
   /** `$HANDOFF_CONTROL`: the desired control state `{seq, state, mode}`, replaced atomically. */
   control: 'control.json',
   /** Written by the agent SDK when it halts at a checkpoint: `{seq, at, pid}`. Next to the control file. */

@@ -97,6 +97,22 @@ describe('TmuxRun', () => {
     expect(lf(out.text)).toBe(expected);
   });
 
+  it('delivers a 1 MB line whole, through the capture file, before the result', async () => {
+    const { run, out } = await start({ script: "head -c 1048576 /dev/zero | tr '\\0' 'x'; printf '\\n€%.0s' 1 2 3 4 5; echo" });
+    expect((await run.result).exitCode).toBe(0);
+    expect(lf(out.text)).toBe(`${'x'.repeat(1_048_576)}\n€\n€\n€\n€\n€\n`);
+  });
+
+  it('records the pane output in an append-only file and journals frames with the position after them', async () => {
+    const { run } = await start({ script: 'echo one; sleep 0.3; echo two; sleep 5' });
+    const { readFile } = await import('node:fs/promises');
+    await sleep(600);
+    expect(lf(await readFile(join(run.dir, 'output.log'), 'utf8'))).toBe('one\ntwo\n');
+    run.recordFrame({ seq: 1, t: 0, data: 'one\r\n' }, 5);
+    const tail = await TmuxRun.journalTail(runsDir, run.runId, 1000);
+    expect(tail.last).toEqual({ seq: 1, t: 0, data: 'one\r\n', offset: 5, skip: 0 });
+  });
+
   it('handles a command that ends at once', async () => {
     const { run, out } = await start({ argv: ['true'] });
     expect(await run.result).toEqual({ exitCode: 0, cancelled: false });

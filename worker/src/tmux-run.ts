@@ -1,17 +1,17 @@
-import { execFile, spawn } from 'node:child_process';
-import { constants, open } from 'node:fs';
+import { spawn, type ChildProcess } from 'node:child_process';
+import { existsSync } from 'node:fs';
 import { chmod, mkdir, readFile, rm, writeFile } from 'node:fs/promises';
-import { Socket } from 'node:net';
 import { delimiter, join } from 'node:path';
-import { StringDecoder } from 'node:string_decoder';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { promisify } from 'node:util';
-import { AppError, type Command } from '@handoff/shared';
+import { AppError, type Command, type Frame } from '@handoff/shared';
+import { FrameJournal } from './frame-journal.js';
 import type { CapturedContext } from './handoff-packet.js';
 import type { Logger } from './logger.js';
-import { OperatorShell, type Operator } from './operator-shell.js';
-import { reapRun, signalRun, terminateRun } from './process-tree.js';
+import { OperatorShell, operatorShellProcesses, type Operator } from './operator-shell.js';
+import { capturePipeCommand, OutputFollower, type OutputPosition } from './output-follower.js';
+import { isHalted, processesWithEnv, reapProcesses, reapRun, runProcesses, signalRun, terminateRun, type ProcInfo } from './process-tree.js';
 import { agentCliWrapper, RunFiles, shellQuote, wrapperScript } from './run-script.js';
+import { ensureWatchdog, stopWatchdog } from './run-watchdog.js';
 import { StatusLine } from './status-line.js';
 import { sendKeysInvocations } from './terminal-input.js';
 import { findExecutable, tmux } from './tmux.js';
@@ -47,6 +47,29 @@ export interface TmuxRunOptions {
   messageFlashMs?: number;
   /** The bash of operator shells; null: `sh -i`. Default: `bash` on the run's PATH, else null. */
   operatorBash?: string | null;
+  /** When the run started (epoch ms), recorded for a worker that re-adopts it (frames' `t` count from it). Default: now. */
+  startedAt?: number;
+  /** Start the dead-man switch (see run-watchdog.ts). Default true. */
+  watchdog?: boolean;
+  /**
+   * Keep the run directory (output file, journal, exit status) once the run ended, until
+   * `release()`: a worker that dies before the hub took the exit report re-adopts the
+   * ended run after its restart and reports the rest. Default false (removed at the end).
+   */
+  retainDir?: boolean;
+}
+
+/** What `TmuxRun.adopt` needs: the start options that still matter for a run already running. */
+export type AdoptOptions = Omit<TmuxRunOptions, 'command' | 'cwd' | 'env' | 'cols' | 'rows' | 'startedAt'> & {
+  /** Where the journal says the output stood after the last frame sent (see `TmuxRun.journalTail`). Default: the start. */
+  from?: OutputPosition;
+};
+
+/** `run.json` in the run directory. */
+interface RunMeta {
+  startedAt: number;
+  panePid: number;
+  paneId: string;
 }
 
 export interface RunOutcome {
@@ -59,19 +82,29 @@ export interface RunOutcome {
 }
 
 const SESSION = 'run';
-const openFile = promisify(open);
-const execFileAsync = promisify(execFile);
+
+/** How a run directory looks to a worker starting up (see `TmuxRun.inspect`). */
+export type RunDirState =
+  /** Its tmux server runs: it can be re-adopted. */
+  | 'live'
+  /** It ended while no worker watched (exit status recorded, not abandoned): re-adopt to deliver the rest and the exit. */
+  | 'ended'
+  /** Nothing to adopt: never fully started, abandoned by its watchdog, or its tmux server died without a status. */
+  | 'dead';
 
 /**
  * One run inside its own private tmux server (socket in the run directory, mode 0700).
- * Output is captured with `pipe-pane` into a FIFO before the command is allowed to
- * start; the end is detected by a `wait-for done` client, without polling. When the run
- * ends — by itself or by `cancel()` — no process of it remains, the last output has been
- * delivered to `onOutput`, the tmux server is gone and the run directory removed.
+ * Output is captured with `pipe-pane` into an append-only file (`output.log`) before the
+ * command is allowed to start, so it never depends on the worker being alive to read it;
+ * the worker follows that file. The end is detected by a `wait-for done` client, without
+ * polling. When the run ends — by itself or by `cancel()` — no process of it remains,
+ * the last output has been delivered to `onOutput`, the tmux server is gone and the run
+ * directory removed. While it runs, a watchdog stops it if the worker's lease goes stale,
+ * and a worker that restarted can re-adopt it (`adopt`), resuming from its frame journal.
  */
 export class TmuxRun {
   readonly runId: string;
-  /** The run directory, removed when the run ends. */
+  /** The run directory, removed when the run ends (or by `release()`, see `retainDir`). */
   readonly dir: string;
   /** `$HANDOFF_INBOX` of the run: operator messages as JSON lines. */
   readonly inboxPath: string;
@@ -84,16 +117,22 @@ export class TmuxRun {
   /** Resolves once the run ended and everything was cleaned up; never rejects. */
   readonly result: Promise<RunOutcome>;
 
-  private readonly opts: TmuxRunOptions;
+  private readonly opts: TmuxRunOptions | AdoptOptions;
   private readonly log: Logger;
   private readonly socketPath: string;
-  private readonly decoder = new StringDecoder('utf8');
-  private readonly fifo: string;
+  /** The `pipe-pane` command of every pane of the run. */
+  private readonly capture: string;
+  private readonly follower: OutputFollower;
+  private readonly journal: FrameJournal;
   /** The environment the run's command got (and an operator shell gets). */
   private runEnv: Record<string, string | undefined> = {};
-  private capture: Socket | null = null;
-  private captureClosed: Promise<void> = Promise.resolve();
   private commandEnded: Promise<void> = Promise.resolve();
+  /** Set once the run directory is being removed: nothing is journaled any more. */
+  private removed = false;
+  /** Re-adopted after its tmux server was gone: only the markers find what is left of it. */
+  private serverGone = false;
+  private waiter: ChildProcess | null = null;
+  private detached = false;
   private panePid = 0;
   /** tmux pane id (`%N`) of the agent's pane. */
   private agentPane = '';
@@ -107,7 +146,7 @@ export class TmuxRun {
   private killedHard = false;
   private resolveResult!: (outcome: RunOutcome) => void;
 
-  private constructor(opts: TmuxRunOptions, dir: string) {
+  private constructor(opts: TmuxRunOptions | AdoptOptions, dir: string, from?: OutputPosition) {
     this.opts = opts;
     this.runId = opts.runId;
     this.dir = dir;
@@ -115,7 +154,15 @@ export class TmuxRun {
     this.outboxPath = join(dir, RunFiles.outbox);
     this.controlPath = join(dir, RunFiles.control);
     this.socketPath = join(dir, RunFiles.socket);
-    this.fifo = join(dir, RunFiles.fifo);
+    this.capture = capturePipeCommand(join(dir, RunFiles.output), join(dir, RunFiles.outputPipes), shellQuote);
+    this.journal = new FrameJournal(join(dir, RunFiles.journal));
+    this.follower = new OutputFollower({
+      path: join(dir, RunFiles.output),
+      pipesPath: join(dir, RunFiles.outputPipes),
+      from,
+      onText: (text) => opts.onOutput(text),
+      logger: opts.logger,
+    });
     this.log = opts.logger;
     this.status = new StatusLine({
       tmuxBin: opts.tmuxBin,
@@ -129,8 +176,7 @@ export class TmuxRun {
 
   /** Creates the run directory and tmux server and starts the command. Rejects (leaving nothing behind) if tmux cannot start it. */
   static async start(opts: TmuxRunOptions): Promise<TmuxRun> {
-    if (!/^[A-Za-z0-9][A-Za-z0-9._-]*$/.test(opts.runId)) throw new Error(`run id ${JSON.stringify(opts.runId)} is not a safe directory name`);
-    const dir = join(opts.runsDir, opts.runId);
+    const dir = runDir(opts.runsDir, opts.runId);
     await mkdir(opts.runsDir, { recursive: true, mode: 0o700 });
     await rm(dir, { recursive: true, force: true });
     await mkdir(dir, { mode: 0o700 });
@@ -140,10 +186,99 @@ export class TmuxRun {
       await run.launch();
     } catch (err) {
       await run.cleanUp();
+      await run.release();
       throw err;
     }
     void run.supervise();
     return run;
+  }
+
+  /**
+   * What a worker starting up finds in `<runsDir>/<runId>` (see `RunDirState`). Looks only:
+   * nothing is stopped before the hub's verdict.
+   */
+  static async inspect(runsDir: string, runId: string, tmuxBin: string): Promise<RunDirState> {
+    const dir = runDir(runsDir, runId);
+    if (existsSync(join(dir, RunFiles.abandoned)) || !existsSync(join(dir, RunFiles.meta))) return 'dead';
+    if ((await tmux(tmuxBin, join(dir, RunFiles.socket), ['list-panes', '-s', '-t', SESSION])).code === 0) return 'live';
+    return existsSync(join(dir, RunFiles.exitCode)) || existsSync(join(dir, RunFiles.startError)) ? 'ended' : 'dead';
+  }
+
+  /**
+   * The frames a re-adopting worker may have to resend (the newest, at most `keepChars`
+   * of data) and the last one journaled, whose position `adopt` resumes from.
+   */
+  static journalTail(runsDir: string, runId: string, keepChars: number) {
+    return FrameJournal.readTail(join(runDir(runsDir, runId), RunFiles.journal), keepChars);
+  }
+
+  /** When the run started (epoch ms), as recorded at its start; null if unknown. */
+  static async startedAt(runsDir: string, runId: string): Promise<number | null> {
+    return (await readMeta(runDir(runsDir, runId)))?.startedAt ?? null;
+  }
+
+  /**
+   * Re-adopts a run a previous worker process started (it died or restarted): reattaches
+   * to its tmux server and agent pane, waits for its end anew, follows its output file from
+   * `from` (the position after the last frame journaled), keeps its watchdog (or starts a
+   * new one). An operator shell left open is closed, with what was started from it: the
+   * hub re-sends the desired control state, which reopens one if the takeover still holds.
+   * A run that ended meanwhile delivers the rest of its output and its exit status.
+   * Rejects if the directory holds no run that can be adopted (`inspect` says `dead`).
+   */
+  static async adopt(opts: AdoptOptions): Promise<TmuxRun> {
+    const dir = runDir(opts.runsDir, opts.runId);
+    const meta = await readMeta(dir);
+    if (!meta) throw new Error(`run ${opts.runId} has no run.json: it cannot be adopted`);
+    const run = new TmuxRun(opts, dir, opts.from);
+    run.panePid = meta.panePid;
+    run.agentPane = meta.paneId;
+    try {
+      await run.reattach();
+    } catch (err) {
+      await run.cleanUp();
+      await run.release();
+      throw err;
+    }
+    void run.supervise();
+    return run;
+  }
+
+  /**
+   * Ends whatever is left of a run this worker will not continue (the hub said stop, or
+   * never answered for it): its processes, tmux server, watchdog and directory. For a
+   * directory whose run is unknown or dead too.
+   */
+  static async remove(runsDir: string, runId: string, tmuxBin: string, killGraceMs = 1000): Promise<void> {
+    const dir = runDir(runsDir, runId);
+    const socket = join(dir, RunFiles.socket);
+    await stopWatchdog(dir);
+    // Every window's pane: during a takeover the operator's shell has one besides the agent's.
+    const panes = await tmux(tmuxBin, socket, ['list-panes', '-s', '-t', SESSION, '-F', '#{pane_pid}']);
+    const pids = panes.code === 0 ? panes.stdout.split('\n').map((l) => Number.parseInt(l, 10)).filter((pid) => pid > 1) : [];
+    await Promise.all(pids.map((pid) => reapRun(pid, killGraceMs)));
+    await tmux(tmuxBin, socket, ['kill-server']);
+    // What was started and detached (nohup, setsid) outlives the panes: it carries the run's markers.
+    await reapProcesses(() => markedProcesses(dir), killGraceMs);
+    await rm(dir, { recursive: true, force: true });
+  }
+
+  /** Whether any process of the run (its root aside) is stopped — e.g. by a hard pause before the worker restarted. */
+  async stopped(): Promise<boolean> {
+    if (this.serverGone) return false;
+    const procs = (await runProcesses(this.panePid)).filter((p) => p.pid !== this.panePid);
+    return (await Promise.all(procs.map(isHalted))).some(Boolean);
+  }
+
+  /** The frame journal's hook (RunReporter `onFrameSealed`): `pushedThrough` counts characters of `onOutput`. */
+  recordFrame(frame: Frame, pushedThrough: number): void {
+    if (this.removed) return; // the run ended and its directory went: nothing will resume it
+    try {
+      this.journal.append(frame, this.follower.positionAt(pushedThrough));
+      this.follower.release(pushedThrough);
+    } catch (err) {
+      if (!this.removed) this.log.error({ err, seq: frame.seq }, 'cannot journal a frame: a worker restart would resend less of this run');
+    }
   }
 
   /** The pane's process id (the wrapper shell; it leads the run's session). */
@@ -239,7 +374,7 @@ export class TmuxRun {
       socket: this.socketPath,
       session: SESSION,
       dir: this.dir,
-      fifo: this.fifo,
+      capture: this.capture,
       env: this.runEnv,
       startDir: cwd.code === 0 ? cwd.stdout.replace(/\n$/, '') || null : null,
       operator,
@@ -272,10 +407,11 @@ export class TmuxRun {
    * reported another status). Idempotent.
    */
   async cancel(): Promise<RunOutcome> {
-    if (this.cancelRequested) return this.result;
+    if (this.cancelRequested || this.detached) return this.result;
     this.cancelRequested = true;
     this.log.info('cancelling run');
-    await terminateRun(this.panePid); // continues a paused run too, so it meets its SIGTERM now
+    // A run re-adopted after its command ended has no pane: its pid may belong to anyone by now.
+    if (!this.serverGone) await terminateRun(this.panePid); // continues a paused run too, so it meets its SIGTERM now
     const ended = await Promise.race([
       this.commandEnded.then(() => true),
       sleep(this.opts.killGraceMs ?? 2000, false, { ref: false }),
@@ -283,15 +419,15 @@ export class TmuxRun {
     if (!ended) {
       this.killedHard = true;
       this.log.warn('run ignored SIGTERM; sending SIGKILL');
-      await signalRun(this.panePid, 'SIGKILL');
+      if (!this.serverGone) await signalRun(this.panePid, 'SIGKILL');
       await tmux(this.opts.tmuxBin, this.socketPath, ['kill-server']); // its `wait-for done` client exits with it
     }
     return this.result;
   }
 
   private async launch(): Promise<void> {
-    const { opts, dir } = this;
-    const fifo = this.fifo;
+    const opts = this.opts as TmuxRunOptions;
+    const dir = this.dir;
     const wrapper = join(dir, RunFiles.wrapper);
     await writeFile(wrapper, wrapperScript({ tmuxBin: opts.tmuxBin, dir, command: opts.command, cwd: opts.cwd }), { mode: 0o600 });
     await writeFile(this.inboxPath, '', { mode: 0o600 });
@@ -299,12 +435,8 @@ export class TmuxRun {
     const bin = join(dir, RunFiles.bin);
     await mkdir(bin, { mode: 0o700 });
     await writeFile(join(bin, 'handoff-agent'), agentCliWrapper(opts.nodeBin ?? process.execPath), { mode: 0o700 });
-    await execFileAsync('mkfifo', ['-m', '600', fifo]);
-    this.capture = await openCapture(fifo);
-    this.capture.on('data', (chunk: Buffer) => this.emit(this.decoder.write(chunk)));
-    this.capture.on('error', (err) => this.log.warn({ err }, 'output capture failed'));
-    const capture = this.capture;
-    this.captureClosed = new Promise((resolve) => capture.once('close', () => resolve()));
+    await writeFile(join(dir, RunFiles.output), '', { mode: 0o600 });
+    await this.follower.start();
 
     const env: Record<string, string | undefined> = {
       ...opts.env,
@@ -337,7 +469,7 @@ export class TmuxRun {
         // dashboards never see a resize. Set on the window: tmux 3.3a crashes when the
         // global option says manual before a session exists, or when a window is added.
         ...['set-option', '-w', '-t', SESSION, 'window-size', 'manual', ';'],
-        ...['pipe-pane', '-t', SESSION, '-O', `exec cat > ${shellQuote(fifo)}`],
+        ...['pipe-pane', '-t', SESSION, '-O', this.capture],
       ],
       { env },
     );
@@ -347,10 +479,20 @@ export class TmuxRun {
     if (started.code !== 0 || !(this.panePid > 1) || !/^%\d+$/.test(this.agentPane)) {
       throw new Error(`tmux could not start the run: ${started.stderr.trim() || `exit code ${started.code}`}`);
     }
+    const meta: RunMeta = { startedAt: opts.startedAt ?? Date.now(), panePid: this.panePid, paneId: this.agentPane };
+    await writeFile(join(dir, RunFiles.meta), JSON.stringify(meta), { mode: 0o600 });
+    if (opts.watchdog !== false) await ensureWatchdog({ tmuxBin: opts.tmuxBin, dir, runsDir: opts.runsDir, killGraceMs: opts.killGraceMs });
+    this.waitForDone(env);
 
-    // Waits without polling: tmux remembers a `done` signalled before anyone waits, and
-    // the client exits on its own if the server dies (kill-server, crash).
-    const waiter = spawn(opts.tmuxBin, ['-S', this.socketPath, 'wait-for', 'done'], { stdio: 'ignore', env });
+    const go = await tmux(opts.tmuxBin, this.socketPath, ['wait-for', '-S', 'go']);
+    if (go.code !== 0) throw new Error(`tmux could not start the run: ${go.stderr.trim() || `exit code ${go.code}`}`);
+    this.log.debug({ panePid: this.panePid, dir }, 'run started in tmux');
+  }
+
+  /** Waits without polling: tmux remembers a `done` signalled before anyone waits, and the client exits on its own if the server dies (kill-server, crash). */
+  private waitForDone(env: Record<string, string | undefined>): void {
+    const waiter = spawn(this.opts.tmuxBin, ['-S', this.socketPath, 'wait-for', 'done'], { stdio: 'ignore', env });
+    this.waiter = waiter;
     this.commandEnded = new Promise((resolve) => {
       waiter.once('close', () => resolve());
       waiter.once('error', (err) => {
@@ -358,28 +500,71 @@ export class TmuxRun {
         resolve();
       });
     });
+  }
 
-    const go = await tmux(opts.tmuxBin, this.socketPath, ['wait-for', '-S', 'go']);
-    if (go.code !== 0) throw new Error(`tmux could not start the run: ${go.stderr.trim() || `exit code ${go.code}`}`);
-    this.log.debug({ panePid: this.panePid, dir }, 'run started in tmux');
+  private async reattach(): Promise<void> {
+    const panes = await tmux(this.opts.tmuxBin, this.socketPath, ['list-panes', '-s', '-t', SESSION, '-F', '#{pane_id} #{pane_pid}']);
+    const live = panes.code === 0 ? panes.stdout.trim().split('\n').map((l) => l.split(' ')) : [];
+    const agentAlive = live.some(([id, pid]) => id === this.agentPane && Number(pid) === this.panePid);
+    if (agentAlive) this.runEnv = withoutTmuxVars(await readEnviron(this.panePid));
+    for (const [paneId, pid] of live) {
+      if (paneId === this.agentPane) continue;
+      // An operator shell of the previous worker: no one here knows who holds it.
+      await tmux(this.opts.tmuxBin, this.socketPath, ['kill-window', '-t', paneId!]);
+      await reapProcesses(async () => [...(await operatorShellProcesses(this.dir)), ...(await runProcesses(Number(pid)))], 1000);
+      this.log.info({ paneId }, 'closed the operator shell a previous worker left open');
+    }
+    await this.follower.start();
+    if (!agentAlive) {
+      // Ended while no worker was there: deliver the rest of the output, then the exit status.
+      // With the agent's pane gone and the operator's closed, the server (if any) exits on its own.
+      this.serverGone = true;
+      this.commandDone = true;
+      this.log.info('re-adopted a run whose command ended meanwhile');
+      return;
+    }
+    await tmux(this.opts.tmuxBin, this.socketPath, ['select-window', '-t', this.agentPane]);
+    const opts = this.opts;
+    if (opts.watchdog !== false) await ensureWatchdog({ tmuxBin: opts.tmuxBin, dir: this.dir, runsDir: opts.runsDir, killGraceMs: opts.killGraceMs });
+    // A `done` signalled before anyone waits is remembered; one the dead worker's orphaned
+    // waiter consumed is not — but then the pane is gone and the server exits, ending this waiter too.
+    this.waitForDone(this.runEnv);
+    this.log.info({ panePid: this.panePid, paneId: this.agentPane }, 'run re-adopted');
+  }
+
+  /**
+   * Stops watching the run without touching it — what the worker's death does: the run
+   * goes on under its watchdog, its output keeps landing in the capture file, and another
+   * `TmuxRun` (in this or a restarted worker) can `adopt` it. `result` resolves at once
+   * without an exit status; `cancel()` no longer touches the run.
+   */
+  detach(): void {
+    if (this.detached) return;
+    this.detached = true;
+    this.resolveResult({ exitCode: null, error: 'detached: no longer watched by this worker', cancelled: false });
+    this.removed = true; // nothing journaled from here on: the adopter owns the journal
+    this.follower.close();
+    this.status.dispose();
+    this.waiter?.kill('SIGKILL');
   }
 
   private async supervise(): Promise<void> {
     await this.commandEnded;
+    if (this.detached) return;
     this.commandDone = true;
     let outcome: RunOutcome;
     try {
       // Whatever the command left behind (background jobs) goes with it, and so does an
-      // operator's shell: its pane's `cat` holds the capture FIFO open, and tmux only exits
-      // (ending the capture) once no window is left.
-      const [{ killed }] = await Promise.all([reapRun(this.panePid, this.opts.killGraceMs ?? 2000), this.closeOperatorShell()]);
+      // operator's shell: the capture only counts as complete once every pane's pipe ended,
+      // and a pipe ends only when its pane is gone.
+      const reaped = this.serverGone
+        ? reapProcesses(() => markedProcesses(this.dir), this.opts.killGraceMs ?? 2000)
+        : reapRun(this.panePid, this.opts.killGraceMs ?? 2000);
+      const [{ killed }] = await Promise.all([reaped, this.closeOperatorShell()]);
       if (killed) this.killedHard = true;
-      // With its pane gone, tmux reads the pane's last bytes and exits (exit-empty);
-      // the FIFO's EOF then means every byte has arrived.
-      const drained = await Promise.race([
-        this.captureClosed.then(() => true),
-        sleep(this.opts.drainTimeoutMs ?? 2000, false, { ref: false }),
-      ]);
+      // With its pane gone, tmux hands the pane's last bytes to the capture pipe and closes
+      // it; each pipe's `cat` then meets EOF and records it: every byte is in the file.
+      const drained = await this.follower.finish(this.opts.drainTimeoutMs ?? 2000);
       if (!drained) this.log.warn('tmux did not finish handing over output in time');
       outcome = await this.readOutcome();
     } catch (err) {
@@ -397,6 +582,9 @@ export class TmuxRun {
     if (status !== null && /^\d+\s*$/.test(status)) return { exitCode: Number.parseInt(status, 10), cancelled };
     const startError = await readFile(join(this.dir, RunFiles.startError), 'utf8').catch(() => null);
     if (startError !== null) return { exitCode: null, error: startError, cancelled };
+    // This worker was frozen or hung past the hub's grace: its watchdog stopped the run meanwhile.
+    const abandoned = await readFile(join(this.dir, RunFiles.abandoned), 'utf8').catch(() => null);
+    if (abandoned !== null) return { exitCode: null, error: `stopped by its watchdog at ${abandoned.trim()}: the worker was unresponsive past the hub's reclaim grace`, cancelled };
     // Killed together with its wrapper, which then could not record the status.
     if (cancelled) return { exitCode: 128 + (this.killedHard ? 9 : 15), cancelled };
     return { exitCode: null, error: 'the run ended without reporting an exit status (its tmux server or wrapper was killed)', cancelled };
@@ -407,27 +595,60 @@ export class TmuxRun {
     this.status.dispose();
     this.operator = null;
     await this.shell?.close();
-    if (this.panePid > 1) await reapRun(this.panePid, 0).catch(() => undefined);
+    if (this.panePid > 1 && !this.serverGone) await reapRun(this.panePid, 0).catch(() => undefined);
     await tmux(this.opts.tmuxBin, this.socketPath, ['kill-server']);
-    if (this.capture) {
-      this.capture.destroy();
-      this.capture = null;
-      this.emit(this.decoder.end());
-    }
-    await rm(this.dir, { recursive: true, force: true });
+    await stopWatchdog(this.dir);
+    this.follower.close();
+    if (!this.opts.retainDir) await this.release();
   }
 
-  private emit(text: string): void {
-    if (text.length > 0) this.opts.onOutput(text);
+  /** Removes the run directory (see `retainDir`): nothing of the run remains. Idempotent. */
+  async release(): Promise<void> {
+    this.removed = true;
+    await rm(this.dir, { recursive: true, force: true });
+  }
+}
+
+/** `<runsDir>/<runId>`, refusing a run id that is not a plain directory name. */
+function runDir(runsDir: string, runId: string): string {
+  if (!/^[A-Za-z0-9][A-Za-z0-9._-]*$/.test(runId)) throw new Error(`run id ${JSON.stringify(runId)} is not a safe directory name`);
+  return join(runsDir, runId);
+}
+
+async function readMeta(dir: string): Promise<RunMeta | null> {
+  try {
+    const meta = JSON.parse(await readFile(join(dir, RunFiles.meta), 'utf8')) as Partial<RunMeta>;
+    if (typeof meta.startedAt !== 'number' || typeof meta.panePid !== 'number' || typeof meta.paneId !== 'string') return null;
+    return { startedAt: meta.startedAt, panePid: meta.panePid, paneId: meta.paneId };
+  } catch {
+    return null;
   }
 }
 
 /**
- * Opens the read end of the capture FIFO without blocking (a blocking open would pin a
- * libuv thread until tmux connects) and reads it as a stream. Until its first writer
- * connects, Linux reports neither data nor EOF; EOF comes once that writer exits.
+ * Every process started in the run (`HANDOFF_INBOX` names this run directory, unique to
+ * it) or from an operator shell of it — through setsid and daemonizing, and after the
+ * pane that started them is gone.
  */
-async function openCapture(fifo: string): Promise<Socket> {
-  const fd = await openFile(fifo, constants.O_RDONLY | constants.O_NONBLOCK);
-  return new Socket({ fd, readable: true, writable: false });
+async function markedProcesses(dir: string): Promise<ProcInfo[]> {
+  const [run, operator] = await Promise.all([processesWithEnv('HANDOFF_INBOX', join(dir, RunFiles.inbox)), operatorShellProcesses(dir)]);
+  const all = new Map<number, ProcInfo>();
+  for (const p of [...run, ...operator]) all.set(p.pid, p);
+  return [...all.values()];
+}
+
+/** A process's initial environment (/proc/<pid>/environ); empty if unreadable. */
+async function readEnviron(pid: number): Promise<Record<string, string | undefined>> {
+  const text = await readFile(`/proc/${pid}/environ`, 'utf8').catch(() => '');
+  const env: Record<string, string | undefined> = {};
+  for (const entry of text.split('\0')) {
+    const eq = entry.indexOf('=');
+    if (eq > 0) Object.defineProperty(env, entry.slice(0, eq), { value: entry.slice(eq + 1), enumerable: true, writable: true, configurable: true });
+  }
+  return env;
+}
+
+/** The pane's own variables are tmux's, not the run's (a worker inside tmux must not make the run's server look nested). */
+function withoutTmuxVars(env: Record<string, string | undefined>): Record<string, string | undefined> {
+  return { ...env, TMUX: undefined, TMUX_PANE: undefined };
 }

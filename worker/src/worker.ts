@@ -14,6 +14,7 @@ import {
   type Ack,
   type AckCallback,
   type ControlApply,
+  type Frame,
   type HubToWorker,
   type RunAssignment,
   type RunMessage,
@@ -25,14 +26,16 @@ import type { ResolvedWorkerConfig } from './config.js';
 import type { HubLink, PayloadOf, ReportEvent, ResponseOf } from './hub-link.js';
 import type { Logger } from './logger.js';
 import { OutboxWatcher } from './outbox-watcher.js';
+import type { OutputPosition } from './output-follower.js';
 import { RunControl } from './run-control.js';
 import { messageFlash, RunInbox } from './run-inbox.js';
+import { RunFiles } from './run-script.js';
 import { RunReporter } from './run-reporter.js';
 import { ShareManager } from './share-manager.js';
 import { findProviderBinary } from './share-provider.js';
 import { ABANDON_FILE, DEFAULT_ABANDON_AFTER_MS, LeaseKeeper, lockRunDir, writeAbandonAfter, type RunDirLock } from './run-dir.js';
 import { parsePassEnv, runEnvironment } from './run-env.js';
-import { cleanStaleRuns } from './stale-runs.js';
+import { findRunDirs } from './stale-runs.js';
 import { findExecutable } from './tmux.js';
 import { TmuxRun, type RunOutcome } from './tmux-run.js';
 
@@ -81,7 +84,29 @@ interface RunEntry {
   readonly markEnded: () => void;
   /** Resolves when the hub took the exit report. */
   readonly settled: Promise<void>;
+  readonly markSettled: () => void;
+  /** When the run started (epoch ms): frames' `t` count from it, across worker restarts. */
+  readonly startedAt: number;
+  /** A run a previous worker process left, waiting for the hub's verdict (null once decided, or for a new run). */
+  adoption: { from: OutputPosition } | null;
 }
+
+/** What a restarted worker resumes a run from: its frame journal (see frame-journal.ts). */
+interface Resume {
+  startedAt: number;
+  /** Seq of the last frame journaled. */
+  lastSeq: number;
+  /** The newest journaled frames (what the hub may lack). */
+  frames: Frame[];
+  /** Where the output file stood after the last journaled frame. */
+  from: OutputPosition;
+}
+
+/**
+ * Journaled frames kept when re-adopting, in characters: twice what the reporter may hold
+ * unacknowledged (FrameBatcher's default cap), so every frame the hub may lack is there.
+ */
+const RESUME_KEEP_CHARS = 16 * 1024 * 1024;
 
 /** The hub only hands out uuid run ids; they also name the run directories. */
 const assignmentSchema = runAssignmentSchema.extend({ runId: z.uuid() });
@@ -132,7 +157,7 @@ export class Worker {
     this.killGraceMs = opts.killGraceMs ?? 2000;
     this.stopTimeoutMs = opts.stopTimeoutMs ?? 5000;
     this.maxReconnectDelayMs = opts.maxReconnectDelayMs ?? null;
-    this.lease = new LeaseKeeper(this.config.WORKER_RUN_DIR);
+    this.lease = new LeaseKeeper(this.config.WORKER_RUN_DIR, { logger: this.log });
     const isGreeted = () => this.greeted;
     this.link = {
       get ready() {
@@ -172,17 +197,22 @@ export class Worker {
     return [...this.runs.values()].filter((r) => r.phase !== 'ended').map((r) => r.runId);
   }
 
-  /** Takes its run dir, cleans what a crashed predecessor left, then connects (and keeps reconnecting) to a hub node. */
+  /**
+   * Takes its run dir (locked), takes over what a predecessor left (runs to re-adopt once
+   * the hub has said which are still this worker's; dead ones are removed), then connects
+   * (and keeps reconnecting) to a hub node.
+   */
   async start(): Promise<void> {
     if (this.lock) return;
     const tmuxBin = findExecutable('tmux', this.baseEnv.PATH);
     if (!tmuxBin) throw new Error('tmux not found on PATH: the worker runs every task in tmux');
     this.tmuxBin = tmuxBin;
-    // Exclusive: a second worker on the same dir would take the first one's runs for stale.
+    // Exclusive: a second worker on the same dir would take the first one's runs for its own.
     this.lock = lockRunDir(this.config.WORKER_RUN_DIR);
+    // First: the watchdogs of runs a predecessor left judge this worker by it.
     this.lease.start();
     if (!existsSync(join(this.config.WORKER_RUN_DIR, ABANDON_FILE))) writeAbandonAfter(this.config.WORKER_RUN_DIR, DEFAULT_ABANDON_AFTER_MS);
-    await cleanStaleRuns(this.config.WORKER_RUN_DIR, tmuxBin, this.log);
+    await this.takeOverRuns();
     await this.shares.cleanStale();
     this.log.info(
       {
@@ -251,6 +281,8 @@ export class Worker {
     this.reconnectTimer = null;
     // Shares first: they are clients of the runs' tmux servers, and the hub ends their sessions anyway.
     await this.shares.stopAll();
+    // Runs still waiting for the hub's verdict were never continued here: stop them without a report.
+    await Promise.all([...this.runs.values()].filter((e) => e.adoption).map((e) => this.dropAdoption(e, 'the worker shut down')));
     const entries = [...this.runs.values()];
     for (const entry of entries) this.cancelRun(entry, 'cancelled because the worker shut down');
     await Promise.all(entries.map((e) => e.ended));
@@ -289,8 +321,13 @@ export class Worker {
       this.greeted = true;
       this.reconnectAttempts = 0;
       this.heartbeatIntervalMs = heartbeatIntervalMs;
-      writeAbandonAfter(this.config.WORKER_RUN_DIR, abandonAfterMs);
       this.log.info({ workerId, name, runs: payload.runs.length }, 'worker connected');
+      try {
+        writeAbandonAfter(this.config.WORKER_RUN_DIR, abandonAfterMs);
+      } catch (err) {
+        this.log.error({ err }, 'cannot record the abandon threshold for the runs’ watchdogs');
+      }
+      this.applyVerdicts(payload.runs, ack.data.runs);
       this.startHeartbeat(heartbeatIntervalMs);
       for (const entry of this.runs.values()) entry.reporter.resend();
       this.shares.resend();
@@ -361,17 +398,22 @@ export class Worker {
   }
 
   /** Registers a run: it counts as this worker's until the hub has taken its exit report. */
-  private track(runId: string, phase: RunEntry['phase']): RunEntry {
+  private track(runId: string, phase: RunEntry['phase'], resume: Resume | null = null): RunEntry {
     let markEnded!: () => void;
     let markSettled!: () => void;
     let setInbox!: (inbox: RunInbox | null) => void;
     const inbox = new Promise<RunInbox | null>((resolve) => (setInbox = resolve));
+    const startedAt = resume?.startedAt ?? Date.now();
     const reporter = new RunReporter({
       runId,
       link: this.link,
       logger: this.root.child({ module: 'run', runId }),
-      batcher: { flushMs: this.config.FRAME_FLUSH_MS },
+      batcher: { flushMs: this.config.FRAME_FLUSH_MS, startedAt, initialSeq: resume?.lastSeq, initialFrames: resume?.frames },
+      // Sealed frames are journaled before they can be sent (output only flows once tmux runs the command).
+      onFrameSealed: (frame, pushedThrough) => entry.tmux?.recordFrame(frame, pushedThrough),
       onSettled: () => {
+        // The hub has the exit: the run directory (kept for a restart until now) can go.
+        void entry.tmux?.release();
         reporter.dispose();
         this.runs.delete(runId);
         markSettled();
@@ -401,20 +443,21 @@ export class Worker {
       ended: new Promise((resolve) => (markEnded = resolve)),
       markEnded: () => markEnded(),
       settled: new Promise((resolve) => (markSettled = resolve)),
+      markSettled: () => markSettled(),
+      startedAt,
+      adoption: resume ? { from: resume.from } : null,
     };
     this.runs.set(runId, entry);
     return entry;
   }
 
-  private async runAssigned(assignment: RunAssignment): Promise<void> {
+  private runAssigned(assignment: RunAssignment): Promise<void> {
     const { runId } = assignment;
     const log = this.root.child({ module: 'run', runId });
     const entry = this.track(runId, 'starting');
     log.info({ command: 'argv' in assignment.command ? 'argv' : 'script', cwd: assignment.cwd }, 'run assigned');
-
-    let outcome: RunOutcome | { exitCode: null; error: string };
-    try {
-      const run = await TmuxRun.start({
+    return this.supervise(entry, 'run could not start', () =>
+      TmuxRun.start({
         runId,
         runsDir: this.config.WORKER_RUN_DIR,
         command: assignment.command,
@@ -426,14 +469,46 @@ export class Worker {
         onOutput: (text) => entry.reporter.output(text),
         logger: this.root.child({ module: 'tmux-run', runId }),
         killGraceMs: this.killGraceMs,
-      });
+        startedAt: entry.startedAt,
+        retainDir: true,
+      }),
+    );
+  }
+
+  /** Continues a run a predecessor left, once the hub said it is still this worker's. */
+  private adoptRun(entry: RunEntry, from: OutputPosition): Promise<void> {
+    const { runId } = entry;
+    return this.supervise(entry, 'run could not be re-adopted', () =>
+      TmuxRun.adopt({
+        runId,
+        runsDir: this.config.WORKER_RUN_DIR,
+        tmuxBin: this.tmuxBin,
+        onOutput: (text) => entry.reporter.output(text),
+        logger: this.root.child({ module: 'tmux-run', runId }),
+        killGraceMs: this.killGraceMs,
+        from,
+        retainDir: true,
+      }),
+      true,
+    );
+  }
+
+  /** Runs (or continues) the run in tmux, wires its control, inbox and outbox, and reports its start and exit. */
+  private async supervise(entry: RunEntry, failure: string, open: () => Promise<TmuxRun>, adopted = false): Promise<void> {
+    const { runId } = entry;
+    const log = this.root.child({ module: 'run', runId });
+    let outcome: RunOutcome | { exitCode: null; error: string };
+    try {
+      const run = await open();
       entry.tmux = run;
       entry.phase = 'running';
+      // Repeated for a re-adopted run: the hub ignores a start it already has (and it may not have it).
       entry.reporter.reportStarted();
-      entry.control.attach(run);
+      entry.control.attach(run, adopted && (await run.stopped()));
       entry.setInbox(new RunInbox({ dir: run.dir, logger: this.root.child({ module: 'inbox', runId }) }));
       entry.outbox = new OutboxWatcher({
         path: run.outboxPath,
+        statePath: join(run.dir, RunFiles.outboxOffset),
         logger: this.root.child({ module: 'outbox', runId }),
         onRequestOperator: (reason) => entry.reporter.reportNeedsOperator(reason),
       });
@@ -441,8 +516,8 @@ export class Worker {
       if (entry.cancelRequested) void run.cancel();
       outcome = await run.result;
     } catch (err) {
-      log.error({ err }, 'run could not start');
-      outcome = { exitCode: null, error: `could not start the run: ${err instanceof Error ? err.message : String(err)}` };
+      log.error({ err }, failure);
+      outcome = { exitCode: null, error: `${failure}: ${err instanceof Error ? err.message : String(err)}` };
     }
     entry.phase = 'ended';
     entry.control.close();
@@ -454,6 +529,86 @@ export class Worker {
     entry.markEnded();
   }
 
+  /**
+   * At start-up: every run directory a predecessor left is this worker's (the run dir is
+   * per worker identity). Dead ones are removed now; live ones (and ones that ended while
+   * no worker watched) are tracked and listed in the hello, and only the hub's verdict
+   * decides whether they are continued or stopped — never killed before it.
+   */
+  private async takeOverRuns(): Promise<void> {
+    const runsDir = this.config.WORKER_RUN_DIR;
+    for (const runId of await findRunDirs(runsDir)) {
+      const log = this.root.child({ module: 'run', runId });
+      try {
+        const state = await TmuxRun.inspect(runsDir, runId, this.tmuxBin);
+        if (state === 'dead') {
+          await TmuxRun.remove(runsDir, runId, this.tmuxBin);
+          log.warn('removed a dead run left by a previous worker');
+          continue;
+        }
+        const [tail, startedAt] = await Promise.all([TmuxRun.journalTail(runsDir, runId, RESUME_KEEP_CHARS), TmuxRun.startedAt(runsDir, runId)]);
+        const last = tail.last;
+        this.track(runId, 'starting', {
+          startedAt: startedAt ?? Date.now(),
+          lastSeq: last?.seq ?? 0,
+          frames: tail.frames,
+          from: last ? { offset: last.offset, skip: last.skip } : { offset: 0, skip: 0 },
+        });
+        log.info({ state, journaledSeq: last?.seq ?? 0 }, 'found a run left by a previous worker; asking the hub whether to continue it');
+      } catch (err) {
+        log.error({ err }, 'cannot take over a run left by a previous worker; removing it');
+        await TmuxRun.remove(runsDir, runId, this.tmuxBin).catch((e: unknown) => log.error({ err: e }, 'cannot remove the run directory'));
+      }
+    }
+  }
+
+  /**
+   * The hub's answer to the hello, one verdict per run listed: a run left by a predecessor
+   * is continued (`keep`; frames up to `lastSeq` are recorded, the rest is resent) or
+   * stopped; a run of this process the hub no longer has as this worker's is cancelled.
+   */
+  private applyVerdicts(listed: readonly string[], verdicts: ReadonlyArray<{ runId: string; keep: boolean; lastSeq: number }>): void {
+    const byRun = new Map(verdicts.map((v) => [v.runId, v]));
+    for (const runId of listed) {
+      const entry = this.runs.get(runId);
+      if (!entry) continue;
+      const verdict = byRun.get(runId);
+      if (entry.adoption) {
+        const { from } = entry.adoption;
+        entry.adoption = null;
+        if (!verdict?.keep) {
+          void this.dropAdoption(entry, verdict ? 'the hub no longer has it as this worker’s' : 'the hub gave no verdict for it');
+          continue;
+        }
+        if (verdict.lastSeq > entry.reporter.lastSeq) {
+          this.root.child({ module: 'run', runId }).error({ hubSeq: verdict.lastSeq, journaledSeq: entry.reporter.lastSeq }, 'the hub has more frames than this run’s journal');
+        }
+        entry.reporter.acknowledged(verdict.lastSeq);
+        this.root.child({ module: 'run', runId }).info({ lastSeq: verdict.lastSeq, journaledSeq: entry.reporter.lastSeq }, 're-adopting a run left by a previous worker');
+        void this.adoptRun(entry, from);
+      } else if (verdict && !verdict.keep && entry.phase !== 'ended') {
+        this.cancelRun(entry, 'cancelled because the hub no longer has this run as this worker’s');
+      }
+    }
+  }
+
+  /** Stops a run left by a predecessor that this worker does not continue, and forgets it without a report (the hub is done with it). */
+  private async dropAdoption(entry: RunEntry, why: string): Promise<void> {
+    entry.adoption = null;
+    entry.phase = 'ended';
+    entry.control.close();
+    entry.setInbox(null);
+    const log = this.root.child({ module: 'run', runId: entry.runId });
+    log.warn({ why }, 'stopping a run left by a previous worker');
+    await TmuxRun.remove(this.config.WORKER_RUN_DIR, entry.runId, this.tmuxBin, this.killGraceMs).catch((err: unknown) =>
+      log.error({ err }, 'could not stop a run left by a previous worker'),
+    );
+    entry.reporter.dispose();
+    if (this.runs.get(entry.runId) === entry) this.runs.delete(entry.runId);
+    entry.markEnded();
+    entry.markSettled();
+  }
+
   private onCancel(raw: { runId: string }): void {
     const parsed = cancelSchema.safeParse(raw);
     if (!parsed.success) {
@@ -461,6 +616,11 @@ export class Worker {
       return;
     }
     const entry = this.runs.get(parsed.data.runId);
+    if (entry?.adoption) {
+      // Left by a predecessor and not continued yet: the verdict (keep:false) follows and stops it.
+      entry.cancelRequested = true;
+      return;
+    }
     if (entry) {
       this.cancelRun(entry);
       return;

@@ -1,0 +1,248 @@
+import { watch, type FSWatcher } from 'node:fs';
+import { open, readFile, type FileHandle } from 'node:fs/promises';
+import { basename, dirname } from 'node:path';
+import type { Logger } from './logger.js';
+
+/**
+ * A place in a run's output file that frames can be resumed from: decode the file from
+ * byte `offset` (always a character boundary) and drop the first `skip` UTF-16 units.
+ * `skip` is 0 unless a frame ended inside one read of the file.
+ */
+export interface OutputPosition {
+  offset: number;
+  skip: number;
+}
+
+export interface OutputFollowerOptions {
+  /** The append-only capture file (`output.log`). */
+  path: string;
+  /** Where each capture pipe appends `o` when it starts and `c` once its `cat` ended (see `capturePipeCommand`). */
+  pipesPath: string;
+  /** Where to start; default: the beginning. */
+  from?: OutputPosition;
+  /** Receives the decoded output, never splitting a character, in order. */
+  onText: (text: string) => void;
+  logger: Logger;
+  /** Bytes per read. Default 64 KiB. */
+  readBytes?: number;
+  /** Clock for `finish()`'s deadline. Default `Date.now`. */
+  now?: () => number;
+}
+
+/**
+ * Follows a run's capture file (written by tmux `pipe-pane` through `cat >>`, so the
+ * output never depends on the worker being alive to read it): inotify on the run
+ * directory wakes a read from the last offset, so a keystroke's echo arrives at once.
+ * Decodes UTF-8 itself, cutting only before a character's first byte, so that decoding
+ * is the same whatever the reads were — which makes `positionAt` exact for resuming.
+ */
+export class OutputFollower {
+  private readonly opts: OutputFollowerOptions;
+  private readonly log: Logger;
+  private readonly names: Set<string>;
+  private file: FileHandle | null = null;
+  private watcher: FSWatcher | null = null;
+  /** Next byte of the file to read. */
+  private fileOffset: number;
+  /** Bytes read but not decoded yet: the start of a character whose last bytes have not arrived. */
+  private tail: Buffer = Buffer.alloc(0);
+  /** UTF-16 units still to drop after a resume. */
+  private skipLeft: number;
+  /** UTF-16 units emitted so far. */
+  private emitted = 0;
+  /**
+   * Where emitted text came from, oldest first: position `chars` (in emitted units) is
+   * `{offset, skip}`; positions between two checkpoints count on from the earlier one.
+   */
+  private checkpoints: Array<{ chars: number; offset: number; skip: number }>;
+  private reading: Promise<void> | null = null;
+  private readAgain = false;
+  private closed = false;
+  private wake: (() => void) | null = null;
+
+  constructor(opts: OutputFollowerOptions) {
+    this.opts = opts;
+    this.log = opts.logger;
+    this.names = new Set([basename(opts.path), basename(opts.pipesPath)]);
+    const from = opts.from ?? { offset: 0, skip: 0 };
+    this.fileOffset = from.offset;
+    this.skipLeft = from.skip;
+    this.checkpoints = [{ chars: 0, offset: from.offset, skip: from.skip }];
+  }
+
+  /** Opens the file (it must exist), starts watching, and reads what is already there. */
+  async start(): Promise<void> {
+    this.file = await open(this.opts.path, 'r');
+    this.watcher = watch(dirname(this.opts.path), (_event, name) => {
+      if (name === null || this.names.has(name)) this.read();
+    });
+    this.watcher.on('error', (err) => this.log.warn({ err }, 'stopped watching the output capture'));
+    this.read();
+  }
+
+  /** Bytes of the file consumed into emitted text. */
+  get consumedOffset(): number {
+    return this.fileOffset - this.tail.length;
+  }
+
+  /** Where the output stands after `chars` emitted units (0 ≤ chars ≤ what was emitted). */
+  positionAt(chars: number): OutputPosition {
+    let i = this.checkpoints.length - 1;
+    while (i > 0 && this.checkpoints[i]!.chars > chars) i -= 1;
+    const cp = this.checkpoints[i]!;
+    return { offset: cp.offset, skip: cp.skip + (chars - cp.chars) };
+  }
+
+  /** Positions before `chars` will not be asked for again. */
+  release(chars: number): void {
+    let keep = 0;
+    while (keep + 1 < this.checkpoints.length && this.checkpoints[keep + 1]!.chars <= chars) keep += 1;
+    if (keep > 0) this.checkpoints.splice(0, keep);
+  }
+
+  /**
+   * The capture ended once every pipe that started also ended: reads to the end, emits
+   * an incomplete last character as U+FFFD, and resolves true — or false when that did
+   * not happen within `timeoutMs` (what arrived is still emitted).
+   */
+  async finish(timeoutMs: number): Promise<boolean> {
+    const now = this.opts.now ?? Date.now;
+    const deadline = now() + timeoutMs;
+    let ended = false;
+    for (;;) {
+      ended = await this.pipesEnded();
+      await this.readNow();
+      if (ended || this.closed || now() >= deadline) break;
+      // Woken by the directory watch (the `c` line or more output); the timer only bounds the wait.
+      await new Promise<void>((resolve) => {
+        const timer = setTimeout(resolve, Math.min(250, Math.max(1, deadline - now())));
+        this.wake = () => {
+          clearTimeout(timer);
+          resolve();
+        };
+      });
+      this.wake = null;
+    }
+    if (this.tail.length > 0) {
+      const text = this.tail.toString('utf8');
+      this.tail = Buffer.alloc(0);
+      this.emit(text, this.fileOffset);
+    }
+    return ended;
+  }
+
+  close(): void {
+    this.closed = true;
+    this.watcher?.close();
+    this.watcher = null;
+    const file = this.file;
+    this.file = null;
+    void this.readNow().finally(() => file?.close().catch(() => undefined));
+  }
+
+  private async pipesEnded(): Promise<boolean> {
+    const text = await readFile(this.opts.pipesPath, 'utf8').catch(() => '');
+    const opened = text.split('o').length - 1;
+    return opened > 0 && opened === text.split('c').length - 1;
+  }
+
+  private read(): void {
+    this.wake?.();
+    void this.readNow();
+  }
+
+  /** Reads to the end of the file; a read asked for meanwhile runs right after. Resolves when no read is left. */
+  private readNow(): Promise<void> {
+    if (this.reading) {
+      this.readAgain = true;
+      return this.reading;
+    }
+    this.reading = (async () => {
+      do {
+        this.readAgain = false;
+        await this.drain().catch((err: unknown) => {
+          if (!this.closed) this.log.warn({ err }, 'cannot read the output capture');
+        });
+      } while (this.readAgain && !this.closed);
+      this.reading = null;
+    })();
+    return this.reading;
+  }
+
+  private async drain(): Promise<void> {
+    const size = this.opts.readBytes ?? 64 * 1024;
+    for (;;) {
+      const file = this.file;
+      if (!file) return;
+      const buf = Buffer.allocUnsafe(size);
+      const { bytesRead } = await file.read(buf, 0, size, this.fileOffset);
+      if (bytesRead === 0) return;
+      this.fileOffset += bytesRead;
+      const bytes = this.tail.length > 0 ? Buffer.concat([this.tail, buf.subarray(0, bytesRead)]) : buf.subarray(0, bytesRead);
+      const complete = completeUtf8Length(bytes);
+      this.tail = Buffer.from(bytes.subarray(complete));
+      if (complete > 0) this.emit(bytes.subarray(0, complete).toString('utf8'), this.fileOffset - this.tail.length);
+    }
+  }
+
+  /** Emits text decoded from the file up to byte `end` (from where the previous text ended). */
+  private emit(decoded: string, end: number): void {
+    if (this.closed) return; // detached: what follows belongs to whoever adopts the run
+    let text = decoded;
+    if (this.skipLeft > 0) {
+      const drop = Math.min(this.skipLeft, text.length);
+      this.skipLeft -= drop;
+      text = text.slice(drop);
+    }
+    if (text.length === 0) return;
+    this.emitted += text.length;
+    // The next text starts at `end`: a character boundary, nothing to skip.
+    this.checkpoints.push({ chars: this.emitted, offset: end, skip: 0 });
+    this.opts.onText(text);
+  }
+}
+
+/**
+ * How many leading bytes of `buf` to decode now: all but a trailing, still-valid start
+ * of a multibyte character. Cutting there never changes how the bytes decode (the
+ * decoder is between characters), so reads of any size give the same text.
+ */
+export function completeUtf8Length(buf: Uint8Array): number {
+  const n = buf.length;
+  for (let back = 1; back <= Math.min(3, n); back += 1) {
+    const i = n - back;
+    const b = buf[i]!;
+    if (b < 0x80) return n; // ASCII: everything before and including it is complete
+    if (b < 0xc0) continue; // a continuation byte: look further back for its lead
+    const need = b >= 0xc2 && b <= 0xdf ? 2 : b >= 0xe0 && b <= 0xef ? 3 : b >= 0xf0 && b <= 0xf4 ? 4 : 0;
+    if (need === 0 || back >= need) return n; // an invalid lead, or a sequence that is already whole (or overlong: invalid anyway)
+    // Incomplete: keep it only while every byte so far can still form a character.
+    const [lo, hi] = secondByteRange(b);
+    for (let j = i + 1; j < n; j += 1) {
+      const c = buf[j]!;
+      const ok = j === i + 1 ? c >= lo && c <= hi : c >= 0x80 && c <= 0xbf;
+      if (!ok) return n;
+    }
+    return i;
+  }
+  return n;
+}
+
+/** Allowed second byte after a lead (UTF-8, RFC 3629: no overlongs, surrogates or > U+10FFFF). */
+function secondByteRange(lead: number): [number, number] {
+  if (lead === 0xe0) return [0xa0, 0xbf];
+  if (lead === 0xed) return [0x80, 0x9f];
+  if (lead === 0xf0) return [0x90, 0xbf];
+  if (lead === 0xf4) return [0x80, 0x8f];
+  return [0x80, 0xbf];
+}
+
+/**
+ * The `pipe-pane` command of a run's capture: appends the pane's raw output to the capture
+ * file with `cat` (a dead worker loses nothing: no reader is needed), and records in the
+ * pipes file that it started and, once `cat` met EOF (tmux closed the pane), that it ended.
+ */
+export function capturePipeCommand(outputPath: string, pipesPath: string, quote: (word: string) => string): string {
+  const pipes = quote(pipesPath);
+  return `echo o >> ${pipes}; cat >> ${quote(outputPath)}; echo c >> ${pipes}`;
+}
