@@ -5,3 +5,5 @@ export * from './config.js';
 export * from './rest.js';
 export * from './events.js';
 export * from './redaction.js';
+export * from './api.js';
+export * from './openapi.js';

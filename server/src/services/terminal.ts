@@ -2,6 +2,7 @@ import type { Frame } from '@handoff/shared';
 import type { Logger } from 'pino';
 import { em, type Orm } from '../db/orm.js';
 import type { Notifier } from './notifier.js';
+import { metrics, secondsSince } from '../metrics.js';
 
 export interface TerminalOptions {
   /** Recording writes are batched: flush after this many ms. Default 50. */
@@ -72,6 +73,7 @@ export class TerminalService {
     }
     if (accepted.length) {
       s.pending.push(...accepted);
+      metrics.pendingFrames.inc(accepted.length);
       this.notifier.termFrames(runId, accepted);
     }
     await new Promise<void>((resolve) => {
@@ -88,10 +90,13 @@ export class TerminalService {
     s.flushing = s.flushing.then(async () => {
       if (batch.length) {
         try {
+          const started = performance.now();
           const values = batch.map(() => '(?, ?, ?, ?)').join(', ');
           const params = batch.flatMap((f) => [runId, f.seq, f.t, f.data]);
           await em(this.orm).execute(`insert into recording_chunks (run_id, seq, t, data) values ${values} on conflict do nothing`, params);
           s.pending.splice(0, batch.length);
+          metrics.recordingFlush.observe(secondsSince(started));
+          metrics.pendingFrames.dec(batch.length);
         } catch (err) {
           // Not acked as persisted: keep them pending; the worker still holds them too.
           this.log.error({ err, runId }, 'recording write failed');

@@ -3,6 +3,7 @@ import type { AuthService, Principal } from '../services/auth.js';
 import type { Logger } from 'pino';
 import type { z } from 'zod';
 import { AppError, ErrorCode, validationError, type Ack } from '@handoff/shared';
+import { metrics } from '../metrics.js';
 
 type Table = Record<string, { payload: z.ZodType; response: z.ZodType }>;
 type Handler<T extends Table, K extends keyof T> = (payload: z.output<T[K]['payload']>) => Promise<z.input<T[K]['response']>>;
@@ -21,20 +22,27 @@ export function on<T extends Table, K extends keyof T & string>(
   /** Rate limit: returns 0 to proceed, else the ms until the client may retry. */
   limit?: () => number,
 ): void {
+  // Every line a handler writes names the socket and who is on it (never the token).
+  const principal = socket.data.principal as Principal | undefined;
+  const slog = log.child({ socketId: socket.id, nsp: socket.nsp.name, ...(principal ? { principalKind: principal.kind, principalId: principal.id } : {}) });
   const listener = (async (...args: unknown[]) => {
     const last = args[args.length - 1];
     const ack = typeof last === 'function' ? (last as (r: Ack<unknown>) => void) : () => {};
     const payload = args.length > 1 || typeof last !== 'function' ? args[0] : undefined;
     try {
       const retryAfterMs = limit?.() ?? 0;
+      if (retryAfterMs) metrics.rateLimited.inc({ edge: 'socket' });
       if (retryAfterMs) throw new AppError({ code: ErrorCode.RATE_LIMITED, message: `too many events; retry in ${retryAfterMs} ms`, details: { retryAfterMs } });
       const parsed = table[event]!.payload.safeParse(payload ?? {});
       if (!parsed.success) throw validationError(parsed.error, `${event} payload`);
+      const started = performance.now();
       const data = await handler(parsed.data as z.output<T[K]['payload']>);
+      slog.trace({ event, ms: Math.round(performance.now() - started) }, 'socket event');
       ack({ ok: true, data });
     } catch (err) {
       const appErr = err instanceof AppError ? err : new AppError({ code: ErrorCode.INTERNAL, message: 'internal error', cause: err });
-      if (appErr.code === ErrorCode.INTERNAL) log.error({ err, event }, 'socket handler failed');
+      if (appErr.code === ErrorCode.INTERNAL) slog.error({ err, event }, 'socket handler failed');
+      else slog.debug({ event, code: appErr.code }, 'socket event refused');
       ack({ ok: false, error: appErr.toBody() });
     }
   }) as (...args: unknown[]) => void;
