@@ -37,7 +37,9 @@ export function accessLog(log: Logger): RequestHandler[] {
     res.locals.requestContext = ctx;
     const started = performance.now();
     res.on('finish', () => {
-      metrics.httpDuration.observe({ method: req.method, route: routePattern(req.method, req.path), status: String(res.statusCode) }, (performance.now() - started) / 1000);
+      // originalUrl: inside a mounted router req.path is relative to the mount point.
+      const path = req.originalUrl.split('?')[0]!;
+      metrics.httpDuration.observe({ method: req.method, route: routePattern(req.method, path), status: String(res.statusCode) }, (performance.now() - started) / 1000);
     });
     requestContext.run(ctx, next);
   };
