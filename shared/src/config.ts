@@ -75,6 +75,8 @@ export const serverConfigSchema = z.object({
   SWEEP_INTERVAL: duration('500ms'),
   /** Assignment ack timeout: a worker that does not accept a pushed run in time loses it. Default 10s. */
   ASSIGN_ACK_TIMEOUT: duration('10s'),
+  /** Owner-role PostgreSQL URL used only by the one-shot migration (`server/src/migrate.ts`); unset → DATABASE_URL. */
+  MIGRATION_DATABASE_URL: optionalUrl,
   /** Bearer token a Prometheus scraper presents at GET /metrics (admins' tokens work too); unset → admins only. At least 16 characters. */
   HANDOFF_METRICS_TOKEN: z.string().min(16).optional(),
   /** pino level. Default info. */
