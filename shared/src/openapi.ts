@@ -22,7 +22,7 @@ export function expressPath(openApiPath: string): string {
 }
 
 function parameters(route: ApiRoute): JsonSchema[] {
-  const list: JsonSchema[] = [];
+  const list: JsonSchema[] = [{ name: 'X-Request-Id', in: 'header', required: false, description: 'Your id for this request (1–64 of [A-Za-z0-9._:-]); echoed and logged', schema: { type: 'string', maxLength: 64 } }];
   for (const [where, schema] of [['path', route.params], ['query', route.query]] as const) {
     if (!schema) continue;
     const js = jsonSchema(schema, 'input') as { properties?: Record<string, JsonSchema>; required?: string[] };
@@ -33,6 +33,10 @@ function parameters(route: ApiRoute): JsonSchema[] {
   }
   return list;
 }
+
+/** Every response carries the request's id (the caller's, if safe, or a generated one). */
+const REQUEST_ID_HEADER = { 'X-Request-Id': { description: 'The request id: the caller’s X-Request-Id if it is 1–64 of [A-Za-z0-9._:-], else generated', schema: { type: 'string' } } };
+const RETRY_AFTER_HEADER = { 'Retry-After': { description: 'Seconds to wait before retrying', schema: { type: 'integer' } } };
 
 function operation(route: ApiRoute): JsonSchema {
   const responses: Record<string, JsonSchema> = {};
@@ -51,6 +55,7 @@ function operation(route: ApiRoute): JsonSchema {
     const description = status === 202 ? 'APPROVAL_REQUIRED: an approval request was created; `details.approvalId` names it' : list.join(' | ');
     responses[status] = { description, content: { 'application/json': { schema: errorSchema(list) } } };
   }
+  for (const [status, r] of Object.entries(responses)) r.headers = status === '429' || status === '503' ? { ...REQUEST_ID_HEADER, ...RETRY_AFTER_HEADER } : REQUEST_ID_HEADER;
   const op: JsonSchema = {
     operationId: route.operationId,
     summary: route.summary,

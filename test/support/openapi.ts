@@ -47,6 +47,7 @@ export class ContractChecker {
     const contentType = res.headers.get('content-type');
     const parsed: unknown = contentType?.startsWith('application/json') ? JSON.parse(text) : text;
     this.check(method, path, res.status, contentType, parsed);
+    if (!res.headers.get('x-request-id')) this.failures.push(`${method} ${path} → ${res.status}: no X-Request-Id header`);
     return { status: res.status, body: parsed as any, headers: res.headers };
   }
 }
