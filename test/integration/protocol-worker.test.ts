@@ -107,5 +107,10 @@ describe('a minimal worker implemented from docs/protocol.md', () => {
     // A bad payload is VALIDATION and the connection stays up.
     await expect(worker.call('run:output', { runId, frames: [] })).rejects.toMatchObject({ code: 'VALIDATION' });
     expect(worker.socket.connected).toBe(true);
+    // Socket handler log lines name the socket and who is on it.
+    const lines = hub.logs().split('\n').filter(Boolean).map((l) => JSON.parse(l) as Record<string, unknown>);
+    expect(lines.find((l) => l.msg === 'socket event refused' && l.event === 'run:output' && l.code === 'VALIDATION')).toMatchObject({
+      socketId: worker.socket.id, nsp: '/worker', principalKind: 'worker', principalId: worker.hello.workerId,
+    });
   });
 });
