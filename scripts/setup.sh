@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Idempotent set-up on a fresh Debian machine with only Node 20: pnpm, the project's
 # own Node 22 (a dev dependency), dependencies, tmux — and, with `test`, tmate,
-# chromium, and running PostgreSQL + Redis for the test suite.
+# chromium, nginx (test/chaos/nginx.test.ts runs its own), and running PostgreSQL + Redis for the test suite.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 want_test=${1:-}
@@ -22,7 +22,7 @@ pnpm install --frozen-lockfile --reporter=silent
 pnpm exec node -e 'const [a,b]=process.versions.node.split(".").map(Number); if (a<22||(a===22&&b<17)) { console.error("setup: Node >= 22.17 expected from the node-runtime dev dependency, got "+process.version); process.exit(1) }'
 
 if [ "$want_test" = "test" ]; then
-  apt_install tmate chromium
+  apt_install tmate chromium nginx-light
   if ! pg_isready -q -h 127.0.0.1 -p 5432 2>/dev/null; then
     echo "setup: starting PostgreSQL"
     pg_ctlcluster --skip-systemctl-redirect "$(ls /etc/postgresql | head -1)" main start

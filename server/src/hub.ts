@@ -31,6 +31,7 @@ import { PEER_TIMEOUT_MS, type DashboardNamespace, type WorkerNamespace } from '
 import { SocketNotifier } from './socket/socket-notifier.js';
 import { setupWorkerNamespace } from './socket/worker-namespace.js';
 import { handshakeError } from './socket/on.js';
+import { observedLeadership, gaugeSources } from './metrics-sources.js';
 
 const DEFAULT_WEB_DIR = fileURLToPath(new URL('../../web/dist', import.meta.url));
 
@@ -113,7 +114,8 @@ export async function createHub(config: ServerConfig, opts: { logger?: Logger } 
   registerApprovedCommands(approvals, runs, sessions, grants, control);
   const messages = new MessageService(orm, notifier, log.child({ module: 'messages' }));
   messages.gate = gate;
-  const sweeper = new Sweeper(orm, sessions, runs, notifier, redis ? redisLeadership(redis.pub, `${config.REDIS_KEY_PREFIX}:sweeper`, 5000, (err) => redis.failed(err, 'sweeper lease')) : soleLeader, log.child({ module: 'sweeper' }), {
+  const leadership = observedLeadership(redis ? redisLeadership(redis.pub, `${config.REDIS_KEY_PREFIX}:sweeper`, 5000, (err) => redis.failed(err, 'sweeper lease')) : soleLeader);
+  const sweeper = new Sweeper(orm, sessions, runs, notifier, leadership, log.child({ module: 'sweeper' }), {
     intervalMs: config.SWEEP_INTERVAL,
     graceMs: config.LIVE_GRACE,
     startTimeoutMs: config.LIVE_PROVIDER_START_TIMEOUT,
@@ -180,6 +182,8 @@ export async function createHub(config: ServerConfig, opts: { logger?: Logger } 
     approvals,
     webDir: config.HANDOFF_WEB_DIR ?? DEFAULT_WEB_DIR,
     draining: () => draining,
+    metricsToken: config.HANDOFF_METRICS_TOKEN,
+    gauges: gaugeSources(orm, io, leadership),
     ready: async () => {
       const checks: Record<string, boolean> = {};
       checks.database = await em(orm).execute('select 1').then(() => true, () => false);

@@ -87,6 +87,10 @@ export const serverConfigSchema = z.object({
   SHUTDOWN_NOTICE: duration('1s'),
   /** Hard bound of a graceful shutdown: past it the process exits anyway (code 1). Default 9s (inside a 10 s grace). */
   SHUTDOWN_TIMEOUT: duration('9s'),
+  /** Owner-role PostgreSQL URL used only by the one-shot migration (`server/src/migrate.ts`); unset → DATABASE_URL. */
+  MIGRATION_DATABASE_URL: optionalUrl,
+  /** Bearer token a Prometheus scraper presents at GET /metrics (admins' tokens work too); unset → admins only. At least 16 characters. */
+  HANDOFF_METRICS_TOKEN: z.string().min(16).optional(),
   /** pino level. Default info. */
   LOG_LEVEL: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
 });

@@ -180,7 +180,7 @@ export const workerClientEvents = {
 } as const;
 
 export const workerServerEvents = {
-  /** A queued run pushed to this worker; the worker acks `{ok:true}` to accept it. */
+  /** A queued run pushed to this worker; the worker acks `{ok: true, data: {}}` to accept it (docs/protocol.md §3). */
   'run:assign': { payload: runAssignmentSchema, ack: z.object({}) },
   /** Stop this run's process tree now. */
   'run:cancel': { payload: z.object({ runId: z.string() }) },

@@ -6,3 +6,5 @@ export * from './rest.js';
 export * from './events.js';
 export * from './redaction.js';
 export * from './text-safety.js';
+export * from './api.js';
+export * from './openapi.js';

@@ -186,3 +186,16 @@ export type GrantWriteResponse = z.infer<typeof grantWriteResponseSchema>;
 /** `POST /api/task-runs/:id/live-session/revoke-write` body: one grant, or every live grant of the run. */
 export const revokeWriteBodySchema = z.strictObject({ grantId: z.uuid().optional() });
 export const revokeWriteResponseSchema = z.object({ session: liveSessionSchema.nullable(), grants: z.array(writeGrantSchema) });
+
+/** `GET /api/task-runs/:id/events` (json) response: one page of audit rows in chain order. */
+export const auditEventPageSchema = z.object({
+  events: z.array(auditEventSchema),
+  /** Pass as `cursor` for the next page; null on the last page. */
+  nextCursor: z.number().int().nullable(),
+});
+export type AuditEventPage = z.infer<typeof auditEventPageSchema>;
+
+/** `GET /healthz` response: the process is up. */
+export const healthResponseSchema = z.object({ ok: z.literal(true) });
+/** `GET /readyz` response (200 when every check passes, 503 otherwise). */
+export const readyResponseSchema = z.object({ ok: z.boolean(), checks: z.record(z.string(), z.boolean()) });

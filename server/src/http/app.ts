@@ -23,6 +23,10 @@ import { auditRoutes } from './audit-routes.js';
 import { controlRoutes } from './control-routes.js';
 import { liveSessionRoutes } from './live-session-routes.js';
 import { taskRunsRoutes } from './task-runs-routes.js';
+import { accessLog } from './access-log.js';
+import { apiDocsRoutes } from './api-docs.js';
+import { metricsRoute } from './metrics-route.js';
+import type { GaugeSources } from '../metrics.js';
 
 export interface AppDeps {
   auth: AuthService;
@@ -47,12 +51,19 @@ export interface AppDeps {
   allowedOrigins: string[];
   /** Built dashboard assets; served with an index.html fallback when present. */
   webDir?: string | undefined;
+  /** HANDOFF_METRICS_TOKEN: a scraper's bearer token for /metrics (admins' tokens work too). */
+  metricsToken?: string | undefined;
+  /** Scrape-time sources of the gauges; absent → /metrics is not served. */
+  gauges?: GaugeSources | undefined;
+  /** Version shown in the OpenAPI document. */
+  version?: string;
 }
 
 export function createApp(deps: AppDeps): Express {
   const app = express();
   app.disable('x-powered-by');
   app.set('trust proxy', false);
+  app.use(accessLog(deps.log));
   app.use(
     helmet({
       // xterm.js sets inline styles; scripts stay same-origin only.
@@ -82,6 +93,10 @@ export function createApp(deps: AppDeps): Express {
     const ok = Object.values(checks).every(Boolean);
     res.status(ok ? 200 : 503).json({ ok, checks });
   });
+
+  if (deps.gauges) app.get('/metrics', metricsRoute(deps.auth, deps.metricsToken, deps.gauges));
+  // Public: the API's description reveals no data (mounted before the api router's auth).
+  app.use('/api', apiDocsRoutes(deps.version ?? '0.1.0'));
 
   const api = express.Router();
   api.use(

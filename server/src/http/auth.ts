@@ -4,6 +4,7 @@ import { roleAtLeast } from '../domain/roles.js';
 import type { AuthService, Principal } from '../services/auth.js';
 import { userActor, type UserActor } from '../services/policy-gate.js';
 import type { RateLimiter } from '../services/rate-limiter.js';
+import { metrics } from '../metrics.js';
 
 /** The authenticated principal of a request (set by `authenticate`). */
 export function principalOf(res: Response): Principal | undefined {
@@ -26,6 +27,7 @@ export function authenticate(auth: AuthService, limiter: RateLimiter) {
     if (!principal) throw new AppError({ code: ErrorCode.UNAUTHENTICATED, message: 'a valid bearer token is required' });
     const retryAfterMs = limiter.check(`${principal.kind}:${principal.id}`);
     if (retryAfterMs) {
+      metrics.rateLimited.inc({ edge: 'rest' });
       res.setHeader('retry-after', String(Math.ceil(retryAfterMs / 1000)));
       throw new AppError({ code: ErrorCode.RATE_LIMITED, message: `too many requests; retry in ${retryAfterMs} ms`, details: { retryAfterMs } });
     }

@@ -4,6 +4,8 @@ import { em, type Em, type Orm } from '../db/orm.js';
 import { chainHash } from '../domain/hash-chain.js';
 import type { PolicyGate, UserActor } from './policy-gate.js';
 import { uuidv7 } from './ids.js';
+import { metrics, secondsSince } from '../metrics.js';
+import { requestContext } from '../request-context.js';
 
 /** Who did something. */
 export interface Actor {
@@ -27,6 +29,7 @@ export interface AuditEntry {
  * previous row. The per-run advisory lock serializes writers so the chain never forks.
  */
 export async function appendAudit(tx: Em, entry: AuditEntry): Promise<ControlEvent> {
+  const started = performance.now();
   const chainKey = entry.runId ?? 'global';
   await tx.execute('select pg_advisory_xact_lock(hashtextextended(?, 0))', [`audit:${chainKey}`]);
   const [prev] = await tx.execute<{ hash: string; seq: number }[]>(
@@ -53,6 +56,8 @@ export async function appendAudit(tx: Em, entry: AuditEntry): Promise<ControlEve
   const prevHash = prev?.hash ?? null;
   const row = tx.create(ControlEventSchema, { ...fields, at: now, prevHash, hash: chainHash(prevHash, fields) });
   await tx.persist(row).flush();
+  metrics.auditAppend.observe(secondsSince(started));
+  requestContext.getStore()?.correlationIds.add(row.correlationId);
   return row;
 }
 

@@ -1,3 +1,4 @@
+import { metrics } from '../metrics.js';
 import { AppError, ErrorCode, type ControlBody, type ControlState, type HandoffContext, type Run } from '@handoff/shared';
 import { RunSchema, WriteGrantSchema, type RunRow, type WriteGrantRow } from '../db/entities.js';
 import { em, type Em, type Orm } from '../db/orm.js';
@@ -126,6 +127,7 @@ export class ControlService {
         [seq, runId, seq, seq],
       );
       const delayMs = run.controlChangedAt && current ? Math.max(0, appliedAt - run.controlChangedAt.getTime()) : null;
+      if (delayMs !== null && rows.length > 0) metrics.controlPush.observe({ effective }, delayMs / 1000);
       const actor = { type: 'worker' as const, id: workerId };
       await appendAudit(tx, { runId, actor, ...correlation, action: 'control.applied', metadata: { seq, effective, delayMs, advanced: rows.length > 0 } });
       if (handoff && rows.length > 0) {

@@ -3,6 +3,7 @@ import { UserSchema } from '../db/entities.js';
 import { em, type Em, type Orm } from '../db/orm.js';
 import { evaluate, type Policy, type PolicyAction, type PolicyDecision, type PolicyRole } from '../domain/policy.js';
 import { appendAudit, SYSTEM, type Actor } from './audit.js';
+import { metrics } from '../metrics.js';
 
 /** A user acting through the API: what the policy needs to know about them. */
 export type UserActor = Actor & { name: string; role: Role };
@@ -73,6 +74,7 @@ export class PolicyGate {
     const runId = ctx.runId ?? null;
     // Nobody can approve on the hub's behalf: for the system actor "approve" means no.
     if (decision.decision === 'needs-approval' && this.approvals && isUser(actor)) {
+      metrics.policyRefusals.inc({ action, outcome: 'approval_required' });
       const approvalId = await this.approvals.request({ action, actor, runId, params, approverRoles: decision.approverRoles, ruleId: decision.ruleId });
       throw new AppError({
         code: ErrorCode.APPROVAL_REQUIRED,
@@ -80,6 +82,7 @@ export class PolicyGate {
         details: { approvalId, approverRoles: decision.approverRoles },
       });
     }
+    metrics.policyRefusals.inc({ action, outcome: 'denied' });
     const reason = decision.decision === 'deny' ? decision.reason : 'needs approval, and approvals are unavailable';
     await em(this.orm).transactional((tx) =>
       appendAudit(tx, { runId, actor, action, result: 'denied', metadata: { reason, ruleId: decision.ruleId ?? null, provider: ctx.provider ?? null, ttlMinutes: ctx.ttlMinutes ?? null } }),

@@ -2,6 +2,7 @@ import { AppError, ErrorCode, type Frame } from '@handoff/shared';
 import type { Logger } from 'pino';
 import { em, type Orm } from '../db/orm.js';
 import type { Notifier } from './notifier.js';
+import { metrics, secondsSince } from '../metrics.js';
 
 export interface TerminalOptions {
   /** Recording writes are batched: the first write of a burst waits this many ms. Default 50. */
@@ -154,6 +155,7 @@ export class TerminalService {
       s.accepted = f.seq;
     }
     if (accepted.length) {
+      metrics.pendingFrames.inc(accepted.length);
       this.notifier.termFrames(runId, accepted);
       this.startWriter(s);
     }
@@ -189,6 +191,7 @@ export class TerminalService {
         chars += f.data.length;
       }
       let owned: boolean;
+      const started = performance.now();
       try {
         owned = await this.insert(s, batch);
       } catch (err) {
@@ -216,6 +219,8 @@ export class TerminalService {
         return;
       }
       s.verifiedAt = Date.now();
+      metrics.recordingFlush.observe(secondsSince(started));
+      metrics.pendingFrames.dec(batch.length);
       s.pending.splice(0, batch.length);
       s.pendingChars -= chars;
       s.committed = batch[batch.length - 1]!.seq;
@@ -263,6 +268,7 @@ export class TerminalService {
 
   private forget(s: RunStream): void {
     for (const w of s.waiters.splice(0)) w.resolve(s.committed);
+    metrics.pendingFrames.dec(s.pending.length);
     s.pending = [];
     s.pendingChars = 0;
     if (this.streams.get(s.runId) === s) this.streams.delete(s.runId);

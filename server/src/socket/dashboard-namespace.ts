@@ -1,3 +1,4 @@
+import { metrics, secondsSince } from '../metrics.js';
 import type { Logger } from 'pino';
 import { AppError, dashboardClientEvents as events, ErrorCode, rooms, type Role } from '@handoff/shared';
 import { roleAtLeast } from '../domain/roles.js';
@@ -60,7 +61,9 @@ export function setupDashboardNamespace(nsp: DashboardNamespace, deps: Dashboard
     }, limit);
     on(socket, events, 'term:input', log, async (input) => {
       // Everyone may try; only a live grant's holder gets through (others: FORBIDDEN, audited).
+      const started = performance.now();
       await deps.grants.input(userActor(socket.data.principal as { id: string; name: string; role: Role }), input);
+      metrics.termInputAck.observe(secondsSince(started));
       return {};
     }, limit);
     on(socket, events, 'approvals:subscribe', log, async () => {

@@ -4,6 +4,7 @@ import type { Logger } from 'pino';
 import type { z } from 'zod';
 import { AppError, assertSafeText, ErrorCode, validationError, type Ack } from '@handoff/shared';
 import { toAppError } from '../errors.js';
+import { metrics } from '../metrics.js';
 
 type Table = Record<string, { payload: z.ZodType; response: z.ZodType }>;
 type Handler<T extends Table, K extends keyof T> = (payload: z.output<T[K]['payload']>) => Promise<z.input<T[K]['response']>>;
@@ -22,23 +23,30 @@ export function on<T extends Table, K extends keyof T & string>(
   /** Rate limit: returns 0 to proceed, else the ms until the client may retry. */
   limit?: () => number,
 ): void {
+  // Every line a handler writes names the socket and who is on it (never the token).
+  const principal = socket.data.principal as Principal | undefined;
+  const slog = log.child({ socketId: socket.id, nsp: socket.nsp.name, ...(principal ? { principalKind: principal.kind, principalId: principal.id } : {}) });
   const listener = (async (...args: unknown[]) => {
     const last = args[args.length - 1];
     const ack = typeof last === 'function' ? (last as (r: Ack<unknown>) => void) : () => {};
     const payload = args.length > 1 || typeof last !== 'function' ? args[0] : undefined;
     try {
       const retryAfterMs = limit?.() ?? 0;
+      if (retryAfterMs) metrics.rateLimited.inc({ edge: 'socket' });
       if (retryAfterMs) throw new AppError({ code: ErrorCode.RATE_LIMITED, message: `too many events; retry in ${retryAfterMs} ms`, details: { retryAfterMs } });
       assertSafeText(payload, `${event} payload`);
       const parsed = table[event]!.payload.safeParse(payload ?? {});
       if (!parsed.success) throw validationError(parsed.error, `${event} payload`);
+      const started = performance.now();
       const data = await handler(parsed.data as z.output<T[K]['payload']>);
+      slog.trace({ event, ms: Math.round(performance.now() - started) }, 'socket event');
       ack({ ok: true, data });
     } catch (err) {
       // A database outage acks UNAVAILABLE (the worker retries it); only the unknown is logged as a failure.
       const appErr = toAppError(err);
-      if (appErr.code === ErrorCode.INTERNAL) log.error({ err, event }, 'socket handler failed');
-      else if (appErr.code === ErrorCode.UNAVAILABLE) log.warn({ reason: (err as Error).message, event }, 'socket event refused: database unavailable');
+      if (appErr.code === ErrorCode.INTERNAL) slog.error({ err, event }, 'socket handler failed');
+      else if (appErr.code === ErrorCode.UNAVAILABLE) slog.warn({ reason: (err as Error).message, event }, 'socket event refused: database unavailable');
+      else slog.debug({ event, code: appErr.code }, 'socket event refused');
       ack({ ok: false, error: appErr.toBody() });
     }
   }) as (...args: unknown[]) => void;

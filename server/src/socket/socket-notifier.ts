@@ -1,5 +1,6 @@
 import { AppError, ErrorCode, rooms, type ApprovalRequest, type ControlApply, type ErrorBody, type Frame, type LiveSession, type OperatorMessage, type Run, type RunMessage, type ShareStart, type TermInput, type WriteGrant } from '@handoff/shared';
 import type { Notifier } from '../services/notifier.js';
+import { observeFanout } from '../metrics.js';
 import type { DashboardNamespace, WorkerNamespace } from './namespaces.js';
 
 /** How long a worker may take to hand keystrokes to tmux, ms. */
@@ -23,6 +24,7 @@ export class SocketNotifier implements Notifier {
   }
 
   termFrames(runId: string, frames: Frame[]): void {
+    observeFanout(runId, frames);
     this.dashboard.to(rooms.term(runId)).emit('term:frame', { runId, frames });
   }
 
