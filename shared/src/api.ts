@@ -2,6 +2,7 @@ import type { z } from 'zod';
 import { approvalSchema, operatorMessageSchema, runSchema } from './domain.js';
 import type { ErrorCode } from './errors.js';
 import {
+  apiTokenListSchema,
   approvalIdParamsSchema,
   approvalListSchema,
   auditEventPageSchema,
@@ -13,6 +14,7 @@ import {
   grantWriteBodySchema,
   grantWriteResponseSchema,
   healthResponseSchema,
+  idParamsSchema,
   listApprovalsQuerySchema,
   listEventsQuerySchema,
   listRunsQuerySchema,
@@ -21,6 +23,7 @@ import {
   readyResponseSchema,
   resolveApprovalBodySchema,
   revokeLiveSessionBodySchema,
+  revokeTokenResponseSchema,
   revokeWriteBodySchema,
   revokeWriteResponseSchema,
   runIdParamsSchema,
@@ -133,6 +136,8 @@ export const apiRoutes: readonly ApiRoute[] = [
   { method: 'get', path: '/api/approvals', operationId: 'listApprovals', summary: 'Approval requests', tag: 'approvals', auth: 'operator', query: listApprovalsQuerySchema, responses: { 200: approvalListSchema }, errors: ['VALIDATION'] },
   { method: 'post', path: '/api/approvals/{id}/approve', operationId: 'approve', summary: 'Approve (not your own request); the command is replayed as the requester', tag: 'approvals', auth: 'operator', params: approvalIdParamsSchema, body: resolveApprovalBodySchema, responses: { 200: approvalSchema }, errors: GATED },
   { method: 'post', path: '/api/approvals/{id}/deny', operationId: 'deny', summary: 'Deny an approval request', tag: 'approvals', auth: 'operator', params: approvalIdParamsSchema, body: resolveApprovalBodySchema, responses: { 200: approvalSchema }, errors: GATED },
+  { method: 'get', path: '/api/users/{id}/tokens', operationId: 'listUserTokens', summary: 'A user’s API tokens (never their secrets), newest first', tag: 'tokens', auth: 'admin', params: idParamsSchema, responses: { 200: apiTokenListSchema }, errors: ['VALIDATION', 'NOT_FOUND'] },
+  { method: 'delete', path: '/api/tokens/{id}', operationId: 'revokeToken', summary: 'Revoke a token: refused within a second, its sockets disconnected on every node', tag: 'tokens', auth: 'admin', params: idParamsSchema, responses: { 200: revokeTokenResponseSchema }, errors: ['VALIDATION', 'NOT_FOUND', 'STATE_CONFLICT'] },
 ];
 
 /** Whether a declared response is a raw (non-JSON-schema) body. */
