@@ -30,6 +30,7 @@ import { setupDashboardNamespace } from './socket/dashboard-namespace.js';
 import { PEER_TIMEOUT_MS, type DashboardNamespace, type WorkerNamespace } from './socket/namespaces.js';
 import { SocketNotifier } from './socket/socket-notifier.js';
 import { setupWorkerNamespace } from './socket/worker-namespace.js';
+import { LagGuard } from './socket/lag-guard.js';
 import { handshakeError } from './socket/on.js';
 import { observedLeadership, gaugeSources } from './metrics-sources.js';
 
@@ -160,6 +161,8 @@ export async function createHub(config: ServerConfig, opts: { logger?: Logger } 
     auth, runs, terminal, grants, log, allowedOrigins,
     limiter: new RateLimiter({ perSecond: config.RATE_LIMIT_SOCKET_PER_SEC, burst: config.RATE_LIMIT_SOCKET_BURST }),
   });
+  const lagGuard = new LagGuard(dashboardNsp, log.child({ module: 'lag-guard' }), { maxBufferedBytes: config.VIEWER_MAX_QUEUED_BYTES, stuckAfterMs: config.VIEWER_STUCK_AFTER });
+  lagGuard.start();
   setupWorkerNamespace(workerNsp, {
     auth, runs, scheduler, terminal, log, control, messages,
     presence: new WorkerPresence(orm),
@@ -219,6 +222,7 @@ export async function createHub(config: ServerConfig, opts: { logger?: Logger } 
     const started = Date.now();
     draining = true;
     clearInterval(tick);
+    lagGuard.stop();
     log.info({ noticeMs }, 'draining: readiness is 503, new sockets are refused');
     // The sweep in progress ends and the lease is released, so another node sweeps at once.
     const sweeperStopped = sweeper.stop();

@@ -91,6 +91,10 @@ export const serverConfigSchema = z.object({
   MIGRATION_DATABASE_URL: optionalUrl,
   /** Bearer token a Prometheus scraper presents at GET /metrics (admins' tokens work too); unset → admins only. At least 16 characters. */
   HANDOFF_METRICS_TOKEN: z.string().min(16).optional(),
+  /** A dashboard with more than this many bytes queued is lagging: live frames skip it until it drains (it then resyncs). Default 1 MiB. */
+  VIEWER_MAX_QUEUED_BYTES: int(1024 * 1024, 1024, 1024 * 1024 * 1024),
+  /** A dashboard lagging this long is disconnected. Default 30s. */
+  VIEWER_STUCK_AFTER: duration('30s'),
   /** pino level. Default info. */
   LOG_LEVEL: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
 });

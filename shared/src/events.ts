@@ -270,6 +270,8 @@ export const rooms = {
   term: (runId: string) => `run:${runId}:term`,
   worker: (workerId: string) => `worker:${workerId}`,
   approvals: 'approvals',
+  /** Dashboards whose outgoing queue is over the bound: live terminal frames skip them (they resync). */
+  lagging: 'lagging',
   /** Every socket that authenticated with one token (a revoke or expiry disconnects them). */
   token: (tokenId: string) => `token:${tokenId}`,
 } as const;

@@ -25,7 +25,8 @@ export class SocketNotifier implements Notifier {
 
   termFrames(runId: string, frames: Frame[]): void {
     observeFanout(runId, frames);
-    this.dashboard.to(rooms.term(runId)).emit('term:frame', { runId, frames });
+    // A lagging viewer is skipped, never waited for (see lag-guard.ts).
+    this.dashboard.to(rooms.term(runId)).except(rooms.lagging).emit('term:frame', { runId, frames });
   }
 
   cancelOnWorker(workerId: string, runId: string): void {
