@@ -9,7 +9,8 @@
  * - `HANDOFF_OUTBOX` — JSON lines the agent writes: `{type: 'request-operator', reason, ts}`.
  * - `checkpoint.json` next to the control file — written by {@link checkpoint} when it halts: `{seq, at, pid}`.
  *
- * The `handoff-agent` CLI (on the run's PATH) offers the same from a shell.
+ * The `handoff-agent` CLI (on the run's PATH) offers the same from a shell, and
+ * `handoff-agent mcp` as Model Context Protocol tools over stdio (see README.md).
  */
 
 /** Who drives the run: the agent, nobody (paused), or an operator who took it over. */
@@ -25,6 +26,8 @@ export interface ControlFile {
    * (SIGSTOP if none comes within the grace), `hard` stops the run's processes (SIGSTOP) at once. Null for `agent`.
    */
   mode: 'soft' | 'hard' | null;
+  /** For `paused` and `operator`: who paused or took over the run (absent when the hub named nobody). */
+  by?: { id: string; name: string };
 }
 
 /** One operator message, as appended to `$HANDOFF_INBOX`. */
