@@ -38,6 +38,7 @@ function handoffText(packet) {
   const where = [
     `cwd ${context.cwd ?? '(unknown)'}`,
     `${vars} env var${vars === 1 ? '' : 's'} (--json shows them, secrets redacted)`,
+    ...(context.commands ?? []).map((c) => `ran \`${c.command}\` → exit ${c.exitStatus}`),
     `scrollback up to frame ${context.scrollbackSeq ?? '?'} of ${context.recording ?? 'the recording'}`,
   ];
   return `${packet.ts ?? '?'} ${packet.actor ?? 'an operator'} handed control back: ${summary}\n    ${where.join('; ')}\n`;

@@ -56,8 +56,28 @@ export interface HandoffContext {
   env: Record<string, string>;
   /** The run's newest terminal frame when the operator handed back: what they did is in the recording up to this frame. */
   scrollbackSeq: number;
+  /** The commands the operator ran in their shell, in order (the newest 100; empty when no bash shell recorded them). */
+  commands: OperatorCommand[];
   /** The run's recording on the hub (asciicast v2): `GET <hub>/api/task-runs/<runId>/recording.cast`. */
   recording: string;
+}
+
+/**
+ * One command an operator ran during a takeover, from their shell's own history (recorded at
+ * each prompt). The offsets are **byte offsets into the run's captured terminal output** (the
+ * worker's `output.log`; the recording's frames carry the same bytes, in order): from the
+ * prompt the command was typed at to the next prompt, so the range holds the typed line and
+ * everything the command printed.
+ */
+export interface OperatorCommand {
+  /** The command line as the shell's history holds it (at most 2000 characters; secrets redacted). */
+  command: string;
+  /** Its `$?` (0 success; 128+N killed by signal N). */
+  exitStatus: number;
+  /** Output bytes captured before the prompt it was typed at. */
+  startOffset: number;
+  /** Output bytes captured when the next prompt came. */
+  endOffset: number;
 }
 
 /**

@@ -234,7 +234,7 @@ export class RunControl {
       return { cwd: null, env: {} };
     });
     const { context, omitted } = handoffContext(captured, this.scrollbackSeq());
-    if (omitted > 0) this.log.warn({ seq, omitted }, 'the environment snapshot was too large: some variables were left out of the hand-back');
+    if (omitted > 0) this.log.warn({ seq, omitted }, 'the hand-back context was too large: some variables or commands were left out');
     await target.closeOperatorShell();
     try {
       await this.deliverHandoff(seq, handoffPacket(this.runId, handback, correlationId, context));

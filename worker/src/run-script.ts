@@ -39,6 +39,11 @@ export const RunFiles = {
   operatorRc: 'operator.rc',
   /** Written by the operator shell at every prompt: its cwd and `env -0`, NUL-separated (secrets included; removed when the shell closes). */
   operatorState: 'operator.state',
+  /**
+   * Written by the operator shell at every prompt after a command: `<exit status>\0<output
+   * offset before its prompt>\0<output offset now>\0<command line>\0` (secrets included; removed when the shell closes).
+   */
+  operatorCommands: 'operator.commands',
   /** Prepended to the run's PATH: holds the `handoff-agent` CLI. */
   bin: 'bin',
   exitCode: 'exit-code',
