@@ -146,10 +146,15 @@ describe('outbound webhooks: real hubs, worker, tmux and an HTTP receiver', () =
     await probe.close();
     const { endpoint, secret } = await register(`http://127.0.0.1:${port}/hook`, ['run.finished'], 'slack');
     const runIds = [await finishedRun(), await finishedRun('exit 3')];
+    let last: unknown;
     await eventually('failed attempts recorded', async () => {
       const d = await deliveries(endpoint.id);
-      return d.length === 2 && d.every((x) => x.status === 'pending' && x.attempts >= 2 && x.lastError) ? d : undefined;
-    }, 15_000);
+      // `pending` between attempts (`delivering` during one): never succeeded, retried, the error kept.
+      last = d;
+      return d.length === 2 && d.every((x) => x.status !== 'succeeded' && x.status !== 'failed' && x.attempts >= 2 && x.lastError?.includes('fetch failed')) ? d : undefined;
+    }, 20_000).catch((err: Error) => {
+      throw new Error(`${err.message}: ${JSON.stringify(last)}`);
+    });
     await new Promise((r) => setTimeout(r, 2000));
     const receiver = await startReceiver(port);
     try {
@@ -170,6 +175,25 @@ describe('outbound webhooks: real hubs, worker, tmux and an HTTP receiver', () =
       await receiver.close();
     }
     await api(hub.url, admin, 'DELETE', `/api/webhooks/${endpoint.id}`);
+  });
+
+  it('embedded PGlite (the default database): the same queue delivers', async () => {
+    const embedded = await startTestHub({ driver: 'pglite', env });
+    const receiver = await startReceiver();
+    try {
+      const root = await embedded.token('admin');
+      const created = await api(embedded.url, root, 'POST', '/api/webhooks', { url: receiver.url, events: ['run.finished'] });
+      expect(created.status).toBe(201);
+      // No worker: the run stays queued, and cancelling it finishes it.
+      const run = await api(embedded.url, root, 'POST', '/api/task-runs', { command: { script: 'true' }, liveSession: false });
+      expect((await api(embedded.url, root, 'POST', `/api/task-runs/${run.body.id}/cancel`, {})).status).toBe(200);
+      const got = await eventually('delivered', async () => receiver.got[0], 10_000);
+      expect(got.body).toMatchObject({ event: 'run.finished', runId: run.body.id, data: { status: 'cancelled' } });
+      expect(verify(created.body.secret, got.signature, got.raw)).toBe(true);
+    } finally {
+      await receiver.close();
+      await embedded.stop();
+    }
   });
 
   it('two hub nodes on one database: every event delivered once', async () => {

@@ -24,7 +24,7 @@ export function withWebhookEvents(notifier: Notifier, webhooks: Pick<WebhookServ
     },
     runUpdated(run: Run) {
       if (FINISHED_RUN_STATUSES.includes(run.status)) {
-        webhooks.emit({ event: WebhookEvent.runFinished, key: run.id, runId: run.id, data: { title: run.title, status: run.status, exitCode: run.exitCode } });
+        webhooks.emit({ event: WebhookEvent.runFinished, key: run.id, runId: run.id, at: run.endedAt ? new Date(run.endedAt) : undefined, data: { title: run.title, status: run.status, exitCode: run.exitCode } });
       }
     },
     controlApply(_workerId: string, c: ControlApply) {

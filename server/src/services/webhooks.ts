@@ -166,9 +166,12 @@ export class WebhookService {
     void em(this.orm)
       .execute<{ id: string }[]>(
         `insert into webhook_deliveries (id, endpoint_id, event_id, event, dedupe_key, payload)
-           select gen_random_uuid(), id, ?, ?, ?, ?::jsonb from webhook_endpoints where deleted_at is null and events @> ?::jsonb
+           select gen_random_uuid(), id, ?, ?, ?, ?::jsonb from webhook_endpoints
+            where deleted_at is null and events @> ?::jsonb and created_at <= ?
            on conflict (endpoint_id, dedupe_key) do nothing returning id`,
-        [envelope.id, e.event, `${e.event}:${e.key}`, JSON.stringify(envelope), JSON.stringify([e.event])],
+        // An endpoint hears of what happens after it was registered: a later push about an
+        // old occurrence (a finished run updated again) is not news to it.
+        [envelope.id, e.event, `${e.event}:${e.key}`, JSON.stringify(envelope), JSON.stringify([e.event]), envelope.at],
       )
       .then((rows) => {
         if (rows.length > 0) this.kick();
