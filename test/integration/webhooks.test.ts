@@ -52,7 +52,8 @@ const ALL = ['run.needs_operator', 'approval.requested', 'approval.resolved', 's
 
 describe('outbound webhooks: real hubs, worker, tmux and an HTTP receiver', () => {
   const secretKey = randomBytes(32).toString('hex'); // shared by both hub nodes, as in production
-  const env = { SWEEP_INTERVAL: '100ms', PAUSE_SOFT_GRACE: '3s', WEBHOOK_RETRY_BASE: '300ms', WEBHOOK_POLL_INTERVAL: '200ms', WEBHOOK_TIMEOUT: '2s', HANDOFF_SECRET_KEY: secretKey };
+  // LIVE_GRACE past the session TTL: every new live session gets its grace warning at once (session.grace).
+  const env = { LIVE_GRACE: '2h', SWEEP_INTERVAL: '100ms', PAUSE_SOFT_GRACE: '3s', WEBHOOK_RETRY_BASE: '300ms', WEBHOOK_POLL_INTERVAL: '200ms', WEBHOOK_TIMEOUT: '2s', HANDOFF_SECRET_KEY: secretKey };
   let hub: TestHub;
   let worker: WorkerProcess;
   let admin: string;
@@ -84,7 +85,7 @@ describe('outbound webhooks: real hubs, worker, tmux and an HTTP receiver', () =
     return res.body.id as string;
   };
 
-  it('signed deliveries for needs-operator, approval requested/resolved, takeover started/ended and run finished; admin-only; the secret shown once', async () => {
+  it('signed deliveries for session grace, needs-operator, approval requested/resolved, takeover started/ended and run finished; admin-only; the secret shown once', async () => {
     const receiver = await startReceiver();
     try {
       expect((await api(hub.url, alice, 'POST', '/api/webhooks', { url: receiver.url, events: ALL })).status).toBe(403);
@@ -109,7 +110,7 @@ describe('outbound webhooks: real hubs, worker, tmux and an HTTP receiver', () =
       await observer.until('handed back', () => observer.runs.get(runId)?.control.state === 'agent');
       await api(hub.url, alice, 'POST', `/api/task-runs/${runId}/cancel`, {});
 
-      const wanted = ['run.needs_operator', 'approval.requested', 'approval.resolved', 'takeover.started', 'takeover.ended', 'run.finished'];
+      const wanted = ['session.grace', 'run.needs_operator', 'approval.requested', 'approval.resolved', 'takeover.started', 'takeover.ended', 'run.finished'];
       const got = await eventually('every event delivered', async () => {
         const ofRun = receiver.got.filter((r) => r.body.runId === runId);
         return wanted.every((e) => ofRun.some((r) => r.event === e)) ? ofRun : undefined;
@@ -126,6 +127,7 @@ describe('outbound webhooks: real hubs, worker, tmux and an HTTP receiver', () =
       expect(by('takeover.started')).toMatchObject({ by: expect.stringMatching(/^operator-/) });
       expect(by('takeover.ended')).toMatchObject({ summary: 'fixed it' });
       expect(by('run.finished')).toMatchObject({ status: 'cancelled' });
+      expect(by('session.grace')).toMatchObject({ provider: 'web', expiresAt: expect.any(String) });
       // Each event once, however many pushes repeated it (a finished run is updated more than once).
       expect(new Set(got.map((r) => r.event)).size).toBe(got.length);
       const recorded = await deliveries(endpoint.id);
