@@ -220,4 +220,25 @@ describe('outbound webhooks: real hubs, worker, tmux and an HTTP receiver', () =
       await second.close();
     }
   });
+
+  // Last: it takes every node of this database down.
+  it('pending deliveries survive the hub: every node stopped, a new one delivers them', async () => {
+    const probe = await startReceiver();
+    const port = probe.port;
+    await probe.close();
+    const { endpoint } = await register(`http://127.0.0.1:${port}/hook`, ['run.finished']);
+    const runId = await finishedRun();
+    await eventually('an attempt failed', async () => (await deliveries(endpoint.id)).find((d) => d.attempts >= 1 && d.lastError));
+    await hub.close(); // drained: the database and its queue stay
+    const fresh = await startTestHub({ databaseUrl: hub.db!.url, env });
+    const receiver = await startReceiver(port);
+    try {
+      const got = await eventually('delivered by the new node', async () => receiver.got[0], 20_000);
+      expect(got.body).toMatchObject({ event: 'run.finished', runId });
+      expect(fresh.logs()).toContain('"webhook delivered"');
+    } finally {
+      await receiver.close();
+      await fresh.close();
+    }
+  });
 });
