@@ -235,6 +235,8 @@ describe('outbound webhooks: real hubs, worker, tmux and an HTTP receiver', () =
     try {
       const got = await eventually('delivered by the new node', async () => receiver.got[0], 20_000);
       expect(got.body).toMatchObject({ event: 'run.finished', runId });
+      // Recorded as delivered, by the new node (the old one is gone).
+      await eventually('recorded as succeeded', async () => (await api(fresh.url, admin, 'GET', `/api/webhooks/${endpoint.id}/deliveries`)).body.deliveries[0]?.status === 'succeeded');
       expect(fresh.logs()).toContain('"webhook delivered"');
     } finally {
       await receiver.close();
