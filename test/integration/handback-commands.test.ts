@@ -46,12 +46,17 @@ describe('hand-back packet lists the operator’s commands', () => {
     const m = randomBytes(3).toString('hex');
     const secret = `ghp_${randomBytes(18).toString('hex')}`;
     const typed = [`echo first-${m}`, `ls /nonexistent-${m}`, `export GITHUB_TOKEN=${secret}; echo third-${m}`];
+    // Typed like a person does: each line at a prompt (keys typed ahead would be echoed by
+    // the tty wherever they arrive, outside the command's range).
+    const prompts = () => (output().match(/ operator /g) ?? []).length;
+    await observer.until('the operator shell prompts', () => prompts() >= 1);
     for (const line of typed) {
+      const before = prompts();
       expect(await emitAck(aliceSocket, 'term:input', { runId, data: `${line}\r` })).toMatchObject({ ok: true });
+      // The next prompt: bash recorded the command before printing it.
+      await observer.until(`prompt after ${line}`, () => prompts() > before);
     }
-    // Each command's output line (not its echo), then the prompt after the last one.
-    await observer.until('third command ran', () => new RegExp(`[\r\n]third-${m}\r\n`).test(output()));
-    await new Promise((r) => setTimeout(r, 300)); // the next prompt records the last command
+    expect(output()).toMatch(new RegExp(`[\r\n]third-${m}\r\n`));
 
     const back = await api(hub.url, alice, 'POST', `/api/task-runs/${runId}/control`, { action: 'handback', summary: 'checked the box' });
     expect(back.status).toBe(200);
