@@ -4,6 +4,8 @@
 // every `run:updated`. Clients apply only a newer revision.
 export const name = '0004-revisions';
 
+const SESSION_FIELDS = 'status, provider, worker_id, ready_at, ended_at, expires_at, grace_warned_at, end_reason, error_message, attach_ro';
+
 export const up: string[] = [
   `alter table runs add column revision integer not null default 1`,
   `alter table live_sessions add column revision integer not null default 1`,
@@ -19,8 +21,9 @@ export const up: string[] = [
      return null;
    end $$`,
   `create trigger runs_revision before update on runs for each row execute function handoff_bump_revision()`,
-  `create trigger live_sessions_revision before update on live_sessions for each row execute function handoff_bump_revision()`,
+  // A session's heartbeat timestamp is not what dashboards follow: only these columns make a new revision.
+  `create trigger live_sessions_revision before update of ${SESSION_FIELDS} on live_sessions for each row execute function handoff_bump_revision()`,
   `create trigger write_grants_revision before update on write_grants for each row execute function handoff_bump_revision()`,
-  `create trigger live_sessions_run_revision after insert or update on live_sessions for each row execute function handoff_bump_run_revision()`,
+  `create trigger live_sessions_run_revision after insert or update of ${SESSION_FIELDS} on live_sessions for each row execute function handoff_bump_run_revision()`,
   `create trigger write_grants_run_revision after insert or update on write_grants for each row execute function handoff_bump_run_revision()`,
 ];

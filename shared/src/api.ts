@@ -2,6 +2,7 @@ import type { z } from 'zod';
 import { approvalSchema, operatorMessageSchema, runSchema } from './domain.js';
 import type { ErrorCode } from './errors.js';
 import {
+  apiTokenListSchema,
   approvalIdParamsSchema,
   approvalListSchema,
   auditEventPageSchema,
@@ -22,6 +23,7 @@ import {
   readyResponseSchema,
   resolveApprovalBodySchema,
   revokeLiveSessionBodySchema,
+  revokeTokenResponseSchema,
   revokeWriteBodySchema,
   revokeWriteResponseSchema,
   runIdParamsSchema,
@@ -140,6 +142,8 @@ export const apiRoutes: readonly ApiRoute[] = [
   { method: 'get', path: '/api/webhooks', operationId: 'listWebhooks', summary: 'Registered webhook endpoints (no secrets)', tag: 'webhooks', auth: 'admin', responses: { 200: webhookListSchema } },
   { method: 'delete', path: '/api/webhooks/{id}', operationId: 'deleteWebhook', summary: 'Remove an endpoint; its pending deliveries are dropped', tag: 'webhooks', auth: 'admin', params: idParamsSchema, responses: { 200: webhookEndpointSchema }, errors: ['VALIDATION', 'NOT_FOUND'] },
   { method: 'get', path: '/api/webhooks/{id}/deliveries', operationId: 'listWebhookDeliveries', summary: 'The endpoint’s newest deliveries: status, attempts, last error', tag: 'webhooks', auth: 'admin', params: idParamsSchema, responses: { 200: webhookDeliveryListSchema }, errors: ['VALIDATION', 'NOT_FOUND'] },
+  { method: 'get', path: '/api/users/{id}/tokens', operationId: 'listUserTokens', summary: 'A user’s API tokens (never their secrets), newest first', tag: 'tokens', auth: 'admin', params: idParamsSchema, responses: { 200: apiTokenListSchema }, errors: ['VALIDATION', 'NOT_FOUND'] },
+  { method: 'delete', path: '/api/tokens/{id}', operationId: 'revokeToken', summary: 'Revoke a token: refused within a second, its sockets disconnected on every node', tag: 'tokens', auth: 'admin', params: idParamsSchema, responses: { 200: revokeTokenResponseSchema }, errors: ['VALIDATION', 'NOT_FOUND', 'STATE_CONFLICT'] },
 ];
 
 /** Whether a declared response is a raw (non-JSON-schema) body. */

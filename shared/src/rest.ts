@@ -51,6 +51,7 @@ export const apiTokenSchema = z.object({
 });
 export type ApiTokenView = z.infer<typeof apiTokenSchema>;
 export const apiTokenListSchema = z.object({ tokens: z.array(apiTokenSchema) });
+export const revokeTokenResponseSchema = z.object({ token: apiTokenSchema });
 /** `GET /api/users/:id/tokens`, `DELETE /api/tokens/:id` path. */
 export const idParamsSchema = z.strictObject({ id: z.uuid() });
 

@@ -148,6 +148,15 @@ describe('REST contract: the OpenAPI document is the API', () => {
     expect((await call(admin, 'GET', `/api/webhooks/${hook.body.endpoint.id}/deliveries`)).status).toBe(200);
     expect((await call(admin, 'DELETE', `/api/webhooks/${hook.body.endpoint.id}`)).status).toBe(200);
     expect((await call(admin, 'DELETE', `/api/webhooks/${hook.body.endpoint.id}`)).status).toBe(404);
+    // Token lifecycle (admin): list a user's tokens, revoke one; errors too.
+    const bob = await hub.auth.addUser(`contract-bob-${randomUUID().slice(0, 6)}`, 'operator');
+    const listed = await call(admin, 'GET', `/api/users/${bob.user.id}/tokens`);
+    expect(listed.status).toBe(200);
+    expect((await call(alice, 'GET', `/api/users/${bob.user.id}/tokens`)).status).toBe(403);
+    expect((await call(admin, 'GET', `/api/users/${randomUUID()}/tokens`)).status).toBe(404);
+    expect((await call(admin, 'DELETE', `/api/tokens/${listed.body.tokens[0].id}`)).status).toBe(200);
+    expect((await call(admin, 'DELETE', `/api/tokens/${listed.body.tokens[0].id}`)).status).toBe(409);
+    expect((await call(admin, 'DELETE', '/api/tokens/not-a-uuid')).status).toBe(400);
 
     expect(contract.failures).toEqual([]);
     // The flow touched every documented operation.

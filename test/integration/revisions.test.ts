@@ -67,9 +67,12 @@ describe('revisions: pushes never go back in time', () => {
       return r.control.appliedSeq === r.control.seq && r.control.seq >= 10 ? r : undefined;
     });
     // What a dashboard shows when it keeps only newer revisions: the database's state.
-    await eventually('the newest push', async () => pushed.some((r) => r.id === runId && r.revision >= final.revision));
-    const newest = pushed.filter((r) => r.id === runId).reduce((x, y) => (y.revision > x.revision ? y : x));
-    expect(newest.revision).toBe(await dbRevision('runs', runId));
+    // Every change is published: the newest push reaches the database's revision.
+    const newestPush = () => pushed.filter((r) => r.id === runId).reduce((x, y) => (y.revision > x.revision ? y : x));
+    await eventually('a push at the database’s revision', async () => newestPush().revision >= (await dbRevision('runs', runId)), 5000).catch(async () => {
+      throw new Error(`newest push ${newestPush().revision}, database ${await dbRevision('runs', runId)}`);
+    });
+    const newest = newestPush();
     expect(newest.control).toEqual(final.control);
     // Revisions of one row only grow; the same revision always carries the same state.
     const byRevision = new Map<number, string>();
@@ -78,9 +81,16 @@ describe('revisions: pushes never go back in time', () => {
       expect(byRevision.get(r.revision) ?? state).toBe(state);
       byRevision.set(r.revision, state);
     }
+    // Every session push carries the revision the database gave that change: a status change is never pushed as old.
+    await api(a.url, operator, 'POST', `/api/task-runs/${runId}/live-session/revoke`, { provider: 'web' });
+    const revoked = await viewer.until('web REVOKED', () => sessions.find((s) => s.id === web.id && s.status === 'REVOKED'));
+    expect(revoked.revision).toBe(await dbRevision('live_sessions', web.id));
+    expect(revoked.revision).toBeGreaterThan(extended.body.session.revision);
+    const byStatus = sessions.filter((s) => s.id === web.id).map((s) => [s.status, s.revision] as const);
+    for (let i = 1; i < byStatus.length; i++) if (byStatus[i]![0] !== byStatus[i - 1]![0]) expect(byStatus[i]![1]).not.toBe(byStatus[i - 1]![1]);
     // A resubscribe answers the current revision.
     const again = await emitAck<{ run: Run }>(viewer.socket, 'run:subscribe', { runId });
-    expect(again.ok && again.data.run.revision).toBe(newest.revision);
+    expect(again.ok && again.data.run.revision).toBe(await dbRevision('runs', runId));
     await api(a.url, operator, 'POST', `/api/task-runs/${runId}/cancel`, {});
     viewer.close();
   });

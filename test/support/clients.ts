@@ -51,7 +51,9 @@ export class Viewer {
     // Any push may satisfy a waiter's predicate; re-check after its own handlers ran.
     socket.onAny(() => setImmediate(() => this.notify()));
     socket.on('run:updated', (run: Run) => {
-      this.runs.set(run.id, run);
+      // As the dashboard does: pushes from concurrent publishers can overtake each other; keep the newer revision.
+      const known = this.runs.get(run.id);
+      if (!known || run.revision >= known.revision) this.runs.set(run.id, run);
       this.notify();
     });
     socket.on('term:frame', ({ runId, frames }: { runId: string; frames: Frame[] }) => {

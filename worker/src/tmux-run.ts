@@ -182,8 +182,13 @@ export class TmuxRun {
     await mkdir(dir, { mode: 0o700 });
     await chmod(dir, 0o700); // mkdir's mode is filtered by the umask
     const run = new TmuxRun(opts, dir);
+    return TmuxRun.supervised(run, () => run.launch());
+  }
+
+  /** Runs `step` (launch or re-attach), leaving nothing behind if it fails, then supervises the run. */
+  private static async supervised(run: TmuxRun, step: () => Promise<void>): Promise<TmuxRun> {
     try {
-      await run.launch();
+      await step();
     } catch (err) {
       await run.cleanUp();
       await run.release();
@@ -233,15 +238,7 @@ export class TmuxRun {
     const run = new TmuxRun(opts, dir, opts.from);
     run.panePid = meta.panePid;
     run.agentPane = meta.paneId;
-    try {
-      await run.reattach();
-    } catch (err) {
-      await run.cleanUp();
-      await run.release();
-      throw err;
-    }
-    void run.supervise();
-    return run;
+    return TmuxRun.supervised(run, () => run.reattach());
   }
 
   /**

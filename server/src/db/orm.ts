@@ -56,7 +56,8 @@ export async function openDatabase(opts: DbOptions): Promise<Orm> {
     } as Options);
   } else {
     const dir = path.resolve(opts.dataDir, 'pglite');
-    mkdirSync(dir, { recursive: true });
+    // The data dir also holds the generated secret key: nobody else on the host may read it.
+    mkdirSync(dir, { recursive: true, mode: 0o700 });
     orm = await MikroORM.init({ ...common, driver: PgliteDriver, dbName: dir } as Options);
   }
   await orm.migrator.up();

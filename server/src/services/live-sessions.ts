@@ -11,6 +11,7 @@ import {
 import type { Logger } from 'pino';
 import { LiveSessionSchema, WriteGrantSchema, type LiveSessionRow, type RunRow } from '../db/entities.js';
 import { em, type Em, type Orm } from '../db/orm.js';
+import { syncWithDatabase } from '../db/revisions.js';
 import { SessionEvent, sessionStatesAllowing, sessionTransition } from '../domain/live-session-machine.js';
 import { boundedTtlMs } from '../domain/ttl.js';
 import { appendAudit, SYSTEM, type Actor } from './audit.js';
@@ -378,12 +379,13 @@ export class LiveSessionService {
     const all = { ...changes, status: next, ...(ending ? { endedAt: new Date() } : {}) };
     const n = await tx.nativeUpdate(LiveSessionSchema, { id: s.id, status: from }, all);
     if (n !== 1) return null;
+    await syncWithDatabase(tx, s, all);
     // An ended share's audit row says how long it lived (from creation, and from READY when it got there).
     const lived = ending
       ? { durationMs: all.endedAt!.getTime() - s.createdAt.getTime(), readyDurationMs: s.readyAt ? all.endedAt!.getTime() - s.readyAt.getTime() : null }
       : {};
     await appendAudit(tx, { runId: s.runId, sessionId: s.id, correlationId: s.correlationId, actor, action, metadata: { provider: changes.provider ?? s.provider, ...metadata, ...lived, ...(changes.endReason ? { reason: changes.endReason } : {}) } });
-    return Object.assign(s, all);
+    return s;
   }
 
   /** After a session left the active states: tell dashboards, cut viewers off, kill the share. */

@@ -14,6 +14,7 @@ import {
 import type { Logger } from 'pino';
 import { LiveSessionSchema, WriteGrantSchema, type LiveSessionRow, type WriteGrantRow } from '../db/entities.js';
 import { em, type Em, type Orm } from '../db/orm.js';
+import { syncWithDatabase } from '../db/revisions.js';
 import { boundedTtlMs } from '../domain/ttl.js';
 import { GrantEvent, grantStatesAllowing, grantTransition } from '../domain/write-grant-machine.js';
 import { appendAudit, SYSTEM, type Actor } from './audit.js';
@@ -115,7 +116,8 @@ export class WriteGrantService {
       // A renewal stays part of the grant's story (e.g. its takeover): same correlation id.
       const changes = { expiresAt, sessionId: session.id, revealsRw: live.revealsRw || revealsRw };
       await tx.nativeUpdate(WriteGrantSchema, { id: live.id, status: 'active' }, changes);
-      grant = Object.assign(live, changes);
+      await syncWithDatabase(tx, live, changes);
+      grant = live;
     } else {
       grant = tx.create(WriteGrantSchema, {
         id: uuidv7(), runId, sessionId: session.id, granteeId: actor.id, granteeName: actor.name, status: 'active',
@@ -173,11 +175,12 @@ export class WriteGrantService {
     const changes = { status: grantTransition(from, event), endedAt: new Date(), endedBy: actor.id, endReason: reason };
     const n = await tx.nativeUpdate(WriteGrantSchema, { id: g.id, status: from }, changes);
     if (n !== 1) return null;
+    await syncWithDatabase(tx, g, changes);
     await appendAudit(tx, {
       runId: g.runId, sessionId: g.sessionId, correlationId: g.correlationId, actor, action: event === GrantEvent.expire ? 'rw.expire' : 'rw.revoke',
       metadata: { grantId: g.id, grantee: g.granteeName, reason },
     });
-    return Object.assign(g, changes);
+    return g;
   }
 
   /** After grants ended (committed): dashboards hear of it, leaked RW links are rotated. */
