@@ -48,7 +48,7 @@ export default tseslint.config(
     rules: { 'no-console': ['error', { allow: ['error', 'warn'] }] },
   },
   {
-    files: ['scripts/**', 'test/**', '**/*.test.ts', 'worker/src/demo-agent.mjs', 'server/src/cli.ts', 'server/src/main.ts'],
+    files: ['scripts/**', 'test/**', '**/*.test.ts', 'worker/src/demo-agent.mjs', 'worker/src/demo-mcp-agent.mjs', 'server/src/cli.ts', 'server/src/main.ts'],
     rules: { 'no-console': 'off' },
   },
 );

@@ -1,6 +1,9 @@
 import { parseArgs } from 'node:util';
 import { fileURLToPath } from 'node:url';
-import { AppError, parseDuration, roleSchema } from '@handoff/shared';
+import { AppError, createWebhookBodySchema, parseDuration, roleSchema, webhookEventSchema } from '@handoff/shared';
+import { createLogger } from './logger.js';
+import { loadSecretKey, SecretBox } from './services/secret-box.js';
+import { WebhookService } from './services/webhooks.js';
 import { loadConfig } from './config.js';
 import { openDatabase } from './db/orm.js';
 import { AuthService } from './services/auth.js';
@@ -13,6 +16,10 @@ const USAGE = `usage:
   pnpm handoff token list --name <name>                                list a user's tokens (never the secrets)
   pnpm handoff token revoke --id <token id>                            revoke a token (its sockets go within a second)
   pnpm handoff worker-token --name <worker> [--rotate]                 a worker token (registers the worker)
+  pnpm handoff webhook add --url <url> --events run.finished,takeover.started [--description <text>] [--format json|slack]
+                                                                       register an outbound webhook, print its signing secret once
+  pnpm handoff webhook list                                            endpoints and their subscribed events
+  pnpm handoff webhook remove --id <endpoint id>                       remove an endpoint (its pending deliveries are dropped)
   pnpm handoff bootstrap-local                                         used by 'pnpm start' (JSON output)
 
 With the embedded database (no DATABASE_URL), stop the hub first: PGlite allows one process.`;
@@ -31,7 +38,7 @@ async function main(argv: string[]): Promise<number> {
   const { positionals, values } = parseArgs({
     args: argv,
     allowPositionals: true,
-    options: { name: { type: 'string' }, role: { type: 'string' }, label: { type: 'string' }, ttl: { type: 'string' }, id: { type: 'string' }, rotate: { type: 'boolean' }, help: { type: 'boolean', short: 'h' } },
+    options: { url: { type: 'string' }, events: { type: 'string' }, description: { type: 'string' }, format: { type: 'string' }, name: { type: 'string' }, role: { type: 'string' }, label: { type: 'string' }, ttl: { type: 'string' }, id: { type: 'string' }, rotate: { type: 'boolean' }, help: { type: 'boolean', short: 'h' } },
   });
   const [cmd, sub] = positionals;
   if (values.help || !cmd) {
@@ -67,6 +74,25 @@ async function main(argv: string[]): Promise<number> {
       if (!values.name) throw new AppError({ code: 'VALIDATION', message: '--name is required' });
       const { token } = await auth.issueWorkerToken(values.name, { rotate: !!values.rotate });
       process.stdout.write(`worker token for ${values.name} (shown once):\n${token}\n`);
+    } else if (cmd === 'webhook') {
+      // Enqueued events are delivered by the running hub; the CLI only manages endpoints.
+      const webhooks = new WebhookService(orm, new SecretBox(loadSecretKey({ configured: config.HANDOFF_SECRET_KEY, dataDir: config.HANDOFF_DATA_DIR })), createLogger('warn'), {
+        retryBaseMs: config.WEBHOOK_RETRY_BASE, maxAgeMs: config.WEBHOOK_MAX_AGE, pollIntervalMs: config.WEBHOOK_POLL_INTERVAL, timeoutMs: config.WEBHOOK_TIMEOUT, publicUrl: config.HANDOFF_PUBLIC_URL ?? null,
+      });
+      if (sub === 'add') {
+        const body = createWebhookBodySchema.safeParse({ url: values.url, events: values.events?.split(',').map((e) => e.trim()).filter(Boolean), description: values.description, format: values.format });
+        if (!body.success) throw new AppError({ code: 'VALIDATION', message: `--url <http(s) url> and --events <${webhookEventSchema.options.join('|')},…> are required (--format json|slack)` });
+        const { endpoint, secret } = await webhooks.create('cli', body.data);
+        process.stdout.write(`webhook ${endpoint.id} → ${endpoint.url} (${endpoint.events.join(', ')}, ${endpoint.format}). Signing secret (shown once):\n${secret}\n`);
+      } else if (sub === 'list') {
+        for (const e of await webhooks.list()) process.stdout.write(`${e.id}  ${e.url}  ${e.format}  ${e.events.join(',')}  ${e.description ?? ''}\n`);
+      } else if (sub === 'remove') {
+        if (!values.id) throw new AppError({ code: 'VALIDATION', message: '--id is required' });
+        const e = await webhooks.remove(values.id);
+        process.stdout.write(`webhook ${e.id} (${e.url}) removed\n`);
+      } else {
+        throw new AppError({ code: 'VALIDATION', message: `unknown webhook command ${sub ?? ''}\n${USAGE}` });
+      }
     } else if (cmd === 'bootstrap-local') {
       const adminToken = await auth.bootstrapAdmin();
       const { token: workerToken } = await auth.issueWorkerToken('local', { rotate: true });

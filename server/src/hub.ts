@@ -33,6 +33,8 @@ import { setupWorkerNamespace } from './socket/worker-namespace.js';
 import { LagGuard } from './socket/lag-guard.js';
 import { handshakeError } from './socket/on.js';
 import { observedLeadership, gaugeSources } from './metrics-sources.js';
+import { WebhookService } from './services/webhooks.js';
+import { withWebhookEvents } from './services/webhook-events.js';
 
 const DEFAULT_WEB_DIR = fileURLToPath(new URL('../../web/dist', import.meta.url));
 
@@ -88,13 +90,24 @@ export async function createHub(config: ServerConfig, opts: { logger?: Logger } 
     nsp.use((_socket, next) => next(draining ? handshakeError(ErrorCode.UNAVAILABLE, 'this hub node is shutting down') : undefined));
   }
 
-  // The notifier kicks the scheduler, which is built from services that need the notifier.
-  const notifier = new SocketNotifier(dashboardNsp, workerNsp, !!redis, () => {
-    if (!draining) void scheduler.kick();
+  const secretBox = new SecretBox(loadSecretKey({ configured: config.HANDOFF_SECRET_KEY, dataDir: config.HANDOFF_DATA_DIR }));
+  const webhooks = new WebhookService(orm, secretBox, log.child({ module: 'webhooks' }), {
+    retryBaseMs: config.WEBHOOK_RETRY_BASE,
+    maxAgeMs: config.WEBHOOK_MAX_AGE,
+    pollIntervalMs: config.WEBHOOK_POLL_INTERVAL,
+    timeoutMs: config.WEBHOOK_TIMEOUT,
+    publicUrl: config.HANDOFF_PUBLIC_URL ?? null,
   });
+  // The notifier kicks the scheduler, which is built from services that need the notifier.
+  // Every service's post-commit pushes also become webhook events (see webhook-events.ts).
+  const notifier = withWebhookEvents(
+    new SocketNotifier(dashboardNsp, workerNsp, !!redis, () => {
+      if (!draining) void scheduler.kick();
+    }),
+    webhooks,
+  );
   const auth = new AuthService(orm);
   const runs = new RunService(orm, notifier, { liveSessionDefault: config.LIVE_SESSION_ENABLED_DEFAULT });
-  const secretBox = new SecretBox(loadSecretKey({ configured: config.HANDOFF_SECRET_KEY, dataDir: config.HANDOFF_DATA_DIR }));
   const sessions = new LiveSessionService(orm, notifier, secretBox, log.child({ module: 'live-sessions' }), liveSessionOptions(config));
   runs.sessions = sessions;
   // Deny by default: every user command passes the policy (HANDOFF_POLICY or the shipped default).
@@ -183,6 +196,7 @@ export async function createHub(config: ServerConfig, opts: { logger?: Logger } 
     limiter: new RateLimiter({ perSecond: config.RATE_LIMIT_REST_PER_SEC, burst: config.RATE_LIMIT_REST_BURST }),
     allowedOrigins,
     approvals,
+    webhooks,
     webDir: config.HANDOFF_WEB_DIR ?? DEFAULT_WEB_DIR,
     draining: () => draining,
     metricsToken: config.HANDOFF_METRICS_TOKEN,
@@ -207,6 +221,7 @@ export async function createHub(config: ServerConfig, opts: { logger?: Logger } 
   }, SCHEDULER_TICK_MS);
   tick.unref();
   sweeper.start();
+  webhooks.start();
   log.info({ port, database: config.DATABASE_URL ? 'postgresql' : 'pglite', redis: !!redis }, 'hub listening');
 
   return {
@@ -231,6 +246,8 @@ export async function createHub(config: ServerConfig, opts: { logger?: Logger } 
     http.close();
     http.closeIdleConnections();
     await sweeperStopped;
+    // Attempts in flight finish (or their claims lapse and another node retries them).
+    await webhooks.stop();
     // Workers first: each fails over to another node and resends there what was not acked.
     // Closing the transport (not a socket.io "server disconnect") makes every client retry.
     const workers = [...workerNsp.sockets.values()];

@@ -33,6 +33,7 @@ import {
   verifyResponseSchema,
   whoamiSchema,
 } from './rest.js';
+import { createWebhookBodySchema, createdWebhookSchema, webhookDeliveryListSchema, webhookEndpointSchema, webhookListSchema } from './webhooks.js';
 
 /** Who may call a route: nobody needs a token (`public`), a user of at least that role, or a scraper. */
 export type RouteAuth = 'public' | 'observer' | 'operator' | 'admin' | 'metrics';
@@ -136,6 +137,11 @@ export const apiRoutes: readonly ApiRoute[] = [
   { method: 'get', path: '/api/approvals', operationId: 'listApprovals', summary: 'Approval requests', tag: 'approvals', auth: 'operator', query: listApprovalsQuerySchema, responses: { 200: approvalListSchema }, errors: ['VALIDATION'] },
   { method: 'post', path: '/api/approvals/{id}/approve', operationId: 'approve', summary: 'Approve (not your own request); the command is replayed as the requester', tag: 'approvals', auth: 'operator', params: approvalIdParamsSchema, body: resolveApprovalBodySchema, responses: { 200: approvalSchema }, errors: GATED },
   { method: 'post', path: '/api/approvals/{id}/deny', operationId: 'deny', summary: 'Deny an approval request', tag: 'approvals', auth: 'operator', params: approvalIdParamsSchema, body: resolveApprovalBodySchema, responses: { 200: approvalSchema }, errors: GATED },
+
+  { method: 'post', path: '/api/webhooks', operationId: 'createWebhook', summary: 'Register an outbound webhook endpoint; answers its signing secret once', tag: 'webhooks', auth: 'admin', body: createWebhookBodySchema, responses: { 201: createdWebhookSchema }, errors: ['VALIDATION'] },
+  { method: 'get', path: '/api/webhooks', operationId: 'listWebhooks', summary: 'Registered webhook endpoints (no secrets)', tag: 'webhooks', auth: 'admin', responses: { 200: webhookListSchema } },
+  { method: 'delete', path: '/api/webhooks/{id}', operationId: 'deleteWebhook', summary: 'Remove an endpoint; its pending deliveries are dropped', tag: 'webhooks', auth: 'admin', params: idParamsSchema, responses: { 200: webhookEndpointSchema }, errors: ['VALIDATION', 'NOT_FOUND'] },
+  { method: 'get', path: '/api/webhooks/{id}/deliveries', operationId: 'listWebhookDeliveries', summary: 'The endpoint’s newest deliveries: status, attempts, last error', tag: 'webhooks', auth: 'admin', params: idParamsSchema, responses: { 200: webhookDeliveryListSchema }, errors: ['VALIDATION', 'NOT_FOUND'] },
   { method: 'get', path: '/api/users/{id}/tokens', operationId: 'listUserTokens', summary: 'A user’s API tokens (never their secrets), newest first', tag: 'tokens', auth: 'admin', params: idParamsSchema, responses: { 200: apiTokenListSchema }, errors: ['VALIDATION', 'NOT_FOUND'] },
   { method: 'delete', path: '/api/tokens/{id}', operationId: 'revokeToken', summary: 'Revoke a token: refused within a second, its sockets disconnected on every node', tag: 'tokens', auth: 'admin', params: idParamsSchema, responses: { 200: revokeTokenResponseSchema }, errors: ['VALIDATION', 'NOT_FOUND', 'STATE_CONFLICT'] },
 ];

@@ -95,6 +95,16 @@ export const serverConfigSchema = z.object({
   VIEWER_MAX_QUEUED_BYTES: int(1024 * 1024, 1024, 1024 * 1024 * 1024),
   /** A dashboard lagging this long is disconnected. Default 30s. */
   VIEWER_STUCK_AFTER: duration('30s'),
+  /** Outbound webhooks: first retry delay; each retry doubles it (±50 % jitter, at most 1 h). Default 5s. */
+  WEBHOOK_RETRY_BASE: duration('5s'),
+  /** Outbound webhooks: a delivery still failing this long after its event is given up (`failed`). Default 24h. */
+  WEBHOOK_MAX_AGE: duration('24h'),
+  /** Outbound webhooks: how often each node looks for due deliveries (new events are sent at once). Default 1s. */
+  WEBHOOK_POLL_INTERVAL: duration('1s'),
+  /** Outbound webhooks: one attempt's timeout; a node that claimed a delivery holds it for 3× this. Default 10s. */
+  WEBHOOK_TIMEOUT: duration('10s'),
+  /** The dashboard's public base URL, for links in webhook payloads (e.g. https://handoff.example.com); unset → links are paths. */
+  HANDOFF_PUBLIC_URL: optionalUrl,
   /** pino level. Default info. */
   LOG_LEVEL: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
 });

@@ -187,6 +187,29 @@ export const operatorMessageSchema = z.object({
 });
 export type OperatorMessage = z.infer<typeof operatorMessageSchema>;
 
+/** Most commands a hand-back lists (the newest ones), and most characters of each command line. */
+export const HANDOFF_MAX_COMMANDS = 100;
+export const HANDOFF_MAX_COMMAND_CHARS = 2000;
+
+/**
+ * One command an operator ran in their takeover shell, from the shell's own history.
+ * Offsets are byte offsets into the run's captured output (`output.log` on the worker,
+ * the text the recording's frames carry, in order): from the prompt the command was typed
+ * at to the next prompt, so the range holds the typed line and everything it printed.
+ * As seen by the shell at its prompts: tmux's capture may trail it by a few milliseconds.
+ */
+export const operatorCommandSchema = z.object({
+  /** The command line as typed (history expansion applied; secrets redacted). */
+  command: z.string().max(HANDOFF_MAX_COMMAND_CHARS),
+  /** `$?` when the command finished (128+N: killed by signal N). */
+  exitStatus: z.number().int().min(0).max(255),
+  /** Output bytes captured before the prompt it was typed at. */
+  startOffset: z.number().int().min(0),
+  /** Output bytes captured when the next prompt came (its output ends here). */
+  endOffset: z.number().int().min(0),
+});
+export type OperatorCommand = z.infer<typeof operatorCommandSchema>;
+
 /** What the worker captured when an operator handed a run back to its agent. */
 export const handoffContextSchema = z.object({
   /** The working directory of the operator's pane at hand-back; null if it could not be read. */
@@ -195,5 +218,7 @@ export const handoffContextSchema = z.object({
   env: z.record(z.string().max(256), z.string().max(8192)),
   /** Scrollback reference: the last terminal frame seq before the hand-back (into the recording). */
   scrollbackSeq: z.number().int().min(0),
+  /** The commands the operator ran in their shell, in order (the newest HANDOFF_MAX_COMMANDS); empty from workers that predate it. */
+  commands: z.array(operatorCommandSchema).max(HANDOFF_MAX_COMMANDS).default([]),
 });
 export type HandoffContext = z.infer<typeof handoffContextSchema>;

@@ -8,3 +8,4 @@ export * from './redaction.js';
 export * from './text-safety.js';
 export * from './api.js';
 export * from './openapi.js';
+export * from './webhooks.js';

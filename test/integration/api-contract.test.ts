@@ -141,6 +141,13 @@ describe('REST contract: the OpenAPI document is the API', () => {
     expect((await call(admin, 'GET', '/metrics')).status).toBe(200);
     expect((await call('metrics-token-0123456789', 'GET', '/metrics')).status).toBe(200);
 
+    const hook = await call(admin, 'POST', '/api/webhooks', { url: 'http://127.0.0.1:9/hook', events: ['run.finished'] });
+    expect(hook.status).toBe(201);
+    expect((await call(alice, 'POST', '/api/webhooks', { url: 'http://127.0.0.1:9/hook', events: ['run.finished'] })).status).toBe(403);
+    expect((await call(admin, 'GET', '/api/webhooks')).status).toBe(200);
+    expect((await call(admin, 'GET', `/api/webhooks/${hook.body.endpoint.id}/deliveries`)).status).toBe(200);
+    expect((await call(admin, 'DELETE', `/api/webhooks/${hook.body.endpoint.id}`)).status).toBe(200);
+    expect((await call(admin, 'DELETE', `/api/webhooks/${hook.body.endpoint.id}`)).status).toBe(404);
     // Token lifecycle (admin): list a user's tokens, revoke one; errors too.
     const bob = await hub.auth.addUser(`contract-bob-${randomUUID().slice(0, 6)}`, 'operator');
     const listed = await call(admin, 'GET', `/api/users/${bob.user.id}/tokens`);

@@ -1,6 +1,7 @@
 #!/usr/bin/env node
 // `handoff-agent`: the agent SDK from a shell, for agents that are scripts or not written
-// in JavaScript. Plain Node (20+), no dependencies. Inside a run the worker puts it on PATH.
+// in JavaScript. Plain Node (20+), no dependencies — except `mcp`, which loads the MCP SDK
+// (a dependency of the worker package) on demand. Inside a run the worker puts it on PATH.
 import { checkpoint, onInbox, requestOperator } from './index.mjs';
 
 const USAGE = `usage: handoff-agent <command>
@@ -11,6 +12,9 @@ const USAGE = `usage: handoff-agent <command>
                               (--follow: and wait for new ones; --json: one JSON line
                               each, as in the inbox)
   request-operator <reason>   ask for a human: the run is flagged on every dashboard
+  mcp                         serve the above as Model Context Protocol tools over
+                              stdio (checkpoint, request_operator, read_messages,
+                              wait_for_handback, status), for MCP-capable agents
 
 exit status: 0 done, 1 failed, 2 bad usage or not inside a Handoff run
 `;
@@ -34,6 +38,7 @@ function handoffText(packet) {
   const where = [
     `cwd ${context.cwd ?? '(unknown)'}`,
     `${vars} env var${vars === 1 ? '' : 's'} (--json shows them, secrets redacted)`,
+    ...(context.commands ?? []).map((c) => `ran \`${c.command}\` → exit ${c.exitStatus}`),
     `scrollback up to frame ${context.scrollbackSeq ?? '?'} of ${context.recording ?? 'the recording'}`,
   ];
   return `${packet.ts ?? '?'} ${packet.actor ?? 'an operator'} handed control back: ${summary}\n    ${where.join('; ')}\n`;
@@ -67,6 +72,13 @@ switch (command) {
     const reason = args.join(' ').trim();
     if (reason === '') fail(2, `request-operator needs a reason\n\n${USAGE}`);
     if (!(await requestOperator(reason))) fail(2, 'HANDOFF_OUTBOX is not set: not inside a Handoff run');
+    break;
+  }
+  case 'mcp': {
+    if (args.length > 0) fail(2, `mcp takes no arguments\n\n${USAGE}`);
+    // Imported only here: the MCP SDK is the one dependency of the CLI, and no other command needs it.
+    const { runMcpServer } = await import('./mcp-server.mjs');
+    await runMcpServer();
     break;
   }
   case 'help':

@@ -9,7 +9,8 @@
  * - `HANDOFF_OUTBOX` — JSON lines the agent writes: `{type: 'request-operator', reason, ts}`.
  * - `checkpoint.json` next to the control file — written by {@link checkpoint} when it halts: `{seq, at, pid}`.
  *
- * The `handoff-agent` CLI (on the run's PATH) offers the same from a shell.
+ * The `handoff-agent` CLI (on the run's PATH) offers the same from a shell, and
+ * `handoff-agent mcp` as Model Context Protocol tools over stdio (see README.md).
  */
 
 /** Who drives the run: the agent, nobody (paused), or an operator who took it over. */
@@ -25,6 +26,8 @@ export interface ControlFile {
    * (SIGSTOP if none comes within the grace), `hard` stops the run's processes (SIGSTOP) at once. Null for `agent`.
    */
   mode: 'soft' | 'hard' | null;
+  /** For `paused` and `operator`: who paused or took over the run (absent when the hub named nobody). */
+  by?: { id: string; name: string };
 }
 
 /** One operator message, as appended to `$HANDOFF_INBOX`. */
@@ -53,8 +56,28 @@ export interface HandoffContext {
   env: Record<string, string>;
   /** The run's newest terminal frame when the operator handed back: what they did is in the recording up to this frame. */
   scrollbackSeq: number;
+  /** The commands the operator ran in their shell, in order (the newest 100; empty when no bash shell recorded them). */
+  commands: OperatorCommand[];
   /** The run's recording on the hub (asciicast v2): `GET <hub>/api/task-runs/<runId>/recording.cast`. */
   recording: string;
+}
+
+/**
+ * One command an operator ran during a takeover, from their shell's own history (recorded at
+ * each prompt). The offsets are **byte offsets into the run's captured terminal output** (the
+ * worker's `output.log`; the recording's frames carry the same bytes, in order): from the
+ * prompt the command was typed at to the next prompt, so the range holds the typed line and
+ * everything the command printed.
+ */
+export interface OperatorCommand {
+  /** The command line as the shell's history holds it (at most 2000 characters; secrets redacted). */
+  command: string;
+  /** Its `$?` (0 success; 128+N killed by signal N). */
+  exitStatus: number;
+  /** Output bytes captured before the prompt it was typed at. */
+  startOffset: number;
+  /** Output bytes captured when the next prompt came. */
+  endOffset: number;
 }
 
 /**

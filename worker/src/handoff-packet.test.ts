@@ -30,6 +30,7 @@ describe('handoffContext', () => {
         PATH: '/usr/bin',
       },
       scrollbackSeq: 42,
+      commands: [],
     });
     expect(Object.keys(context.env)).toEqual(['API_TOKEN', 'DATABASE_URL', 'DB_PASSWORD', 'EMPTY_SECRET', 'HOME', 'PATH']);
   });
@@ -61,7 +62,7 @@ describe('handoffContext', () => {
 
 describe('handoffPacket', () => {
   it('is the inbox line the agent SDK documents, with the summary redacted', () => {
-    const context = { cwd: '/tmp', env: { A: '1' }, scrollbackSeq: 3 };
+    const context = { cwd: '/tmp', env: { A: '1' }, scrollbackSeq: 3, commands: [] };
     const packet = handoffPacket(
       'run-1',
       { summary: 'use Bearer abc.def-123456 next time', by: { id: 'u1', name: 'Ada' }, at: '2025-05-01T12:00:00.000Z' },
@@ -75,7 +76,20 @@ describe('handoffPacket', () => {
       actorId: 'u1',
       summary: 'use Bearer [REDACTED:bearer] next time',
       correlationId: 'corr-1',
-      context: { cwd: '/tmp', env: { A: '1' }, scrollbackSeq: 3, recording: '/api/task-runs/run-1/recording.cast' },
+      context: { cwd: '/tmp', env: { A: '1' }, scrollbackSeq: 3, commands: [], recording: '/api/task-runs/run-1/recording.cast' },
     });
+  });
+});
+
+describe('handoffContext commands', () => {
+  it('redacts each command line, keeps the newest HANDOFF_MAX_COMMANDS and counts the rest as omitted', () => {
+    const commands = Array.from({ length: 105 }, (_, i) => ({ command: `echo ${i}`, exitStatus: i % 2, startOffset: i * 10, endOffset: i * 10 + 5 }));
+    commands.push({ command: 'export API_TOKEN=ghp_abcdefghijklmnopqrstuvwxyz0123456789', exitStatus: 0, startOffset: 2000, endOffset: 2100 });
+    const { context, omitted } = handoffContext({ cwd: '/w', env: {}, commands }, 5);
+    expect(context.commands).toHaveLength(100);
+    expect(omitted).toBe(6);
+    expect(context.commands[0]).toEqual({ command: 'echo 6', exitStatus: 0, startOffset: 60, endOffset: 65 });
+    expect(context.commands.at(-1)!.command).not.toContain('ghp_abcdefghijklmnopqrstuvwxyz0123456789');
+    expect(handoffContextSchema.parse(context)).toEqual(context);
   });
 });

@@ -1,4 +1,4 @@
-import { redactEnv, redactText, type ControlApply, type HandoffContext } from '@handoff/shared';
+import { HANDOFF_MAX_COMMAND_CHARS, HANDOFF_MAX_COMMANDS, redactEnv, redactText, type ControlApply, type HandoffContext, type OperatorCommand } from '@handoff/shared';
 
 /** What the worker read from the terminal at hand-back, before redaction. */
 export interface CapturedContext {
@@ -6,6 +6,8 @@ export interface CapturedContext {
   cwd: string | null;
   /** The shell's environment as it was (secrets included: never log it). */
   env: Record<string, string>;
+  /** The commands the operator ran, in order, as the shell recorded them (secrets included); absent without an operator shell. */
+  commands?: OperatorCommand[];
 }
 
 /** The hand-back packet: one `{"type":"handoff",…}` line of `$HANDOFF_INBOX` (see agent-sdk/index.d.ts `HandoffPacket`). */
@@ -40,7 +42,8 @@ const MAX_ENV_CHARS = 64 * 1024;
  * redacted (secret-named variables wholesale, secret-shaped values in place), then bounded
  * to what the wire accepts — redaction first, so a cut never hides a secret from it.
  * Variables come sorted by name; what does not fit is left out, never cut in the middle
- * of a name. Returns how many variables were left out too.
+ * of a name. Commands are redacted and cut the same way, the newest kept. Returns how many
+ * variables and commands were left out too.
  */
 export function handoffContext(captured: CapturedContext, scrollbackSeq: number): { context: HandoffContext; omitted: number } {
   const redacted = redactEnv(captured.env);
@@ -58,7 +61,14 @@ export function handoffContext(captured: CapturedContext, scrollbackSeq: number)
     chars += name.length + value.length;
   }
   const cwd = captured.cwd !== null && captured.cwd.length <= MAX_CWD_CHARS ? captured.cwd : null;
-  return { context: { cwd, env, scrollbackSeq: Math.max(0, Math.floor(scrollbackSeq)) }, omitted };
+  // The newest ones: what the operator did last matters most to the agent that goes on.
+  const all = captured.commands ?? [];
+  const commands = all.slice(-HANDOFF_MAX_COMMANDS).map((c) => {
+    const command = redactText(c.command);
+    return { ...c, command: command.length > HANDOFF_MAX_COMMAND_CHARS ? `${command.slice(0, HANDOFF_MAX_COMMAND_CHARS - 1)}…` : command };
+  });
+  omitted += all.length - commands.length;
+  return { context: { cwd, env, scrollbackSeq: Math.max(0, Math.floor(scrollbackSeq)), commands }, omitted };
 }
 
 /** A hand-back as the hub sends it in `control:apply`. */

@@ -122,7 +122,7 @@ describe('takeover', () => {
     expect(run.operatorShell).not.toBeNull();
     expect(out.text).toContain('── Ada took over this run; the agent pauses at its next checkpoint. Hand back from the dashboard. ──');
     expect(JSON.parse(readFileSync(join(run.dir, 'checkpoint.json'), 'utf8'))).toMatchObject({ seq: 1 });
-    expect(JSON.parse(readFileSync(run.controlPath, 'utf8'))).toEqual({ seq: 1, state: 'operator', mode: 'soft' });
+    expect(JSON.parse(readFileSync(run.controlPath, 'utf8'))).toEqual({ seq: 1, state: 'operator', mode: 'soft', by: { id: 'op-1', name: 'Ada' } });
     await until(() => statusLeft(run).includes('OPERATOR Ada HAS CONTROL (agent paused)'), 'status line once halted');
     const steps = count(out.text, 'step');
     await sleep(400);

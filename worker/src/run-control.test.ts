@@ -101,7 +101,7 @@ describe('RunControl', () => {
     expect(Math.abs(paused.appliedAt - Date.now())).toBeLessThan(5000);
     await expectStopped(run); // the loop's shell (and maybe its sleep)
     expect(await quiet(out, 600)).toBe(true);
-    expect(controlFile(run)).toEqual({ seq: 1, state: 'paused', mode: 'hard' });
+    expect(controlFile(run)).toEqual({ seq: 1, state: 'paused', mode: 'hard', by: { id: 'op-1', name: 'Ada' } });
     // The banner is in the session's status line for attached viewers, never in the agent's output.
     await statusShows(run, 'status-left', 'PAUSED FOR OPERATOR (by Ada)');
     expect(statusOf(run, 'status')).toBe('on');
@@ -188,7 +188,7 @@ describe('RunControl', () => {
     await control.idle();
     await sleep(200);
     expect(control.seq).toBe(3);
-    expect(controlFile(run)).toEqual({ seq: 3, state: 'paused', mode: 'hard' });
+    expect(controlFile(run)).toEqual({ seq: 3, state: 'paused', mode: 'hard', by: { id: 'op-1', name: 'Ada' } });
     await expectStopped(run);
     expect(applied.map((a) => [a.seq, a.effective])).toEqual([[3, 'paused-hard']]);
   });

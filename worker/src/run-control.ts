@@ -18,6 +18,8 @@ export interface ControlFile {
   state: ControlState;
   /** How a pause or a takeover halts the agent; null when `state` is `agent`. */
   mode: PauseMode | null;
+  /** Who paused or took over the run (absent for `agent`, or when the hub named nobody): what `handoff-agent mcp` reports as "controlled by". */
+  by?: { id: string; name: string };
 }
 
 /** The run a `RunControl` acts on (a `TmuxRun` once it started). */
@@ -59,7 +61,7 @@ export type ApplyResult = 'accepted' | 'stale' | 'closed';
  * The control state of one run on this worker: applies each `control:apply` once, in seq
  * order, and says when it took hold.
  *
- * - A change is written to `$HANDOFF_CONTROL` (`{seq, state, mode}`, replaced atomically),
+ * - A change is written to `$HANDOFF_CONTROL` (`{seq, state, mode, by?}`, replaced atomically),
  *   which the agent SDK's `checkpoint()` watches — for a hand-back only once the packet is
  *   in the inbox, so a resumed agent always finds it.
  * - `paused` + `hard`: SIGSTOP of every process of the run but the pane's wrapper shell
@@ -181,7 +183,7 @@ export class RunControl {
     if (change.state === 'operator') this.takeoverCorrelationId = change.correlationId ?? this.takeoverCorrelationId;
 
     const soft = change.mode !== 'hard';
-    await writeControlFile(target.dir, { seq: change.seq, state: change.state, mode: soft ? 'soft' : 'hard' });
+    await writeControlFile(target.dir, { seq: change.seq, state: change.state, mode: soft ? 'soft' : 'hard', ...(change.by ? { by: change.by } : {}) });
     const halted = this.frozen || !soft;
     if (change.state === 'operator') {
       const operator = change.by ?? { id: '', name: 'an operator' };
@@ -232,7 +234,7 @@ export class RunControl {
       return { cwd: null, env: {} };
     });
     const { context, omitted } = handoffContext(captured, this.scrollbackSeq());
-    if (omitted > 0) this.log.warn({ seq, omitted }, 'the environment snapshot was too large: some variables were left out of the hand-back');
+    if (omitted > 0) this.log.warn({ seq, omitted }, 'the hand-back context was too large: some variables or commands were left out');
     await target.closeOperatorShell();
     try {
       await this.deliverHandoff(seq, handoffPacket(this.runId, handback, correlationId, context));

@@ -128,7 +128,7 @@ describe('RunInbox', () => {
       actorId: 'u3',
       summary: 'fixed it',
       correlationId: null,
-      context: { cwd: '/srv', env: { A: '1' }, scrollbackSeq: 9, recording: '/api/task-runs/r/recording.cast' },
+      context: { cwd: '/srv', env: { A: '1' }, scrollbackSeq: 9, commands: [], recording: '/api/task-runs/r/recording.cast' },
     };
     await inbox.deliver(a);
     expect(await inbox.deliverHandoff(4, packet)).toBe(true);

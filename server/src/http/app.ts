@@ -18,6 +18,8 @@ import { authenticate, principalOf } from './auth.js';
 import { errorBoundary } from './errors.js';
 import { approvalRoutes } from './approval-routes.js';
 import { tokenRoutes } from './token-routes.js';
+import { webhookRoutes } from './webhook-routes.js';
+import type { WebhookService } from '../services/webhooks.js';
 import type { Notifier } from '../services/notifier.js';
 import { auditRoutes } from './audit-routes.js';
 import { controlRoutes } from './control-routes.js';
@@ -38,6 +40,7 @@ export interface AppDeps {
   control: ControlService;
   messages: MessageService;
   approvals: ApprovalService;
+  webhooks: WebhookService;
   /** Disconnects the sockets of a revoked token. */
   notifier: Pick<Notifier, 'disconnectToken'>;
   log: Logger;
@@ -124,6 +127,7 @@ export function createApp(deps: AppDeps): Express {
   api.use('/task-runs', taskRunsRoutes(deps.runs));
   api.use('/approvals', approvalRoutes(deps.approvals));
   api.use(tokenRoutes(deps.auth, deps.notifier));
+  api.use('/webhooks', webhookRoutes(deps.webhooks));
   api.use((req) => {
     throw new AppError({ code: ErrorCode.NOT_FOUND, message: `no route ${req.method} /api${req.path}` });
   });

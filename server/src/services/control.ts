@@ -133,7 +133,7 @@ export class ControlService {
       if (handoff && rows.length > 0) {
         await appendAudit(tx, {
           runId, actor, ...correlation, action: 'handoff.completed',
-          metadata: { seq, by: run.handback?.by.name ?? null, cwd: handoff.cwd, env: handoff.env, scrollbackSeq: handoff.scrollbackSeq, recording: `/api/task-runs/${runId}/recording.cast` },
+          metadata: { seq, by: run.handback?.by.name ?? null, cwd: handoff.cwd, env: handoff.env, scrollbackSeq: handoff.scrollbackSeq, commands: handoff.commands, recording: `/api/task-runs/${runId}/recording.cast` },
         });
       }
       return rows.length > 0;
