@@ -1,4 +1,5 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { apiRoutes } from '@handoff/shared';
 import { em } from '../../server/src/db/orm.js';
 import { api, connect, emitAck, eventually } from '../support/clients.js';
 import { startTestHub, type TestHub } from '../support/hub.js';
@@ -17,11 +18,13 @@ const CODE: Partial<Record<Outcome, string[]>> = { 401: ['UNAUTHENTICATED'], 403
 describe('authorization matrix: every route × (no token, observer, operator, admin, worker)', () => {
   let hub: TestHub;
   const tokens: Partial<Record<Who, string>> = {};
+  let userId = '';
 
   beforeAll(async () => {
     hub = await startTestHub();
     for (const role of ['observer', 'operator', 'admin'] as const) tokens[role] = await hub.token(role);
     tokens.worker = await hub.workerToken('matrix-worker');
+    userId = (await api(hub.url, tokens.operator!, 'GET', '/api/auth/whoami')).body.id;
   });
   afterAll(async () => {
     await hub?.stop();
@@ -55,12 +58,23 @@ describe('authorization matrix: every route × (no token, observer, operator, ad
     ['GET', '/api/task-runs/RUN/operator-messages', undefined, { none: 401, observer: 200, operator: 200, admin: 200, worker: 403 }],
     ['POST', '/api/task-runs/RUN/needs-operator/dismiss', {}, { none: 401, observer: 403, operator: 409, admin: 409, worker: 403 }],
     ['GET', '/api/auth/whoami', undefined, { none: 401, observer: 200, operator: 200, admin: 200, worker: 200 }],
+    // Only a grantee may reveal a grant: on a fresh run nobody holds one, admins included.
+    ['GET', '/api/task-runs/RUN/live-session/write-grant', undefined, { none: 401, observer: 403, operator: 403, admin: 403, worker: 403 }],
+    ['GET', '/api/users/USER/tokens', undefined, { none: 401, observer: 403, operator: 403, admin: 200, worker: 403 }],
+    // A token id nobody has: admins get as far as the lookup.
+    ['DELETE', `/api/tokens/${uuid}`, undefined, { none: 401, observer: 403, operator: 403, admin: 404, worker: 403 }],
   ];
+
+  it('the table covers every authenticated route of apiRoutes', () => {
+    const covered = new Set(table.map(([method, path]) => `${method.toLowerCase()} ${path.replace('RUN', '{id}').replace('USER', '{id}').replace(uuid, '{id}')}`));
+    const missing = apiRoutes.filter((r) => r.path.startsWith('/api/') && r.auth !== 'public').map((r) => `${r.method} ${r.path}`).filter((k) => !covered.has(k));
+    expect(missing).toEqual([]);
+  });
 
   for (const [method, path, body, expected] of table) {
     it(`${method} ${path}`, async () => {
       for (const who of WHO) {
-        const target = path.includes('RUN') ? path.replace('RUN', await freshRun()) : path;
+        const target = path.includes('RUN') ? path.replace('RUN', await freshRun()) : path.replace('USER', userId);
         const res = await api(hub.url, who === 'none' ? null : tokens[who]!, method, target, body);
         const want = expected[who];
         expect(res.status, `${who} → ${res.status} ${JSON.stringify(res.body?.error)}`).toBe(want);
