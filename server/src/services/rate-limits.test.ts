@@ -11,7 +11,14 @@ describe('RateLimits', () => {
   dead.on('error', () => {});
   afterAll(() => dead.disconnect());
 
-  for (const [name, store] of [['in memory', null], ['Redis down (insurance in memory)', { redis: dead, keyPrefix: 'rl-test' }]] as const) {
+  // A Redis that accepts commands and never answers (connected, but hung).
+  const hung = { status: 'ready', defineCommand() {}, rlflxIncr: () => new Promise(() => {}), eval: () => new Promise(() => {}), pttl: () => new Promise(() => {}), get: () => new Promise(() => {}), set: () => new Promise(() => {}), multi: () => { throw new Error('hung'); } } as unknown as Redis;
+
+  for (const [name, store] of [
+    ['in memory', null],
+    ['Redis down (insurance in memory)', { redis: dead, keyPrefix: 'rl-test' }],
+    ['Redis hung (insurance in memory after the timeout)', { redis: hung, keyPrefix: 'rl-test' }],
+  ] as const) {
     it(`${name}: failures past the budget block that IP only; a principal gets its burst`, async () => {
       const limits = new RateLimits(OPTS, store);
       for (let i = 0; i < 3; i++) expect(await limits.authFailed('10.0.0.1')).toBe(0);

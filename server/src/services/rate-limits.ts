@@ -1,5 +1,5 @@
 import type { Redis } from 'ioredis';
-import { RateLimiterMemory, RateLimiterRedis, RateLimiterRes, type RateLimiterAbstract } from 'rate-limiter-flexible';
+import { RateLimiterMemory, RateLimiterRedis, RateLimiterRes, RLWrapperTimeouts, type RateLimiterAbstract } from 'rate-limiter-flexible';
 
 export interface RateLimitOptions {
   /** Requests per client IP per second, checked before anything is parsed. */
@@ -13,6 +13,11 @@ export interface RateLimitOptions {
   restBurst: number;
 }
 
+/**
+ * How long a Redis count may take before the in-memory insurance answers instead, ms: a
+ * Redis that hangs (paused, overloaded) while still connected must not hang every request.
+ */
+const REDIS_TIMEOUT_MS = 200;
 /** The longest an IP stays blocked for failed authentications, ms. */
 const MAX_BLOCK_MS = 3_600_000;
 
@@ -38,7 +43,7 @@ export class RateLimits {
     const limiter = (name: string, points: number, duration: number) => {
       const memory = new RateLimiterMemory({ keyPrefix: name, points, duration });
       if (!store) return memory;
-      return new RateLimiterRedis({
+      const redis = new RateLimiterRedis({
         storeClient: store.redis,
         keyPrefix: `${store.keyPrefix}:rl:${name}`,
         points,
@@ -48,6 +53,7 @@ export class RateLimits {
         rejectIfRedisNotReady: true,
         insuranceLimiter: memory,
       });
+      return new RLWrapperTimeouts({ limiter: redis, insuranceLimiter: memory, timeoutMs: REDIS_TIMEOUT_MS });
     };
     this.perIp = limiter('ip', opts.ipPerSec, 1);
     this.authFailures = limiter('authfail', opts.authFailuresPerMin, 60);
