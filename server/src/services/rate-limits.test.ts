@@ -1,5 +1,5 @@
 import { Redis } from 'ioredis';
-import { afterAll, describe, expect, it } from 'vitest';
+import { afterAll, describe, expect, it, onTestFinished, vi } from 'vitest';
 import { clientIp } from '../http/client-ip.js';
 import { RateLimits } from './rate-limits.js';
 
@@ -30,6 +30,22 @@ describe('RateLimits', () => {
       expect(await limits.principal('user:1')).toBeGreaterThan(0);
     });
   }
+});
+
+describe('RateLimits back-off', () => {
+  it('each further block of an IP within the hour doubles', async () => {
+    // The in-memory limiter keeps time with Date.now and timers: faked, not slept through.
+    vi.useFakeTimers();
+    onTestFinished(() => void vi.useRealTimers());
+    const limits = new RateLimits({ ...OPTS, authFailuresPerMin: 1, authBlockMs: 1000 }, null);
+    expect(await limits.authFailed('10.0.0.3')).toBe(0);
+    expect(await limits.authFailed('10.0.0.3')).toBe(1000);
+    await vi.advanceTimersByTimeAsync(1100);
+    expect(await limits.authBlocked('10.0.0.3')).toBe(0);
+    expect(await limits.authFailed('10.0.0.3')).toBe(0);
+    expect(await limits.authFailed('10.0.0.3')).toBe(2000);
+    expect(await limits.authBlocked('10.0.0.3')).toBeGreaterThan(1000);
+  });
 });
 
 describe('clientIp', () => {
