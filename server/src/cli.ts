@@ -1,6 +1,7 @@
 import { parseArgs } from 'node:util';
 import { fileURLToPath } from 'node:url';
-import { AppError, createWebhookBodySchema, parseDuration, roleSchema, webhookEventSchema } from '@handoff/shared';
+import { z } from 'zod';
+import { AppError, createWebhookBodySchema, ErrorCode, parseDuration, roleSchema, tokenLabelSchema, userNameSchema, webhookEventSchema, workerNameSchema } from '@handoff/shared';
 import { createLogger } from './logger.js';
 import { loadSecretKey, SecretBox } from './services/secret-box.js';
 import { WebhookService } from './services/webhooks.js';
@@ -45,35 +46,40 @@ async function main(argv: string[]): Promise<number> {
     process.stdout.write(`${USAGE}\n`);
     return cmd ? 0 : 2;
   }
+  // Checked before the database opens, with the schemas the API uses: a bad argument is a
+  // usage error (exit 2) naming the option, never a raw database error.
+  const name = values.name === undefined ? undefined : checked(cmd === 'worker-token' ? workerNameSchema : userNameSchema, values.name, '--name');
+  const label = values.label === undefined ? undefined : checked(tokenLabelSchema, values.label, '--label');
+  const ttlMs = values.ttl === undefined ? undefined : (parseDuration(values.ttl) ?? undefined);
+  if (values.ttl !== undefined && !ttlMs) throw new AppError({ code: ErrorCode.VALIDATION, message: `--ttl "${values.ttl}" is not a duration (e.g. 12h, 30d)` });
+  if (values.id !== undefined) checked(z.uuid(), values.id, '--id');
   const config = loadConfig();
   const orm = await openDatabase({ databaseUrl: config.DATABASE_URL, dataDir: config.HANDOFF_DATA_DIR });
   try {
     const auth = new AuthService(orm);
-    const ttlMs = values.ttl === undefined ? undefined : (parseDuration(values.ttl) ?? undefined);
-    if (values.ttl !== undefined && !ttlMs) throw new AppError({ code: 'VALIDATION', message: `--ttl "${values.ttl}" is not a duration (e.g. 12h, 30d)` });
     if (cmd === 'user' && sub === 'add') {
       const role = roleSchema.safeParse(values.role);
-      if (!values.name || !role.success) throw new AppError({ code: 'VALIDATION', message: '--name and --role observer|operator|admin are required' });
-      const { token } = await auth.addUser(values.name, role.data, { ttlMs });
-      process.stdout.write(`user ${values.name} (${role.data}) created. Token (shown once):\n${token}\n`);
+      if (!name || !role.success) throw new AppError({ code: ErrorCode.VALIDATION, message: '--name and --role observer|operator|admin are required' });
+      const { token } = await auth.addUser(name, role.data, { ttlMs });
+      process.stdout.write(`user ${name} (${role.data}) created. Token (shown once):\n${token}\n`);
     } else if (cmd === 'user' && sub === 'token') {
-      if (!values.name) throw new AppError({ code: 'VALIDATION', message: '--name is required' });
-      const token = await auth.addUserToken(values.name, values.label ?? 'cli', { ttlMs });
-      process.stdout.write(`new token for ${values.name} (shown once):\n${token}\n`);
+      if (!name) throw new AppError({ code: ErrorCode.VALIDATION, message: '--name is required' });
+      const token = await auth.addUserToken(name, label ?? 'cli', { ttlMs });
+      process.stdout.write(`new token for ${name} (shown once):\n${token}\n`);
     } else if (cmd === 'token' && sub === 'list') {
-      if (!values.name) throw new AppError({ code: 'VALIDATION', message: '--name is required' });
-      for (const t of await auth.listTokensOf(values.name)) {
+      if (!name) throw new AppError({ code: ErrorCode.VALIDATION, message: '--name is required' });
+      for (const t of await auth.listTokensOf(name)) {
         const state = t.revokedAt ? `revoked ${t.revokedAt}` : t.expiresAt ? `expires ${t.expiresAt}` : 'no expiry';
         process.stdout.write(`${t.id}  ${t.label}  created ${t.createdAt}  last used ${t.lastUsedAt ?? 'never'}  ${state}\n`);
       }
     } else if (cmd === 'token' && sub === 'revoke') {
-      if (!values.id) throw new AppError({ code: 'VALIDATION', message: '--id is required' });
+      if (!values.id) throw new AppError({ code: ErrorCode.VALIDATION, message: '--id is required' });
       const t = await auth.revokeToken({ type: 'system', id: 'cli' }, values.id);
       process.stdout.write(`token ${t.id} (${t.label}) revoked; the running hub cuts off its open sockets at its next sweep (within a second)\n`);
     } else if (cmd === 'worker-token') {
-      if (!values.name) throw new AppError({ code: 'VALIDATION', message: '--name is required' });
-      const { token } = await auth.issueWorkerToken(values.name, { rotate: !!values.rotate });
-      process.stdout.write(`worker token for ${values.name} (shown once):\n${token}\n`);
+      if (!name) throw new AppError({ code: ErrorCode.VALIDATION, message: '--name is required' });
+      const { token } = await auth.issueWorkerToken(name, { rotate: !!values.rotate });
+      process.stdout.write(`worker token for ${name} (shown once):\n${token}\n`);
     } else if (cmd === 'webhook') {
       // Enqueued events are delivered by the running hub; the CLI only manages endpoints.
       const webhooks = new WebhookService(orm, new SecretBox(loadSecretKey({ configured: config.HANDOFF_SECRET_KEY, dataDir: config.HANDOFF_DATA_DIR })), createLogger('warn'), {
@@ -113,10 +119,22 @@ async function main(argv: string[]): Promise<number> {
   }
 }
 
+/** `value` parsed by `schema`, or a VALIDATION error naming the option and every problem. */
+function checked<T>(schema: z.ZodType<T>, value: string, option: string): T {
+  // argv cannot carry U+0000 or a lone surrogate, but Node decodes invalid UTF-8 in it as
+  // U+FFFD: refuse it, as the REST edge refuses a body that is not UTF-8.
+  if (value.includes('\ufffd')) throw new AppError({ code: ErrorCode.VALIDATION, message: `${option} is not valid UTF-8 text` });
+  const r = schema.safeParse(value);
+  if (r.success) return r.data;
+  throw new AppError({ code: ErrorCode.VALIDATION, message: `${option} ${r.error.issues.map((i) => i.message).join('; ')}` });
+}
+
 main(process.argv.slice(2)).then(
   (code) => process.exit(code),
   (err: unknown) => {
     process.stderr.write(`error: ${err instanceof Error ? err.message : String(err)}\n`);
-    process.exit(1);
+    // A usage error (bad argument) is 2, like parseArgs' own; anything else 1.
+    const usage = (err instanceof AppError && err.code === ErrorCode.VALIDATION) || (err as { code?: string })?.code?.startsWith('ERR_PARSE_ARGS');
+    process.exit(usage ? 2 : 1);
   },
 );

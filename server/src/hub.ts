@@ -18,6 +18,7 @@ import { redisLeadership, soleLeader } from './services/leader.js';
 import { Sweeper } from './services/sweeper.js';
 import { WorkerPresence } from './services/worker-presence.js';
 import { RateLimiter } from './services/rate-limiter.js';
+import { RateLimits } from './services/rate-limits.js';
 import { ControlService } from './services/control.js';
 import { WriteGrantService } from './services/write-grants.js';
 import { MessageService } from './services/messages.js';
@@ -169,15 +170,27 @@ export async function createHub(config: ServerConfig, opts: { logger?: Logger } 
   });
   const scheduler = new Scheduler(orm, runs, notifier, log.child({ module: 'scheduler' }));
 
+  const limits = new RateLimits(
+    {
+      ipPerSec: config.RATE_LIMIT_IP_PER_SEC,
+      authFailuresPerMin: config.RATE_LIMIT_AUTH_FAILURES,
+      authBlockMs: config.RATE_LIMIT_AUTH_BLOCK,
+      restPerSec: config.RATE_LIMIT_REST_PER_SEC,
+      restBurst: config.RATE_LIMIT_REST_BURST,
+    },
+    // pub fails fast while disconnected: the limiters fall back to memory, never wait.
+    redis ? { redis: redis.pub, keyPrefix: config.REDIS_KEY_PREFIX } : null,
+  );
+  const throttle = { limits, trustedHops: config.TRUST_PROXY_HOPS };
   const allowedOrigins = (config.HANDOFF_ALLOWED_ORIGINS ?? '').split(',').map((o) => o.trim()).filter(Boolean);
   setupDashboardNamespace(dashboardNsp, {
-    auth, runs, terminal, grants, log, allowedOrigins,
+    auth, runs, terminal, grants, log, allowedOrigins, throttle,
     limiter: new RateLimiter({ perSecond: config.RATE_LIMIT_SOCKET_PER_SEC, burst: config.RATE_LIMIT_SOCKET_BURST }),
   });
   const lagGuard = new LagGuard(dashboardNsp, log.child({ module: 'lag-guard' }), { maxBufferedBytes: config.VIEWER_MAX_QUEUED_BYTES, stuckAfterMs: config.VIEWER_STUCK_AFTER });
   lagGuard.start();
   setupWorkerNamespace(workerNsp, {
-    auth, runs, scheduler, terminal, log, control, messages,
+    auth, runs, scheduler, terminal, log, control, messages, throttle,
     presence: new WorkerPresence(orm),
     heartbeatIntervalMs: config.HEARTBEAT_INTERVAL,
     abandonAfterMs: config.WORKER_LOST_AFTER + config.WORKER_RECLAIM_GRACE,
@@ -193,7 +206,8 @@ export async function createHub(config: ServerConfig, opts: { logger?: Logger } 
     audit: new AuditLog(orm, gate),
     control,
     messages,
-    limiter: new RateLimiter({ perSecond: config.RATE_LIMIT_REST_PER_SEC, burst: config.RATE_LIMIT_REST_BURST }),
+    limits,
+    trustedProxyHops: config.TRUST_PROXY_HOPS,
     allowedOrigins,
     approvals,
     webhooks,

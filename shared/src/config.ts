@@ -70,9 +70,32 @@ export const serverConfigSchema = z.object({
   APPROVAL_TIMEOUT: duration('10m'),
   /** Terminal recording writes are batched: flushed after this long (frames are broadcast at once regardless). Default 50ms. */
   RECORDING_FLUSH: duration('50ms'),
-  /** REST requests per API token: sustained rate per second and burst. Defaults 20/s, burst 200. */
+  /**
+   * REST requests per API token: sustained rate per second and burst (counted in windows of
+   * burst / rate seconds, cluster-wide with REDIS_URL). Defaults 20/s, burst 200.
+   */
   RATE_LIMIT_REST_PER_SEC: int(20, 1, 100_000),
   RATE_LIMIT_REST_BURST: int(200, 1, 1_000_000),
+  /**
+   * Requests (REST and socket handshakes) per client IP per second, counted before the body is
+   * parsed or a token looked up; cluster-wide with REDIS_URL. Default 500.
+   */
+  RATE_LIMIT_IP_PER_SEC: int(500, 1, 1_000_000),
+  /**
+   * Failed authentications (unknown, expired or revoked tokens) per client IP per minute,
+   * cluster-wide with REDIS_URL. Past it every request from that IP is 429 RATE_LIMITED
+   * before parsing or token lookup, for RATE_LIMIT_AUTH_BLOCK, doubling with each further
+   * block within an hour (at most 1 h). Default 60.
+   */
+  RATE_LIMIT_AUTH_FAILURES: int(60, 1, 1_000_000),
+  /** First block of an IP over RATE_LIMIT_AUTH_FAILURES. Default 1m. */
+  RATE_LIMIT_AUTH_BLOCK: duration('1m'),
+  /**
+   * Reverse proxies in front of the hub that append to X-Forwarded-For (the compose file's
+   * nginx: 1). The client IP is the address that many hops back; 0 = the peer's address
+   * (X-Forwarded-For ignored, as a client could forge it). Default 0.
+   */
+  TRUST_PROXY_HOPS: int(0, 0, 10),
   /** Dashboard socket events per connection: sustained rate per second and burst. Defaults 30/s, burst 100. */
   RATE_LIMIT_SOCKET_PER_SEC: int(30, 1, 100_000),
   RATE_LIMIT_SOCKET_BURST: int(100, 1, 1_000_000),

@@ -1,5 +1,6 @@
 import { z } from 'zod';
 import { approvalSchema, commandSchema, operatorMessageSchema, pauseModeSchema, liveSessionSchema, providerSchema, runSchema, runStatusSchema, writeGrantSchema } from './domain.js';
+import { textProblem } from './text-safety.js';
 
 const envName = z.string().regex(/^[A-Za-z_][A-Za-z0-9_]{0,127}$/, 'must be an environment variable name');
 const labelKey = z.string().regex(/^[a-z0-9][a-z0-9._/-]{0,62}$/, 'must be a lowercase label key');
@@ -200,3 +201,27 @@ export type AuditEventPage = z.infer<typeof auditEventPageSchema>;
 export const healthResponseSchema = z.object({ ok: z.literal(true) });
 /** `GET /readyz` response (200 when every check passes, 503 otherwise). */
 export const readyResponseSchema = z.object({ ok: z.boolean(), checks: z.record(z.string(), z.boolean()) });
+
+/**
+ * One line of printable text of at most `max` characters: names and labels are shown in
+ * lists, banners and audit rows, and their columns are `varchar(100)`.
+ */
+export function singleLineText(max: number) {
+  return z
+    .string()
+    .min(1, 'must not be empty')
+    .max(max, `must be at most ${max} characters`)
+    .superRefine((s, ctx) => {
+      const problem = textProblem(s);
+      if (problem) ctx.addIssue({ code: 'custom', message: problem });
+      // C0/C1 controls (newlines, escapes) would forge lines in logs or move a terminal's cursor.
+      else if (/[\u0000-\u001f\u007f-\u009f]/.test(s)) ctx.addIssue({ code: 'custom', message: 'must be one line without control characters' });
+    });
+}
+
+/** A user's name (CLI `--name`): 1–100 characters on one line. */
+export const userNameSchema = singleLineText(100);
+/** A worker's name (CLI `worker-token --name`): 1–100 characters on one line. */
+export const workerNameSchema = singleLineText(100);
+/** A token's label (CLI `--label`): 1–100 characters on one line. */
+export const tokenLabelSchema = singleLineText(100);

@@ -1,21 +1,30 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { apiRoutes } from '@handoff/shared';
 import { em } from '../../server/src/db/orm.js';
 import { api, connect, emitAck, eventually } from '../support/clients.js';
 import { startTestHub, type TestHub } from '../support/hub.js';
 
 type Who = 'none' | 'observer' | 'operator' | 'admin' | 'worker';
 const WHO: Who[] = ['none', 'observer', 'operator', 'admin', 'worker'];
-// 'ok' = past authentication, role and policy (the command's own outcome may still be 404/409).
-type Outcome = 401 | 403 | 'ok';
+// The exact status each principal gets. Past authentication, role and policy, a command on a
+// fresh queued run has its own outcome, asserted too (a 500 must never pass as "allowed"):
+// no session yet → 404 for its GET and extend, 409 for revoke / grant-write / revoke-write
+// (nothing READY to act on); control on a queued run and a dismiss with nothing raised → 409;
+// an approval id that does not exist → 404.
+type Outcome = 200 | 201 | 401 | 403 | 404 | 409;
+// Codes of the refusals, so a 403 from another cause (or a 404/409 by accident) cannot pass.
+const CODE: Partial<Record<Outcome, string[]>> = { 401: ['UNAUTHENTICATED'], 403: ['FORBIDDEN', 'POLICY_DENIED'], 404: ['NOT_FOUND'], 409: ['STATE_CONFLICT'] };
 
 describe('authorization matrix: every route × (no token, observer, operator, admin, worker)', () => {
   let hub: TestHub;
   const tokens: Partial<Record<Who, string>> = {};
+  let userId = '';
 
   beforeAll(async () => {
     hub = await startTestHub();
     for (const role of ['observer', 'operator', 'admin'] as const) tokens[role] = await hub.token(role);
     tokens.worker = await hub.workerToken('matrix-worker');
+    userId = (await api(hub.url, tokens.operator!, 'GET', '/api/auth/whoami')).body.id;
   });
   afterAll(async () => {
     await hub?.stop();
@@ -26,42 +35,52 @@ describe('authorization matrix: every route × (no token, observer, operator, ad
 
   // [method, path (RUN = a fresh queued run per call), body, expected per principal]
   const table: Array<[string, string, unknown, Record<Who, Outcome>]> = [
-    ['GET', '/api/task-runs', undefined, { none: 401, observer: 'ok', operator: 'ok', admin: 'ok', worker: 403 }],
-    ['POST', '/api/task-runs', { command: { script: 'true' } }, { none: 401, observer: 403, operator: 'ok', admin: 'ok', worker: 403 }],
-    ['GET', '/api/task-runs/RUN', undefined, { none: 401, observer: 'ok', operator: 'ok', admin: 'ok', worker: 403 }],
-    ['POST', '/api/task-runs/RUN/cancel', {}, { none: 401, observer: 403, operator: 'ok', admin: 'ok', worker: 403 }],
-    ['POST', '/api/task-runs/RUN/live-session', {}, { none: 401, observer: 403, operator: 'ok', admin: 'ok', worker: 403 }],
-    ['GET', '/api/task-runs/RUN/live-session', undefined, { none: 401, observer: 'ok', operator: 'ok', admin: 'ok', worker: 403 }],
-    ['GET', '/api/task-runs/RUN/live-sessions', undefined, { none: 401, observer: 'ok', operator: 'ok', admin: 'ok', worker: 403 }],
-    ['POST', '/api/task-runs/RUN/live-session/extend', { ttlMinutes: 5 }, { none: 401, observer: 403, operator: 'ok', admin: 'ok', worker: 403 }],
-    ['POST', '/api/task-runs/RUN/live-session/revoke', {}, { none: 401, observer: 403, operator: 'ok', admin: 'ok', worker: 403 }],
-    ['GET', '/api/task-runs/RUN/events', undefined, { none: 401, observer: 403, operator: 403, admin: 'ok', worker: 403 }],
-    ['GET', '/api/task-runs/RUN/events/verify', undefined, { none: 401, observer: 403, operator: 403, admin: 'ok', worker: 403 }],
-    ['GET', '/api/task-runs/RUN/recording.cast', undefined, { none: 401, observer: 'ok', operator: 'ok', admin: 'ok', worker: 403 }],
-    ['GET', '/api/approvals', undefined, { none: 401, observer: 403, operator: 'ok', admin: 'ok', worker: 403 }],
-    ['POST', `/api/approvals/${uuid}/approve`, {}, { none: 401, observer: 403, operator: 'ok', admin: 'ok', worker: 403 }],
-    ['POST', `/api/approvals/${uuid}/deny`, {}, { none: 401, observer: 403, operator: 'ok', admin: 'ok', worker: 403 }],
-    ['POST', '/api/task-runs/RUN/control', { action: 'pause' }, { none: 401, observer: 403, operator: 'ok', admin: 'ok', worker: 403 }],
-    ['POST', '/api/task-runs/RUN/control', { action: 'takeover' }, { none: 401, observer: 403, operator: 'ok', admin: 'ok', worker: 403 }],
-    ['POST', '/api/task-runs/RUN/live-session/grant-write', {}, { none: 401, observer: 403, operator: 'ok', admin: 'ok', worker: 403 }],
-    ['POST', '/api/task-runs/RUN/live-session/revoke-write', {}, { none: 401, observer: 403, operator: 'ok', admin: 'ok', worker: 403 }],
-    ['POST', '/api/task-runs/RUN/operator-messages', { message: 'hi' }, { none: 401, observer: 403, operator: 'ok', admin: 'ok', worker: 403 }],
-    ['GET', '/api/task-runs/RUN/operator-messages', undefined, { none: 401, observer: 'ok', operator: 'ok', admin: 'ok', worker: 403 }],
-    ['POST', '/api/task-runs/RUN/needs-operator/dismiss', {}, { none: 401, observer: 403, operator: 'ok', admin: 'ok', worker: 403 }],
-    ['GET', '/api/auth/whoami', undefined, { none: 401, observer: 'ok', operator: 'ok', admin: 'ok', worker: 'ok' }],
+    ['GET', '/api/task-runs', undefined, { none: 401, observer: 200, operator: 200, admin: 200, worker: 403 }],
+    ['POST', '/api/task-runs', { command: { script: 'true' } }, { none: 401, observer: 403, operator: 201, admin: 201, worker: 403 }],
+    ['GET', '/api/task-runs/RUN', undefined, { none: 401, observer: 200, operator: 200, admin: 200, worker: 403 }],
+    ['POST', '/api/task-runs/RUN/cancel', {}, { none: 401, observer: 403, operator: 200, admin: 200, worker: 403 }],
+    ['POST', '/api/task-runs/RUN/live-session', {}, { none: 401, observer: 403, operator: 201, admin: 201, worker: 403 }],
+    ['GET', '/api/task-runs/RUN/live-session', undefined, { none: 401, observer: 404, operator: 404, admin: 404, worker: 403 }],
+    ['GET', '/api/task-runs/RUN/live-sessions', undefined, { none: 401, observer: 200, operator: 200, admin: 200, worker: 403 }],
+    ['POST', '/api/task-runs/RUN/live-session/extend', { ttlMinutes: 5 }, { none: 401, observer: 403, operator: 404, admin: 404, worker: 403 }],
+    ['POST', '/api/task-runs/RUN/live-session/revoke', {}, { none: 401, observer: 403, operator: 409, admin: 409, worker: 403 }],
+    ['GET', '/api/task-runs/RUN/events', undefined, { none: 401, observer: 403, operator: 403, admin: 200, worker: 403 }],
+    ['GET', '/api/task-runs/RUN/events/verify', undefined, { none: 401, observer: 403, operator: 403, admin: 200, worker: 403 }],
+    ['GET', '/api/task-runs/RUN/recording.cast', undefined, { none: 401, observer: 200, operator: 200, admin: 200, worker: 403 }],
+    ['GET', '/api/approvals', undefined, { none: 401, observer: 403, operator: 200, admin: 200, worker: 403 }],
+    ['POST', `/api/approvals/${uuid}/approve`, {}, { none: 401, observer: 403, operator: 404, admin: 404, worker: 403 }],
+    ['POST', `/api/approvals/${uuid}/deny`, {}, { none: 401, observer: 403, operator: 404, admin: 404, worker: 403 }],
+    ['POST', '/api/task-runs/RUN/control', { action: 'pause' }, { none: 401, observer: 403, operator: 409, admin: 409, worker: 403 }],
+    ['POST', '/api/task-runs/RUN/control', { action: 'takeover' }, { none: 401, observer: 403, operator: 409, admin: 409, worker: 403 }],
+    ['POST', '/api/task-runs/RUN/live-session/grant-write', {}, { none: 401, observer: 403, operator: 409, admin: 409, worker: 403 }],
+    ['POST', '/api/task-runs/RUN/live-session/revoke-write', {}, { none: 401, observer: 403, operator: 409, admin: 409, worker: 403 }],
+    ['POST', '/api/task-runs/RUN/operator-messages', { message: 'hi' }, { none: 401, observer: 403, operator: 201, admin: 201, worker: 403 }],
+    ['GET', '/api/task-runs/RUN/operator-messages', undefined, { none: 401, observer: 200, operator: 200, admin: 200, worker: 403 }],
+    ['POST', '/api/task-runs/RUN/needs-operator/dismiss', {}, { none: 401, observer: 403, operator: 409, admin: 409, worker: 403 }],
+    ['GET', '/api/auth/whoami', undefined, { none: 401, observer: 200, operator: 200, admin: 200, worker: 200 }],
+    // Only a grantee may reveal a grant: on a fresh run nobody holds one, admins included.
+    ['GET', '/api/task-runs/RUN/live-session/write-grant', undefined, { none: 401, observer: 403, operator: 403, admin: 403, worker: 403 }],
+    ['GET', '/api/users/USER/tokens', undefined, { none: 401, observer: 403, operator: 403, admin: 200, worker: 403 }],
+    // A token id nobody has: admins get as far as the lookup.
+    ['DELETE', `/api/tokens/${uuid}`, undefined, { none: 401, observer: 403, operator: 403, admin: 404, worker: 403 }],
   ];
+
+  it('the table covers every authenticated route of apiRoutes', () => {
+    const covered = new Set(table.map(([method, path]) => `${method.toLowerCase()} ${path.replace('RUN', '{id}').replace('USER', '{id}').replace(uuid, '{id}')}`));
+    const missing = apiRoutes.filter((r) => r.path.startsWith('/api/') && r.auth !== 'public').map((r) => `${r.method} ${r.path}`).filter((k) => !covered.has(k));
+    expect(missing).toEqual([]);
+  });
 
   for (const [method, path, body, expected] of table) {
     it(`${method} ${path}`, async () => {
       for (const who of WHO) {
-        const target = path.includes('RUN') ? path.replace('RUN', await freshRun()) : path;
+        const target = path.includes('RUN') ? path.replace('RUN', await freshRun()) : path.replace('USER', userId);
         const res = await api(hub.url, who === 'none' ? null : tokens[who]!, method, target, body);
         const want = expected[who];
-        if (want === 'ok') expect([401, 403], `${who} → ${res.status} ${JSON.stringify(res.body?.error)}`).not.toContain(res.status);
-        else {
-          expect(res.status, `${who}`).toBe(want);
-          expect(['UNAUTHENTICATED', 'FORBIDDEN', 'POLICY_DENIED']).toContain(res.body.error.code);
-        }
+        expect(res.status, `${who} → ${res.status} ${JSON.stringify(res.body?.error)}`).toBe(want);
+        const codes = CODE[want];
+        if (codes) expect(codes, `${who}`).toContain(res.body.error.code);
+        else expect(res.body?.error, `${who}`).toBeUndefined();
       }
     });
   }

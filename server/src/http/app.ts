@@ -12,9 +12,9 @@ import type { MessageService } from '../services/messages.js';
 import type { LiveSessionService } from '../services/live-sessions.js';
 import type { WriteGrantService } from '../services/write-grants.js';
 import type { TerminalService } from '../services/terminal.js';
-import type { RateLimiter } from '../services/rate-limiter.js';
+import type { RateLimits } from '../services/rate-limits.js';
 import type { RunService } from '../services/runs.js';
-import { authenticate, principalOf } from './auth.js';
+import { authenticate, principalOf, throttle } from './auth.js';
 import { errorBoundary } from './errors.js';
 import { approvalRoutes } from './approval-routes.js';
 import { tokenRoutes } from './token-routes.js';
@@ -48,8 +48,10 @@ export interface AppDeps {
   ready: () => Promise<Record<string, boolean>>;
   /** True once the node is shutting down: readiness is 503 whatever the dependencies say. */
   draining?: () => boolean;
-  /** Per-token REST limits. */
-  limiter: RateLimiter;
+  /** Per-IP, failed-authentication and per-principal budgets. */
+  limits: RateLimits;
+  /** TRUST_PROXY_HOPS: reverse proxies whose X-Forwarded-For entry names the client. */
+  trustedProxyHops: number;
   /** Origins allowed to call the API from a browser besides the hub's own (CORS). */
   allowedOrigins: string[];
   /** Built dashboard assets; served with an index.html fallback when present. */
@@ -102,6 +104,8 @@ export function createApp(deps: AppDeps): Express {
   app.use('/api', apiDocsRoutes(deps.version ?? '0.1.0'));
 
   const api = express.Router();
+  // Before the body is parsed and the token looked up (a flood must cost neither).
+  api.use(throttle(deps.limits, deps.trustedProxyHops));
   api.use(
     express.json({
       limit: '256kb',
@@ -115,7 +119,7 @@ export function createApp(deps: AppDeps): Express {
       },
     }),
   );
-  api.use(authenticate(deps.auth, deps.limiter));
+  api.use(authenticate(deps.auth, deps.limits));
   api.get('/auth/whoami', (_req, res) => {
     const p = principalOf(res)!;
     const body: Whoami = { kind: p.kind, id: p.id, name: p.name, role: p.kind === 'user' ? p.role : null };

@@ -3,8 +3,9 @@ import { AppError, ErrorCode, type Role } from '@handoff/shared';
 import { roleAtLeast } from '../domain/roles.js';
 import type { AuthService, Principal } from '../services/auth.js';
 import { userActor, type UserActor } from '../services/policy-gate.js';
-import type { RateLimiter } from '../services/rate-limiter.js';
+import type { RateLimits } from '../services/rate-limits.js';
 import { metrics } from '../metrics.js';
+import { clientIp } from './client-ip.js';
 
 /** The authenticated principal of a request (set by `authenticate`). */
 export function principalOf(res: Response): Principal | undefined {
@@ -17,20 +18,49 @@ export function bearerToken(header: string | undefined): string | undefined {
   return match?.[1];
 }
 
+/** The client address of a request (see client-ip.ts), set by `throttle`. */
+function ipOf(res: Response): string {
+  return res.locals.clientIp as string;
+}
+
+function refuse(res: Response, retryAfterMs: number, why: string): never {
+  metrics.rateLimited.inc({ edge: 'rest' });
+  res.setHeader('retry-after', String(Math.ceil(retryAfterMs / 1000)));
+  throw new AppError({ code: ErrorCode.RATE_LIMITED, message: `${why}; retry in ${retryAfterMs} ms`, details: { retryAfterMs } });
+}
+
 /**
- * Authenticates every /api request (an unknown or missing token is 401 UNAUTHENTICATED),
- * then rate-limits per principal (429 RATE_LIMITED with Retry-After).
+ * First on /api, before the body is parsed or a token looked up: a per-IP request budget,
+ * and an IP over its failed-authentication budget is refused outright (429 RATE_LIMITED
+ * with Retry-After) — a flood of wrong tokens costs neither a parse nor a query.
  */
-export function authenticate(auth: AuthService, limiter: RateLimiter) {
+export function throttle(limits: RateLimits, trustedHops: number) {
+  return async (req: Request, res: Response, next: NextFunction) => {
+    const ip = clientIp(req.socket.remoteAddress, req.headers['x-forwarded-for'], trustedHops);
+    res.locals.clientIp = ip;
+    const blocked = await limits.authBlocked(ip);
+    if (blocked) refuse(res, blocked, 'too many failed authentications from your address');
+    const wait = await limits.request(ip);
+    if (wait) refuse(res, wait, 'too many requests from your address');
+    next();
+  };
+}
+
+/**
+ * Authenticates every /api request (an unknown or missing token is 401 UNAUTHENTICATED and
+ * counts against the IP's failure budget; the failure that exceeds it is already 429), then
+ * rate-limits per principal, cluster-wide (429 RATE_LIMITED with Retry-After).
+ */
+export function authenticate(auth: AuthService, limits: RateLimits) {
   return async (req: Request, res: Response, next: NextFunction) => {
     const principal = await auth.authenticate(bearerToken(req.headers.authorization));
-    if (!principal) throw new AppError({ code: ErrorCode.UNAUTHENTICATED, message: 'a valid bearer token is required' });
-    const retryAfterMs = limiter.check(`${principal.kind}:${principal.id}`);
-    if (retryAfterMs) {
-      metrics.rateLimited.inc({ edge: 'rest' });
-      res.setHeader('retry-after', String(Math.ceil(retryAfterMs / 1000)));
-      throw new AppError({ code: ErrorCode.RATE_LIMITED, message: `too many requests; retry in ${retryAfterMs} ms`, details: { retryAfterMs } });
+    if (!principal) {
+      const blocked = await limits.authFailed(ipOf(res));
+      if (blocked) refuse(res, blocked, 'too many failed authentications from your address');
+      throw new AppError({ code: ErrorCode.UNAUTHENTICATED, message: 'a valid bearer token is required' });
     }
+    const retryAfterMs = await limits.principal(`${principal.kind}:${principal.id}`);
+    if (retryAfterMs) refuse(res, retryAfterMs, 'too many requests');
     res.locals.principal = principal;
     next();
   };

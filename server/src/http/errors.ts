@@ -16,6 +16,9 @@ export function errorBoundary(log: Logger): ErrorRequestHandler {
     if (bodyErr.type === 'entity.parse.failed') appErr = new AppError({ code: ErrorCode.VALIDATION, message: 'request body is not valid JSON' });
     else if (bodyErr.type === 'entity.too.large') appErr = new AppError({ code: ErrorCode.VALIDATION, message: 'request body too large' });
     else if (bodyErr.type === 'encoding.invalid' || bodyErr.type === 'entity.verify.failed') appErr = new AppError({ code: ErrorCode.VALIDATION, message: 'request body is not valid UTF-8' });
+    // The router could not percent-decode a path parameter (e.g. %FF, or a UTF-8-encoded
+    // surrogate): the client's URL, not our bug.
+    else if (err instanceof URIError) appErr = new AppError({ code: ErrorCode.VALIDATION, message: 'the URL holds a path segment that is not valid percent-encoded UTF-8' });
     else appErr = toAppError(err);
     if (appErr.code === ErrorCode.INTERNAL) log.error({ err: appErr.cause ?? err, method: req.method, path: req.path }, 'request failed');
     if (appErr.code === ErrorCode.UNAVAILABLE) {

@@ -9,10 +9,12 @@ import type { TerminalService } from '../services/terminal.js';
 import type { WriteGrantService } from '../services/write-grants.js';
 import { userActor } from '../services/policy-gate.js';
 import type { DashboardNamespace } from './namespaces.js';
-import { authenticateHandshake, handshakeError, on } from './on.js';
+import { authenticateHandshake, type HandshakeThrottle, handshakeError, on } from './on.js';
 
 export interface DashboardDeps {
   auth: AuthService;
+  /** Per-IP budgets of the handshake. */
+  throttle: HandshakeThrottle;
   runs: RunService;
   terminal: TerminalService;
   grants: WriteGrantService;
@@ -32,7 +34,7 @@ export function setupDashboardNamespace(nsp: DashboardNamespace, deps: Dashboard
     if (!origin || deps.allowedOrigins.includes(origin) || sameHost(origin, socket.handshake.headers.host)) return next();
     next(handshakeError(ErrorCode.FORBIDDEN, `origin ${origin} is not allowed`));
   });
-  nsp.use(authenticateHandshake(deps.auth, 'user', log));
+  nsp.use(authenticateHandshake(deps.auth, 'user', log, deps.throttle));
 
   // Other nodes ask for the frames this node broadcast but has not recorded yet.
   nsp.on('term:pending', (runId, reply) => reply(deps.terminal.pendingFrames(runId)));

@@ -5,6 +5,8 @@ import type { z } from 'zod';
 import { AppError, assertSafeText, ErrorCode, validationError, type Ack } from '@handoff/shared';
 import { toAppError } from '../errors.js';
 import { metrics } from '../metrics.js';
+import type { RateLimits } from '../services/rate-limits.js';
+import { clientIp } from '../http/client-ip.js';
 
 type Table = Record<string, { payload: z.ZodType; response: z.ZodType }>;
 type Handler<T extends Table, K extends keyof T> = (payload: z.output<T[K]['payload']>) => Promise<z.input<T[K]['response']>>;
@@ -68,11 +70,33 @@ export function tokenOf(socket: Socket): string | undefined {
  * Namespace middleware: authenticates the handshake token and admits only principals of
  * `kind` (users on /dashboard, workers on /worker), storing it in `socket.data.principal`.
  */
-export function authenticateHandshake(auth: AuthService, kind: Principal['kind'], log: Logger) {
+/** The per-IP budgets a handshake is counted against, and how to find the client's IP. */
+export interface HandshakeThrottle {
+  limits: RateLimits;
+  /** TRUST_PROXY_HOPS (see client-ip.ts). */
+  trustedHops: number;
+}
+
+export function authenticateHandshake(auth: AuthService, kind: Principal['kind'], log: Logger, throttle: HandshakeThrottle) {
   return async (socket: Socket, next: (err?: Error) => void) => {
+    const limited = (retryAfterMs: number, why: string) => {
+      metrics.rateLimited.inc({ edge: 'socket' });
+      return next(Object.assign(new Error(`${why}; retry in ${retryAfterMs} ms`), { data: { code: ErrorCode.RATE_LIMITED, retryAfterMs } }));
+    };
     try {
+      const { limits } = throttle;
+      const ip = clientIp(socket.handshake.address, socket.handshake.headers['x-forwarded-for'], throttle.trustedHops);
+      // Same budgets as REST, checked before the token lookup.
+      const blocked = await limits.authBlocked(ip);
+      if (blocked) return limited(blocked, 'too many failed authentications from your address');
+      const wait = await limits.request(ip);
+      if (wait) return limited(wait, 'too many requests from your address');
       const principal = await auth.authenticate(tokenOf(socket));
-      if (!principal) return next(handshakeError(ErrorCode.UNAUTHENTICATED, `a valid ${kind} token is required`));
+      if (!principal) {
+        const nowBlocked = await limits.authFailed(ip);
+        if (nowBlocked) return limited(nowBlocked, 'too many failed authentications from your address');
+        return next(handshakeError(ErrorCode.UNAUTHENTICATED, `a valid ${kind} token is required`));
+      }
       if (principal.kind !== kind) return next(handshakeError(ErrorCode.FORBIDDEN, `${principal.kind} tokens cannot join ${socket.nsp.name}`));
       socket.data.principal = principal;
       next();

@@ -8,11 +8,13 @@ import type { ControlService } from '../services/control.js';
 import type { MessageService } from '../services/messages.js';
 import { RecordingRefused, type TerminalService } from '../services/terminal.js';
 import type { WorkerPresence } from '../services/worker-presence.js';
-import { authenticateHandshake, on } from './on.js';
+import { authenticateHandshake, type HandshakeThrottle, on } from './on.js';
 import type { WorkerNamespace } from './namespaces.js';
 
 export interface WorkerNamespaceDeps {
   auth: AuthService;
+  /** Per-IP budgets of the handshake. */
+  throttle: HandshakeThrottle;
   runs: RunService;
   presence: WorkerPresence;
   scheduler: Scheduler;
@@ -30,7 +32,7 @@ export interface WorkerNamespaceDeps {
 export function setupWorkerNamespace(nsp: WorkerNamespace, deps: WorkerNamespaceDeps): void {
   const log = deps.log.child({ module: 'worker-socket' });
 
-  nsp.use(authenticateHandshake(deps.auth, 'worker', log));
+  nsp.use(authenticateHandshake(deps.auth, 'worker', log, deps.throttle));
 
   // Another node created a run or freed capacity: try to place work on our workers.
   nsp.on('scheduler:kick', () => void deps.scheduler.kick());
