@@ -6,6 +6,7 @@ import * as auditIndex from './0005-audit-run-seq-index.js';
 import * as auditNoTruncate from './0006-audit-no-truncate.js';
 import * as approvalQueues from './0007-approval-queues.js';
 import * as tokenLifecycle from './0008-token-lifecycle.js';
+import * as auditCheckpoints from './0009-audit-checkpoints.js';
 
 /** Every migration, in order. The server runs the pending ones at start. */
-export const migrations: ReadonlyArray<{ name: string; up: string[] }> = [initial, controlTiming, handoff, revisions, auditIndex, auditNoTruncate, approvalQueues, tokenLifecycle];
+export const migrations: ReadonlyArray<{ name: string; up: string[] }> = [initial, controlTiming, handoff, revisions, auditIndex, auditNoTruncate, approvalQueues, tokenLifecycle, auditCheckpoints];

@@ -1,6 +1,9 @@
 import { parseArgs } from 'node:util';
 import { fileURLToPath } from 'node:url';
-import { AppError, parseDuration, roleSchema } from '@handoff/shared';
+import { existsSync, readFileSync } from 'node:fs';
+import { AppError, auditHeadSchema, parseDuration, roleSchema } from '@handoff/shared';
+import { grantHubRole } from './db/hub-role.js';
+import { parsePublicKey, verifyExport } from './domain/audit-head.js';
 import { loadConfig } from './config.js';
 import { openDatabase } from './db/orm.js';
 import { AuthService } from './services/auth.js';
@@ -14,6 +17,11 @@ const USAGE = `usage:
   pnpm handoff token revoke --id <token id>                            revoke a token (its sockets go within a second)
   pnpm handoff worker-token --name <worker> [--rotate]                 a worker token (registers the worker)
   pnpm handoff bootstrap-local                                         used by 'pnpm start' (JSON output)
+  pnpm handoff db grant-hub-role --role <name>                         as the owner (MIGRATION_DATABASE_URL): migrate, then grant
+                                                                       the hub's role what it needs (audit tables: insert/select only)
+  pnpm handoff audit verify <export.jsonl> --key <file|base64> [--head <file>]...
+                                                                       verify an audit export offline against signed heads
+                                                                       (exit 0 ok, 1 broken or cut); needs no database
 
 With the embedded database (no DATABASE_URL), stop the hub first: PGlite allows one process.`;
 
@@ -31,15 +39,30 @@ async function main(argv: string[]): Promise<number> {
   const { positionals, values } = parseArgs({
     args: argv,
     allowPositionals: true,
-    options: { name: { type: 'string' }, role: { type: 'string' }, label: { type: 'string' }, ttl: { type: 'string' }, id: { type: 'string' }, rotate: { type: 'boolean' }, help: { type: 'boolean', short: 'h' } },
+    options: { key: { type: 'string' }, head: { type: 'string', multiple: true }, name: { type: 'string' }, role: { type: 'string' }, label: { type: 'string' }, ttl: { type: 'string' }, id: { type: 'string' }, rotate: { type: 'boolean' }, help: { type: 'boolean', short: 'h' } },
   });
   const [cmd, sub] = positionals;
   if (values.help || !cmd) {
     process.stdout.write(`${USAGE}\n`);
     return cmd ? 0 : 2;
   }
+  // Offline: an auditor runs this anywhere, with no hub, database or configuration.
+  if (cmd === 'audit' && sub === 'verify') return auditVerify(positionals[2], values.key, values.head ?? []);
   const config = loadConfig();
-  const orm = await openDatabase({ databaseUrl: config.DATABASE_URL, dataDir: config.HANDOFF_DATA_DIR });
+  if (cmd === 'db' && sub === 'grant-hub-role') {
+    if (!config.MIGRATION_DATABASE_URL) throw new AppError({ code: 'VALIDATION', message: 'MIGRATION_DATABASE_URL (the owner role) must be set: grants are given by the owner' });
+    if (!values.role) throw new AppError({ code: 'VALIDATION', message: '--role is required' });
+    const owner = await openDatabase({ databaseUrl: config.MIGRATION_DATABASE_URL, dataDir: config.HANDOFF_DATA_DIR });
+    try {
+      for (const sql of await grantHubRole(owner, values.role)) process.stdout.write(`${sql};\n`);
+      process.stdout.write(`role ${values.role} can now run the hub (DATABASE_URL); it cannot alter, truncate or rewrite the audit tables\n`);
+      return 0;
+    } finally {
+      await owner.close();
+    }
+  }
+  // With an owner URL configured, DATABASE_URL is the hub's role: it checks, never migrates.
+  const orm = await openDatabase({ databaseUrl: config.DATABASE_URL, dataDir: config.HANDOFF_DATA_DIR, migrate: !(config.DATABASE_URL && config.MIGRATION_DATABASE_URL) });
   try {
     const auth = new AuthService(orm);
     const ttlMs = values.ttl === undefined ? undefined : (parseDuration(values.ttl) ?? undefined);
@@ -85,6 +108,31 @@ async function main(argv: string[]): Promise<number> {
   } finally {
     await orm.close();
   }
+}
+
+/** `audit verify`: prints the verdict; exit 0 when the export matches every signed head. */
+function auditVerify(file: string | undefined, keyArg: string | undefined, headFiles: string[]): number {
+  if (!file || !keyArg) throw new AppError({ code: 'VALIDATION', message: 'usage: pnpm handoff audit verify <export.jsonl> --key <public key file or base64> [--head <head.json>]' });
+  const keyText = existsSync(keyArg) ? readFileSync(keyArg, 'utf8') : keyArg;
+  const key = parsePublicKey(keyText);
+  if (!key) throw new AppError({ code: 'VALIDATION', message: '--key is neither a 32-byte Ed25519 public key (base64 or hex) nor an SPKI PEM (GET /api/audit/public-key gives both)' });
+  const heads = headFiles.map((f) => {
+    const parsed = auditHeadSchema.safeParse(unwrapHead(JSON.parse(readFileSync(f, 'utf8'))));
+    if (!parsed.success) throw new AppError({ code: 'VALIDATION', message: `${f} does not hold a signed head` });
+    return parsed.data;
+  });
+  const verdict = verifyExport(readFileSync(file, 'utf8'), key, heads);
+  if (verdict.ok) {
+    process.stdout.write(`ok: ${verdict.rows} rows, chain intact up to the head signed ${verdict.head.signedAt} (run ${verdict.head.runId}, seq ${verdict.head.seq})\n`);
+    return 0;
+  }
+  process.stderr.write(`FAILED: ${verdict.reason}\n`);
+  return 1;
+}
+
+/** A head file may be the head itself, a `{"head": …}` export line, or a whole `…/events` page. */
+function unwrapHead(v: unknown): unknown {
+  return v && typeof v === 'object' && 'head' in v ? (v as { head: unknown }).head : v;
 }
 
 main(process.argv.slice(2)).then(

@@ -18,6 +18,11 @@ export interface DbOptions {
   debug?: boolean;
   /** PostgreSQL only: longest wait for a connection before a call fails (DATABASE_CONNECT_TIMEOUT), ms. Default 2000. */
   connectTimeoutMs?: number;
+  /**
+   * Run pending migrations (default true). False for a least-privilege role (the hub when
+   * MIGRATION_DATABASE_URL is set): it only checks that every migration is applied.
+   */
+  migrate?: boolean;
 }
 
 /** One MikroORM migration class per SQL module in migrations/, so both drivers run the same statements. */
@@ -59,8 +64,26 @@ export async function openDatabase(opts: DbOptions): Promise<Orm> {
     mkdirSync(dir, { recursive: true });
     orm = await MikroORM.init({ ...common, driver: PgliteDriver, dbName: dir } as Options);
   }
-  await orm.migrator.up();
+  if (opts.migrate === false) await assertMigrated(orm);
+  else await orm.migrator.up();
   return orm;
+}
+
+/** Refuses a schema that is behind the code (read-only: needs SELECT on schema_migrations only). */
+async function assertMigrated(orm: Orm): Promise<void> {
+  let applied: Set<string>;
+  try {
+    const rows = await em(orm).execute<{ name: string }[]>('select name from schema_migrations');
+    applied = new Set(rows.map((r) => r.name));
+  } catch (err) {
+    await orm.close();
+    throw new Error(`cannot read schema_migrations (${(err as Error).message}): run 'pnpm migrate' with MIGRATION_DATABASE_URL first`, { cause: err });
+  }
+  const pending = migrations.filter((m) => !applied.has(m.name)).map((m) => m.name);
+  if (pending.length) {
+    await orm.close();
+    throw new Error(`the database is missing migrations ${pending.join(', ')}: run 'pnpm migrate' (MIGRATION_DATABASE_URL, the owner role) before starting the hub`);
+  }
 }
 
 /** A fresh entity manager for one unit of work (no global identity map). */
