@@ -2,6 +2,7 @@ import { randomUUID } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { em } from '../../server/src/db/orm.js';
 import { appendAudit, listAudit, SYSTEM } from '../../server/src/services/audit.js';
+import { GROWN_CHAINS_SQL } from '../../server/src/services/audit-anchor.js';
 import { startTestHub, type TestHub } from '../support/hub.js';
 
 // The audit chain's hot queries use an index whatever the history: proven with EXPLAIN on a
@@ -15,7 +16,7 @@ describe('audit log: indexed hot queries', () => {
     await em(hub.orm).execute(
       `insert into control_events (id, run_id, seq, correlation_id, actor_type, actor_id, action, result, at, metadata, prev_hash, hash)
        select gen_random_uuid(), ('00000000-0000-4000-8000-' || lpad(to_hex(g / 100), 12, '0'))::uuid, g % 100 + 1, gen_random_uuid(),
-              'system', 'hub', 'bench.fill', 'ok', now(), '{}'::jsonb, null, md5(g::text)
+              'system', 'hub', 'bench.fill', 'ok', now() - make_interval(secs => g), '{}'::jsonb, null, md5(g::text)
          from generate_series(0, 59999) g`,
     );
     await em(hub.orm).execute('analyze control_events');
@@ -44,5 +45,12 @@ describe('audit log: indexed hot queries', () => {
     const { events } = await listAudit(em(hub.orm), runId, { limit: 10 });
     expect(events.map((e) => [e.seq, e.metadata.i])).toEqual([[1, 0], [2, 1], [3, 2]]);
     expect(events[1]!.prevHash).toBe(events[0]!.hash);
+  });
+
+  it('the sweeper finds grown chains from recent rows only, through control_events_at_idx', async () => {
+    // The fill spreads 60,000 rows over the last ~17 hours; a sweep looks at the last minutes.
+    const recent = await plan(GROWN_CHAINS_SQL, [new Date(Date.now() - 10 * 60_000)]);
+    expect(recent).toMatch(/Index (Only )?Scan (using|on) control_events_at_idx/);
+    expect(recent).not.toMatch(/Seq Scan on control_events/);
   });
 });

@@ -13,7 +13,16 @@ const CHECKPOINT_BATCH = 500;
  * Rows are looked for from the newest checkpoint's time minus this, so clock skew between
  * nodes (rows and heads are stamped by the node's clock) cannot hide a row from the sweep.
  */
-const CLOCK_SLACK = '5 minutes';
+const CLOCK_SLACK_MS = 5 * 60_000;
+
+/** Runs whose chain has rows newer than the bound and past their newest checkpoint, with their head. */
+export const GROWN_CHAINS_SQL = `with grown as (
+    select e.run_id, max(e.seq) as seq from control_events e
+     where e.at > ? and e.run_id is not null
+     group by e.run_id
+    having max(e.seq) > coalesce((select max(c.seq) from audit_checkpoints c where c.run_id = e.run_id), 0)
+     limit ${CHECKPOINT_BATCH})
+  select g.run_id, g.seq, e.hash from grown g join control_events e on e.run_id = g.run_id and e.seq = g.seq`;
 
 /** The hub's Ed25519 audit signing key: HANDOFF_AUDIT_SIGNING_KEY, or generated into the data dir. */
 export function loadAuditSigningKey(opts: { configured?: string | undefined; dataDir: string }): SigningKey {
@@ -82,16 +91,11 @@ export class AuditAnchor {
     if (Date.now() - this.lastSweep < this.options.intervalMs) return 0;
     this.lastSweep = Date.now();
     const tx = em(this.orm);
-    const grown = await tx.execute<{ run_id: string; seq: number; hash: string }[]>(
-      `with since as (select coalesce(max(signed_at) - interval '${CLOCK_SLACK}', '-infinity'::timestamptz) as t from audit_checkpoints where source = 'sweep'),
-            grown as (
-              select e.run_id, max(e.seq) as seq from control_events e, since
-               where e.at > since.t and e.run_id is not null
-               group by e.run_id
-              having max(e.seq) > coalesce((select max(c.seq) from audit_checkpoints c where c.run_id = e.run_id), 0)
-               limit ${CHECKPOINT_BATCH})
-       select g.run_id, g.seq, e.hash from grown g join control_events e on e.run_id = g.run_id and e.seq = g.seq`,
-    );
+    // The window's start is a parameter, not a subquery, so the planner sees the real bound
+    // and uses control_events_at_idx (test/integration/audit-index.test.ts proves it).
+    const [last] = await tx.execute<{ t: Date | null }[]>(`select max(signed_at) as t from audit_checkpoints where source = 'sweep'`);
+    const since = last?.t ? new Date(new Date(last.t).getTime() - CLOCK_SLACK_MS) : new Date(0);
+    const grown = await tx.execute<{ run_id: string; seq: number; hash: string }[]>(GROWN_CHAINS_SQL, [since]);
     const signedAt = new Date().toISOString();
     for (const g of grown) await this.store(tx, signHead(this.key, { runId: g.run_id, seq: g.seq, hash: g.hash, signedAt }), 'sweep');
     if (grown.length) this.log.debug({ runs: grown.length }, 'audit checkpoints signed');
