@@ -15,11 +15,14 @@ export const up: string[] = [
     signature text not null,
     -- 'exit' (the run ended) or 'sweep' (periodic): the sweep resumes from its own newest
     source varchar(8) not null,
+    -- the newest row time the head covers: the sweep's watermark (it takes runs oldest first,
+    -- so a batch cut short leaves every run it did not reach above the watermark)
+    rows_until timestamptz not null,
     -- one head per chain position: a run exit and a sweep racing for it write it once
     unique (run_id, seq)
   )`,
   // The sweeper looks at rows written since its own last checkpoint only.
-  `create index audit_checkpoints_sweep_idx on audit_checkpoints (signed_at) where source = 'sweep'`,
+  `create index audit_checkpoints_sweep_idx on audit_checkpoints (rows_until) where source = 'sweep'`,
   `create index control_events_at_idx on control_events (at)`,
   `create function audit_append_only() returns trigger language plpgsql as $$
     begin raise exception '% is append-only', tg_table_name; end $$`,
