@@ -6,6 +6,7 @@ import path from 'node:path';
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { signHead, signingKeyFromSeed } from '../../server/src/domain/audit-head.js';
+import { chainHash } from '../../server/src/domain/hash-chain.js';
 import { api, Viewer } from '../support/clients.js';
 import { createTestDatabase, PG_ADMIN_URL, type TestDatabase } from '../support/db.js';
 import { startTestHub, type TestHub } from '../support/hub.js';
@@ -213,7 +214,7 @@ describe('audit log nobody can cut: least-privilege hub role, signed heads, offl
     expect(refused.err).toContain('has no valid signature from this key');
   });
 
-  it('the hub role refuses to start on a schema that is behind; the hub reports a cut its checkpoints still show', async () => {
+  it('the hub reports a cut or a rewrite its checkpoints still show; the hub role refuses to start on a schema that is behind', async () => {
     // A run whose exit checkpoint survives: the owner cuts one row, the hub's verify notices.
     const viewer = await Viewer.connect(hub.url, admin);
     const res = await api(hub.url, admin, 'POST', '/api/task-runs', { command: { script: 'true' } });
@@ -226,6 +227,25 @@ describe('audit log nobody can cut: least-privilege hub role, signed heads, offl
       delete from control_events where run_id = '${id}' and seq = ${seq}; alter table control_events enable trigger control_events_no_update; commit`);
     const verify = await api(hub.url, admin, 'GET', `/api/task-runs/${id}/events/verify`);
     expect(verify.body).toMatchObject({ ok: false, rows: seq - 1, brokenAt: { seq, reason: expect.stringContaining('cut tail') } });
+
+    // Rewriting the last row and recomputing its hash keeps the chain linked, but not equal to
+    // the checkpoint; a checkpoint row forged without the key is refused too.
+    const viewer2 = await Viewer.connect(hub.url, admin);
+    const second = (await api(hub.url, admin, 'POST', '/api/task-runs', { command: { script: 'true' } })).body.id as string;
+    await viewer2.untilStatus(second, ['succeeded']);
+    viewer2.close();
+    // Wait until the newest checkpoint covers the whole chain (exit, or a sweep after it).
+    const newestCheckpoint = async () => (await sql<{ seq: number }>(ownerUrl, `select max(seq)::int as seq from audit_checkpoints where run_id = $1`, [second])).rows[0]!.seq;
+    await expect.poll(async () => (await newestCheckpoint()) === (await api(hub.url, admin, 'GET', `/api/task-runs/${second}/events?limit=1`)).body.head.seq, { timeout: 10_000 }).toBe(true);
+    const cp = { seq: await newestCheckpoint() };
+    const [last] = (await api(hub.url, admin, 'GET', `/api/task-runs/${second}/events?cursor=${cp.seq - 1}&limit=1`)).body.events;
+    const { hash: _h, prevHash, ...fields } = last;
+    const rewritten = { ...fields, metadata: { ...fields.metadata, rewritten: true } };
+    await sql(ownerUrl, `begin; alter table control_events disable trigger control_events_no_update;
+      update control_events set metadata = '${JSON.stringify(rewritten.metadata)}'::jsonb, hash = '${chainHash(prevHash, rewritten)}' where id = '${last.id}';
+      alter table control_events enable trigger control_events_no_update; commit`);
+    const rewrittenVerify = await api(hub.url, admin, 'GET', `/api/task-runs/${second}/events/verify`);
+    expect(rewrittenVerify.body).toMatchObject({ ok: false, brokenAt: { seq: cp.seq, id: last.id, reason: expect.stringContaining('rewritten chain') } });
 
     await sql(ownerUrl, `delete from schema_migrations where name = '0009-audit-checkpoints'`);
     try {

@@ -1,7 +1,7 @@
 import type { Logger } from 'pino';
 import type { AuditHead, AuditPublicKey } from '@handoff/shared';
 import { em, type Em, type Orm } from '../db/orm.js';
-import { signHead, signingKeyFromSeed, type SigningKey } from '../domain/audit-head.js';
+import { headSignatureValid, signHead, signingKeyFromSeed, type SigningKey } from '../domain/audit-head.js';
 import { uuidv7 } from './ids.js';
 import { loadSecretKey } from './secret-box.js';
 
@@ -74,13 +74,24 @@ export class AuditAnchor {
     return { head, at: top ? new Date(top.at) : null };
   }
 
-  /** The newest stored head of a run, if any. */
-  async latestCheckpoint(tx: Em, runId: string): Promise<AuditHead | null> {
-    const [row] = await tx.execute<{ seq: number; hash: string; signed_at: Date; key_id: string; signature: string }[]>(
-      'select seq, hash, signed_at, key_id, signature from audit_checkpoints where run_id = ? order by seq desc limit 1',
-      [runId],
+  /**
+   * Compares a run's intact chain of `rows` rows with its newest checkpoint signed by this
+   * key: a checkpoint beyond the chain's end is a cut tail, one naming another hash a
+   * rewritten chain, one whose signature fails a forged row. Null when they agree (or there
+   * is no checkpoint yet).
+   */
+  async checkAgainstCheckpoint(tx: Em, runId: string, rows: number): Promise<{ seq: number; id?: string; reason: string } | null> {
+    const [cp] = await tx.execute<{ seq: number; hash: string; signed_at: Date; key_id: string; signature: string }[]>(
+      'select seq, hash, signed_at, key_id, signature from audit_checkpoints where run_id = ? and key_id = ? order by seq desc limit 1',
+      [runId, this.key.keyId],
     );
-    return row ? { runId, seq: row.seq, hash: row.hash, signedAt: new Date(row.signed_at).toISOString(), keyId: row.key_id, signature: row.signature } : null;
+    if (!cp) return null;
+    const head: AuditHead = { runId, seq: cp.seq, hash: cp.hash, signedAt: new Date(cp.signed_at).toISOString(), keyId: cp.key_id, signature: cp.signature };
+    if (!headSignatureValid(this.key.publicKey, head)) return { seq: head.seq, reason: `the checkpoint at seq ${head.seq} has no valid signature (forged)` };
+    if (head.seq > rows) return { seq: rows + 1, reason: `cut tail: the checkpoint signed ${head.signedAt} covers seq ${head.seq}, the chain ends at seq ${rows}` };
+    const [row] = await tx.execute<{ id: string; hash: string }[]>('select id, hash from control_events where run_id = ? and seq = ?', [runId, head.seq]);
+    if (row?.hash !== head.hash) return { seq: head.seq, ...(row ? { id: row.id } : {}), reason: `rewritten chain: row seq ${head.seq} does not have the hash the checkpoint signed ${head.signedAt} names` };
+    return null;
   }
 
   /**

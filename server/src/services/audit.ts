@@ -145,11 +145,8 @@ export class AuditLog {
     const tx = em(this.orm);
     const result = await verifyAudit(tx, runId);
     if (!result.ok) return result;
-    const checkpoint = await this.anchor.latestCheckpoint(tx, runId);
-    if (checkpoint && checkpoint.seq > result.rows) {
-      const reason = `cut tail: the checkpoint signed ${checkpoint.signedAt} covers seq ${checkpoint.seq}, the chain ends at seq ${result.rows}`;
-      return { ok: false, rows: result.rows, brokenAt: { seq: result.rows + 1, reason } };
-    }
+    const brokenAt = await this.anchor.checkAgainstCheckpoint(tx, runId, result.rows);
+    if (brokenAt) return { ok: false, rows: result.rows, brokenAt };
     return result;
   }
 }
