@@ -74,6 +74,10 @@ export async function createHub(config: ServerConfig, opts: { logger?: Logger } 
   const auditAnchor = new AuditAnchor(orm, loadAuditSigningKey({ configured: config.HANDOFF_AUDIT_SIGNING_KEY, dataDir: config.HANDOFF_DATA_DIR }), log.child({ module: 'audit-anchor' }), {
     intervalMs: config.AUDIT_CHECKPOINT_INTERVAL,
   });
+  if (config.REDIS_URL && !config.HANDOFF_AUDIT_SIGNING_KEY) {
+    // Each node would sign with its own generated key: heads would verify only against that node's public key.
+    log.warn('HANDOFF_AUDIT_SIGNING_KEY is unset on a multi-node hub: set the same key on every node (docs/audit.md)');
+  }
 
   const http = createServer();
   const io = new Server(http, {
