@@ -7,6 +7,7 @@ import * as auditNoTruncate from './0006-audit-no-truncate.js';
 import * as approvalQueues from './0007-approval-queues.js';
 import * as tokenLifecycle from './0008-token-lifecycle.js';
 import * as webhooks from './0009-webhooks.js';
+import * as auditCheckpoints from './0010-audit-checkpoints.js';
 
 /** Every migration, in order. The server runs the pending ones at start. */
-export const migrations: ReadonlyArray<{ name: string; up: string[] }> = [initial, controlTiming, handoff, revisions, auditIndex, auditNoTruncate, approvalQueues, tokenLifecycle, webhooks];
+export const migrations: ReadonlyArray<{ name: string; up: string[] }> = [initial, controlTiming, handoff, revisions, auditIndex, auditNoTruncate, approvalQueues, tokenLifecycle, webhooks, auditCheckpoints];

@@ -1,7 +1,10 @@
 import { parseArgs } from 'node:util';
 import { fileURLToPath } from 'node:url';
+import { existsSync, readFileSync } from 'node:fs';
 import { z } from 'zod';
-import { AppError, createWebhookBodySchema, ErrorCode, parseDuration, roleSchema, tokenLabelSchema, userNameSchema, webhookEventSchema, workerNameSchema } from '@handoff/shared';
+import { AppError, auditHeadSchema, createWebhookBodySchema, ErrorCode, parseDuration, roleSchema, tokenLabelSchema, userNameSchema, webhookEventSchema, workerNameSchema } from '@handoff/shared';
+import { grantHubRole } from './db/hub-role.js';
+import { parsePublicKey, verifyExport } from './domain/audit-head.js';
 import { createLogger } from './logger.js';
 import { loadSecretKey, SecretBox } from './services/secret-box.js';
 import { WebhookService } from './services/webhooks.js';
@@ -22,6 +25,11 @@ const USAGE = `usage:
   pnpm handoff webhook list                                            endpoints and their subscribed events
   pnpm handoff webhook remove --id <endpoint id>                       remove an endpoint (its pending deliveries are dropped)
   pnpm handoff bootstrap-local                                         used by 'pnpm start' (JSON output)
+  pnpm handoff db grant-hub-role --role <name>                         as the owner (MIGRATION_DATABASE_URL): migrate, then grant
+                                                                       the hub's role what it needs (audit tables: insert/select only)
+  pnpm handoff audit verify <export.jsonl> --key <file|base64> [--head <file>]...
+                                                                       verify an audit export offline against signed heads
+                                                                       (exit 0 ok, 1 broken or cut); needs no database
 
 With the embedded database (no DATABASE_URL), stop the hub first: PGlite allows one process.`;
 
@@ -39,13 +47,15 @@ async function main(argv: string[]): Promise<number> {
   const { positionals, values } = parseArgs({
     args: argv,
     allowPositionals: true,
-    options: { url: { type: 'string' }, events: { type: 'string' }, description: { type: 'string' }, format: { type: 'string' }, name: { type: 'string' }, role: { type: 'string' }, label: { type: 'string' }, ttl: { type: 'string' }, id: { type: 'string' }, rotate: { type: 'boolean' }, help: { type: 'boolean', short: 'h' } },
+    options: { url: { type: 'string' }, events: { type: 'string' }, description: { type: 'string' }, format: { type: 'string' }, key: { type: 'string' }, head: { type: 'string', multiple: true }, name: { type: 'string' }, role: { type: 'string' }, label: { type: 'string' }, ttl: { type: 'string' }, id: { type: 'string' }, rotate: { type: 'boolean' }, help: { type: 'boolean', short: 'h' } },
   });
   const [cmd, sub] = positionals;
   if (values.help || !cmd) {
     process.stdout.write(`${USAGE}\n`);
     return cmd ? 0 : 2;
   }
+  // Offline: an auditor runs this anywhere, with no hub, database or configuration.
+  if (cmd === 'audit' && sub === 'verify') return auditVerify(positionals[2], values.key, values.head ?? []);
   // Checked before the database opens, with the schemas the API uses: a bad argument is a
   // usage error (exit 2) naming the option, never a raw database error.
   const name = values.name === undefined ? undefined : checked(cmd === 'worker-token' ? workerNameSchema : userNameSchema, values.name, '--name');
@@ -54,7 +64,20 @@ async function main(argv: string[]): Promise<number> {
   if (values.ttl !== undefined && !ttlMs) throw new AppError({ code: ErrorCode.VALIDATION, message: `--ttl "${values.ttl}" is not a duration (e.g. 12h, 30d)` });
   if (values.id !== undefined) checked(z.uuid(), values.id, '--id');
   const config = loadConfig();
-  const orm = await openDatabase({ databaseUrl: config.DATABASE_URL, dataDir: config.HANDOFF_DATA_DIR });
+  if (cmd === 'db' && sub === 'grant-hub-role') {
+    if (!config.MIGRATION_DATABASE_URL) throw new AppError({ code: 'VALIDATION', message: 'MIGRATION_DATABASE_URL (the owner role) must be set: grants are given by the owner' });
+    if (!values.role) throw new AppError({ code: 'VALIDATION', message: '--role is required' });
+    const owner = await openDatabase({ databaseUrl: config.MIGRATION_DATABASE_URL, dataDir: config.HANDOFF_DATA_DIR });
+    try {
+      for (const sql of await grantHubRole(owner, values.role)) process.stdout.write(`${sql};\n`);
+      process.stdout.write(`role ${values.role} can now run the hub (DATABASE_URL); it cannot alter, truncate or rewrite the audit tables\n`);
+      return 0;
+    } finally {
+      await owner.close();
+    }
+  }
+  // With an owner URL configured, DATABASE_URL is the hub's role: it checks, never migrates.
+  const orm = await openDatabase({ databaseUrl: config.DATABASE_URL, dataDir: config.HANDOFF_DATA_DIR, migrate: !(config.DATABASE_URL && config.MIGRATION_DATABASE_URL) });
   try {
     const auth = new AuthService(orm);
     if (cmd === 'user' && sub === 'add') {
@@ -127,6 +150,31 @@ function checked<T>(schema: z.ZodType<T>, value: string, option: string): T {
   const r = schema.safeParse(value);
   if (r.success) return r.data;
   throw new AppError({ code: ErrorCode.VALIDATION, message: `${option} ${r.error.issues.map((i) => i.message).join('; ')}` });
+}
+
+/** `audit verify`: prints the verdict; exit 0 when the export matches every signed head. */
+function auditVerify(file: string | undefined, keyArg: string | undefined, headFiles: string[]): number {
+  if (!file || !keyArg) throw new AppError({ code: 'VALIDATION', message: 'usage: pnpm handoff audit verify <export.jsonl> --key <public key file or base64> [--head <head.json>]' });
+  const keyText = existsSync(keyArg) ? readFileSync(keyArg, 'utf8') : keyArg;
+  const key = parsePublicKey(keyText);
+  if (!key) throw new AppError({ code: 'VALIDATION', message: '--key is neither a 32-byte Ed25519 public key (base64 or hex) nor an SPKI PEM (GET /api/audit/public-key gives both)' });
+  const heads = headFiles.map((f) => {
+    const parsed = auditHeadSchema.safeParse(unwrapHead(JSON.parse(readFileSync(f, 'utf8'))));
+    if (!parsed.success) throw new AppError({ code: 'VALIDATION', message: `${f} does not hold a signed head` });
+    return parsed.data;
+  });
+  const verdict = verifyExport(readFileSync(file, 'utf8'), key, heads);
+  if (verdict.ok) {
+    process.stdout.write(`ok: ${verdict.rows} rows, chain intact up to the head signed ${verdict.head.signedAt} (run ${verdict.head.runId}, seq ${verdict.head.seq})\n`);
+    return 0;
+  }
+  process.stderr.write(`FAILED: ${verdict.reason}\n`);
+  return 1;
+}
+
+/** A head file may be the head itself, a `{"head": …}` export line, or a whole `…/events` page. */
+function unwrapHead(v: unknown): unknown {
+  return v && typeof v === 'object' && 'head' in v ? (v as { head: unknown }).head : v;
 }
 
 main(process.argv.slice(2)).then(

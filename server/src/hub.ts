@@ -9,6 +9,7 @@ import { createApp } from './http/app.js';
 import { createLogger, type Logger } from './logger.js';
 import { RedisLink } from './redis.js';
 import { AuditLog } from './services/audit.js';
+import { AuditAnchor, loadAuditSigningKey } from './services/audit-anchor.js';
 import { AuthService, type Principal } from './services/auth.js';
 import { LiveSessionService, type LiveSessionOptions } from './services/live-sessions.js';
 import { RunService } from './services/runs.js';
@@ -66,7 +67,21 @@ export interface Hub {
 /** Starts one hub node: database (migrated), HTTP API, socket namespaces, scheduler. */
 export async function createHub(config: ServerConfig, opts: { logger?: Logger } = {}): Promise<Hub> {
   const log = opts.logger ?? createLogger(config.LOG_LEVEL);
-  const orm = await openDatabase({ databaseUrl: config.DATABASE_URL, dataDir: config.HANDOFF_DATA_DIR, connectTimeoutMs: config.DATABASE_CONNECT_TIMEOUT });
+  const orm = await openDatabase({
+    databaseUrl: config.DATABASE_URL,
+    dataDir: config.HANDOFF_DATA_DIR,
+    connectTimeoutMs: config.DATABASE_CONNECT_TIMEOUT,
+    // With an owner URL for migrations, DATABASE_URL is the least-privilege hub role: it
+    // cannot (and must not) migrate; it refuses to start on a schema that is behind.
+    migrate: !(config.DATABASE_URL && config.MIGRATION_DATABASE_URL),
+  });
+  const auditAnchor = new AuditAnchor(orm, loadAuditSigningKey({ configured: config.HANDOFF_AUDIT_SIGNING_KEY, dataDir: config.HANDOFF_DATA_DIR }), log.child({ module: 'audit-anchor' }), {
+    intervalMs: config.AUDIT_CHECKPOINT_INTERVAL,
+  });
+  if (config.REDIS_URL && !config.HANDOFF_AUDIT_SIGNING_KEY) {
+    // Each node would sign with its own generated key: heads would verify only against that node's public key.
+    log.warn('HANDOFF_AUDIT_SIGNING_KEY is unset on a multi-node hub: set the same key on every node (docs/audit.md)');
+  }
 
   const http = createServer();
   const io = new Server(http, {
@@ -111,6 +126,8 @@ export async function createHub(config: ServerConfig, opts: { logger?: Logger } 
   const runs = new RunService(orm, notifier, { liveSessionDefault: config.LIVE_SESSION_ENABLED_DEFAULT });
   const sessions = new LiveSessionService(orm, notifier, secretBox, log.child({ module: 'live-sessions' }), liveSessionOptions(config));
   runs.sessions = sessions;
+  // A run's chain is anchored when it ends: a signed checkpoint of its final head.
+  runs.onExited = (runId) => void auditAnchor.checkpoint(runId).catch((err) => log.error({ err, runId }, 'could not checkpoint the audit chain of an ended run'));
   // Deny by default: every user command passes the policy (HANDOFF_POLICY or the shipped default).
   const gate = new PolicyGate(orm, loadPolicy(config.HANDOFF_POLICY));
   const approvals = new ApprovalService(orm, notifier, gate, config.APPROVAL_TIMEOUT);
@@ -140,6 +157,7 @@ export async function createHub(config: ServerConfig, opts: { logger?: Logger } 
       () => approvals.expireDue(),
       () => approvals.executeApproved(),
       () => grants.expireDue(),
+      () => auditAnchor.checkpointGrown().then(() => undefined),
       // Sockets outlive their handshake: those of a token that just expired or was revoked (CLI) are cut off.
       async () => {
         for (const tokenId of await auth.recentlyInvalidated(60_000)) notifier.disconnectToken(tokenId);
@@ -203,7 +221,8 @@ export async function createHub(config: ServerConfig, opts: { logger?: Logger } 
   }
   const app = createApp({
     auth, runs, sessions, grants, terminal, log, notifier,
-    audit: new AuditLog(orm, gate),
+    audit: new AuditLog(orm, gate, auditAnchor),
+    auditAnchor,
     control,
     messages,
     limits,

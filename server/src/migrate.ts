@@ -5,9 +5,10 @@ import { createLogger } from './logger.js';
 /**
  * One-shot migration entry point (`node dist/server/src/migrate.js`, or `pnpm migrate`):
  * opens the database with MIGRATION_DATABASE_URL (the owner role) or DATABASE_URL, runs
- * the pending migrations and exits 0. Compose runs it once before the hub nodes start, so
- * nodes starting together never race to migrate. A hub still migrates on start (a no-op
- * then), so a single-node setup needs nothing else.
+ * the pending migrations and exits 0. Compose runs it (through `cli.js db grant-hub-role`,
+ * which also grants the hubs' role) once before the hub nodes start, so nodes starting
+ * together never race to migrate. A hub only checks the ledger then; it migrates by itself
+ * only when MIGRATION_DATABASE_URL is not set (a single node needs nothing else).
  */
 let config;
 try {

@@ -31,6 +31,7 @@ import {
   sessionResponseSchema,
   sessionsResponseSchema,
   verifyResponseSchema,
+  auditPublicKeySchema,
   whoamiSchema,
 } from './rest.js';
 import { createWebhookBodySchema, createdWebhookSchema, webhookDeliveryListSchema, webhookEndpointSchema, webhookListSchema } from './webhooks.js';
@@ -73,7 +74,7 @@ export const COMMON_ERRORS: readonly ErrorCode[] = ['UNAUTHENTICATED', 'FORBIDDE
 const GATED: readonly ErrorCode[] = ['VALIDATION', 'NOT_FOUND', 'POLICY_DENIED', 'APPROVAL_REQUIRED', 'STATE_CONFLICT'];
 
 const runParams = runIdParamsSchema;
-const ndjson: RawBody = { mediaType: 'application/x-ndjson', description: 'audit rows, one JSON object per line (`format=jsonl`)' };
+const ndjson: RawBody = { mediaType: 'application/x-ndjson', description: 'audit rows, one JSON object per line (`format=jsonl`), then a last line `{"head": <signed head>}` covering exactly those rows' };
 
 /** Every REST route of the hub. A test walks the Express router and compares it with this list. */
 export const apiRoutes: readonly ApiRoute[] = [
@@ -127,6 +128,10 @@ export const apiRoutes: readonly ApiRoute[] = [
   {
     method: 'get', path: '/api/task-runs/{id}/events', operationId: 'listAuditEvents', summary: 'The run’s audit rows in chain order (JSON page, or JSON lines export)', tag: 'audit', auth: 'observer',
     params: runParams, query: listEventsQuerySchema, responses: { 200: auditEventPageSchema }, alsoRaw: ndjson, errors: ['VALIDATION', 'NOT_FOUND', 'POLICY_DENIED'],
+  },
+  {
+    method: 'get', path: '/api/audit/public-key', operationId: 'auditPublicKey', summary: 'The Ed25519 public key that verifies signed audit heads (public: it reveals nothing)', tag: 'audit', auth: 'public',
+    responses: { 200: auditPublicKeySchema },
   },
   { method: 'get', path: '/api/task-runs/{id}/events/verify', operationId: 'verifyAudit', summary: 'Recompute the run’s hash chain', tag: 'audit', auth: 'observer', params: runParams, responses: { 200: verifyResponseSchema }, errors: ['VALIDATION', 'NOT_FOUND', 'POLICY_DENIED'] },
   {

@@ -31,6 +31,13 @@ export const serverConfigSchema = z.object({
   HANDOFF_DATA_DIR: z.string().default('.data'),
   /** 32-byte key (hex or base64) for secrets at rest; generated into the data dir if unset. */
   HANDOFF_SECRET_KEY: z.string().optional(),
+  /**
+   * Ed25519 seed (32 bytes, hex or base64) the hub signs audit chain heads with; the same on
+   * every node. Unset → generated into <HANDOFF_DATA_DIR>/audit-signing.key on first start.
+   */
+  HANDOFF_AUDIT_SIGNING_KEY: z.string().optional(),
+  /** How often the sweeper leader signs checkpoints of audit chains that grew, ms. Default 1m. */
+  AUDIT_CHECKPOINT_INTERVAL: duration('1m'),
   /** Policy file (YAML or JSON); unset → the shipped default policy. */
   HANDOFF_POLICY: z.string().optional(),
   /** Directory of built dashboard assets to serve; unset → web/dist if present. */
@@ -110,7 +117,11 @@ export const serverConfigSchema = z.object({
   SHUTDOWN_NOTICE: duration('1s'),
   /** Hard bound of a graceful shutdown: past it the process exits anyway (code 1). Default 9s (inside a 10 s grace). */
   SHUTDOWN_TIMEOUT: duration('9s'),
-  /** Owner-role PostgreSQL URL used only by the one-shot migration (`server/src/migrate.ts`); unset → DATABASE_URL. */
+  /**
+   * Owner-role PostgreSQL URL for migrations (`pnpm migrate`, `pnpm handoff db grant-hub-role`).
+   * Set → the hub (DATABASE_URL, a least-privilege role) never migrates: it checks every
+   * migration is applied and refuses to start otherwise. Unset → DATABASE_URL migrates.
+   */
   MIGRATION_DATABASE_URL: optionalUrl,
   /** Bearer token a Prometheus scraper presents at GET /metrics (admins' tokens work too); unset → admins only. At least 16 characters. */
   HANDOFF_METRICS_TOKEN: z.string().min(16).optional(),

@@ -118,12 +118,45 @@ export const auditEventSchema = z.object({
 });
 export type AuditEvent = z.infer<typeof auditEventSchema>;
 
+/**
+ * A run's audit chain head signed by the hub (Ed25519): the signature covers the RFC 8785
+ * (JCS) canonical JSON of `{hash, runId, seq, signedAt}`. See docs/audit.md.
+ */
+export const auditHeadSchema = z.object({
+  runId: z.string(),
+  /** Seq of the newest row the head covers; 0 for an empty chain. */
+  seq: z.number().int(),
+  /** That row's hash; '' for an empty chain. */
+  hash: z.string(),
+  /** When the hub signed it (ISO 8601). */
+  signedAt: z.string(),
+  /** First 16 hex digits of sha-256 over the raw 32-byte public key (not signed: a hint). */
+  keyId: z.string(),
+  /** Ed25519 signature, base64. */
+  signature: z.string(),
+});
+export type AuditHead = z.infer<typeof auditHeadSchema>;
+
+/** `GET /api/audit/public-key` response: the key that verifies every signed head. */
+export const auditPublicKeySchema = z.object({
+  algorithm: z.literal('Ed25519'),
+  keyId: z.string(),
+  /** Raw 32-byte public key, base64 (what `pnpm handoff audit verify --key` takes). */
+  publicKey: z.string(),
+  /** The same key as an SPKI PEM block. */
+  pem: z.string(),
+});
+export type AuditPublicKey = z.infer<typeof auditPublicKeySchema>;
+
 /** `GET /api/task-runs/:id/events/verify` response. */
 export const verifyResponseSchema = z.object({
   ok: z.boolean(),
   rows: z.number().int(),
-  /** The first row whose hash (or link to the previous row) does not match. */
-  brokenAt: z.object({ seq: z.number().int(), id: z.string(), reason: z.string() }).optional(),
+  /**
+   * The first row whose hash (or link to the previous row) does not match; or, for a tail cut
+   * below the newest signed checkpoint, the first missing seq (no `id`: the row is gone).
+   */
+  brokenAt: z.object({ seq: z.number().int(), id: z.string().optional(), reason: z.string() }).optional(),
 });
 export type VerifyResponse = z.infer<typeof verifyResponseSchema>;
 
@@ -194,6 +227,8 @@ export const auditEventPageSchema = z.object({
   events: z.array(auditEventSchema),
   /** Pass as `cursor` for the next page; null on the last page. */
   nextCursor: z.number().int().nullable(),
+  /** The run's whole chain head (not this page's), signed when the response was made. */
+  head: auditHeadSchema,
 });
 export type AuditEventPage = z.infer<typeof auditEventPageSchema>;
 

@@ -73,6 +73,7 @@ describe('REST contract: the OpenAPI document is the API', () => {
   it('every response of a representative flow matches the schema declared for its route and status', async () => {
     expect((await call(null, 'GET', '/healthz')).status).toBe(200);
     expect((await call(null, 'GET', '/readyz')).status).toBe(200);
+    expect((await call(null, 'GET', '/api/audit/public-key')).status).toBe(200); // public: it reveals nothing
     expect((await call(null, 'GET', '/api/auth/whoami')).status).toBe(401);
     expect((await call(alice, 'GET', '/api/auth/whoami')).status).toBe(200);
     expect((await call(alice, 'POST', '/api/task-runs', { command: {} })).status).toBe(400);

@@ -2,6 +2,8 @@ import { randomUUID } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { em } from '../../server/src/db/orm.js';
 import { appendAudit, listAudit, SYSTEM } from '../../server/src/services/audit.js';
+import { AuditAnchor, CHECKPOINT_BATCH, GROWN_CHAINS_SQL, loadAuditSigningKey } from '../../server/src/services/audit-anchor.js';
+import { randomBytes } from 'node:crypto';
 import { startTestHub, type TestHub } from '../support/hub.js';
 
 // The audit chain's hot queries use an index whatever the history: proven with EXPLAIN on a
@@ -11,11 +13,12 @@ describe('audit log: indexed hot queries', () => {
   const runId = randomUUID();
 
   beforeAll(async () => {
-    hub = await startTestHub();
+    // The hub's own sweeper stays out of the way: the last test drives checkpoints itself.
+    hub = await startTestHub({ env: { AUDIT_CHECKPOINT_INTERVAL: '1h' } });
     await em(hub.orm).execute(
       `insert into control_events (id, run_id, seq, correlation_id, actor_type, actor_id, action, result, at, metadata, prev_hash, hash)
        select gen_random_uuid(), ('00000000-0000-4000-8000-' || lpad(to_hex(g / 100), 12, '0'))::uuid, g % 100 + 1, gen_random_uuid(),
-              'system', 'hub', 'bench.fill', 'ok', now(), '{}'::jsonb, null, md5(g::text)
+              'system', 'hub', 'bench.fill', 'ok', now() - make_interval(secs => g), '{}'::jsonb, null, md5(g::text)
          from generate_series(0, 59999) g`,
     );
     await em(hub.orm).execute('analyze control_events');
@@ -44,5 +47,29 @@ describe('audit log: indexed hot queries', () => {
     const { events } = await listAudit(em(hub.orm), runId, { limit: 10 });
     expect(events.map((e) => [e.seq, e.metadata.i])).toEqual([[1, 0], [2, 1], [3, 2]]);
     expect(events[1]!.prevHash).toBe(events[0]!.hash);
+  });
+
+  it('the sweeper finds grown chains from recent rows only, through control_events_at_idx', async () => {
+    // The fill spreads 60,000 rows over the last ~17 hours; a sweep looks at the last minutes.
+    const recent = await plan(GROWN_CHAINS_SQL, [new Date(Date.now() - 10 * 60_000)]);
+    expect(recent).toMatch(/Index (Only )?Scan (using|on) control_events_at_idx/);
+    expect(recent).not.toMatch(/Seq Scan on control_events/);
+  });
+
+  it('a backlog (600 runs never checkpointed) drains oldest first in batches, then sweeps find nothing', async () => {
+    const anchor = new AuditAnchor(hub.orm, loadAuditSigningKey({ configured: randomBytes(32).toString('hex'), dataDir: '/nonexistent' }), hub.log, { intervalMs: 0 });
+    const count = async () => (await em(hub.orm).execute<{ n: number }[]>(`select count(*)::int as n from audit_checkpoints where source = 'sweep'`))[0]!.n;
+    expect(await anchor.checkpointGrown()).toBe(CHECKPOINT_BATCH);
+    // The oldest runs went first: the newest fill run (rows 0–99, the most recent) is not among them.
+    const newestFill = '00000000-0000-4000-8000-000000000000';
+    expect((await em(hub.orm).execute(`select 1 from audit_checkpoints where run_id = ?`, [newestFill])).length).toBe(0);
+    expect(await anchor.checkpointGrown()).toBe(601 - CHECKPOINT_BATCH); // the rest, and this file's own run
+    expect(await count()).toBe(601);
+    const [head] = await em(hub.orm).execute<{ seq: number }[]>(`select seq from audit_checkpoints where run_id = ?`, [runId]);
+    expect(head!.seq).toBe(3);
+    expect(await anchor.checkpointGrown()).toBe(0);
+    await em(hub.orm).transactional((tx) => appendAudit(tx, { runId, actor: SYSTEM, action: 'test.append', metadata: { i: 3 } }));
+    expect(await anchor.checkpointGrown()).toBe(1);
+    expect(await count()).toBe(602);
   });
 });

@@ -49,7 +49,11 @@ describe('audit log: read, export, verify; recording export', () => {
 
     const jsonl = await fetch(`${hub.url}/api/task-runs/${runId}/events?format=jsonl`, { headers: { authorization: `Bearer ${admin}` } });
     const lines = (await jsonl.text()).trim().split('\n').map((l) => JSON.parse(l));
+    // The export ends with the signed head covering exactly the rows above it (docs/audit.md).
+    const { head } = lines.pop();
+    expect(head).toMatchObject({ runId, seq: lines.length, hash: lines.at(-1).hash });
     expect(lines.map((l) => l.action)).toEqual(actions);
+    expect(all.body.head).toMatchObject({ runId, seq: actions.length, hash: all.body.events.at(-1).hash });
 
     expect((await api(hub.url, operator, 'GET', `/api/task-runs/${runId}/events`)).status).toBe(403);
     expect((await api(hub.url, admin, 'GET', `/api/task-runs/${runId}/events?limit=5000`)).body.error.code).toBe('VALIDATION');

@@ -18,6 +18,11 @@ export interface DbOptions {
   debug?: boolean;
   /** PostgreSQL only: longest wait for a connection before a call fails (DATABASE_CONNECT_TIMEOUT), ms. Default 2000. */
   connectTimeoutMs?: number;
+  /**
+   * Run pending migrations (default true). False for a least-privilege role (the hub when
+   * MIGRATION_DATABASE_URL is set): pending migrations are an error, never attempted.
+   */
+  migrate?: boolean;
 }
 
 /** One MikroORM migration class per SQL module in migrations/, so both drivers run the same statements. */
@@ -60,8 +65,26 @@ export async function openDatabase(opts: DbOptions): Promise<Orm> {
     mkdirSync(dir, { recursive: true, mode: 0o700 });
     orm = await MikroORM.init({ ...common, driver: PgliteDriver, dbName: dir } as Options);
   }
-  await orm.migrator.up();
+  // Checked first, read-only: a node on an up-to-date schema runs no DDL at all (a
+  // least-privilege role could not even create the ledger table "if not exists").
+  const pending = await pendingMigrations(orm).catch(async (err: unknown) => {
+    await orm.close();
+    throw new Error(`cannot read schema_migrations (${(err as Error).message})`, { cause: err });
+  });
+  if (pending.length && opts.migrate === false) {
+    await orm.close();
+    throw new Error(`the database is missing migrations ${pending.join(', ')}: run 'pnpm migrate' (MIGRATION_DATABASE_URL, the owner role) before starting the hub`);
+  }
+  if (pending.length) await orm.migrator.up();
   return orm;
+}
+
+/** Names of the migrations not yet applied (all of them on an empty database). */
+async function pendingMigrations(orm: Orm): Promise<string[]> {
+  const [ledger] = await em(orm).execute<{ t: string | null }[]>(`select to_regclass('schema_migrations')::text as t`);
+  if (!ledger?.t) return migrations.map((m) => m.name);
+  const applied = new Set((await em(orm).execute<{ name: string }[]>('select name from schema_migrations')).map((r) => r.name));
+  return migrations.filter((m) => !applied.has(m.name)).map((m) => m.name);
 }
 
 /** A fresh entity manager for one unit of work (no global identity map). */

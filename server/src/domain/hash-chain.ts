@@ -15,7 +15,13 @@ export interface ChainedFields {
   metadata: unknown;
 }
 
-/** Deterministic JSON: object keys sorted at every depth, so equal rows hash equally. */
+/**
+ * Deterministic JSON: object keys sorted at every depth, so equal rows hash equally. For JSON
+ * values (what rows and heads hold: strings, finite numbers, booleans, null, arrays, objects)
+ * this is exactly RFC 8785 (JCS): JSON.stringify's string escaping and ECMAScript number
+ * form, keys sorted by UTF-16 code units (JS `<`). Existing chains therefore already hash
+ * JCS bytes, and a verifier in any language can use an off-the-shelf JCS library.
+ */
 export function canonicalJson(value: unknown): string {
   if (value === null || typeof value !== 'object') return JSON.stringify(value) ?? 'null';
   if (Array.isArray(value)) return `[${value.map(canonicalJson).join(',')}]`;

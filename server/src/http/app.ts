@@ -21,7 +21,8 @@ import { tokenRoutes } from './token-routes.js';
 import { webhookRoutes } from './webhook-routes.js';
 import type { WebhookService } from '../services/webhooks.js';
 import type { Notifier } from '../services/notifier.js';
-import { auditRoutes } from './audit-routes.js';
+import { auditPublicKeyRoute, auditRoutes } from './audit-routes.js';
+import type { AuditAnchor } from '../services/audit-anchor.js';
 import { controlRoutes } from './control-routes.js';
 import { liveSessionRoutes } from './live-session-routes.js';
 import { taskRunsRoutes } from './task-runs-routes.js';
@@ -37,6 +38,8 @@ export interface AppDeps {
   grants: WriteGrantService;
   terminal: TerminalService;
   audit: AuditLog;
+  /** Signs audit heads; its public key is served at GET /api/audit/public-key. */
+  auditAnchor: AuditAnchor;
   control: ControlService;
   messages: MessageService;
   approvals: ApprovalService;
@@ -102,6 +105,7 @@ export function createApp(deps: AppDeps): Express {
   if (deps.gauges) app.get('/metrics', metricsRoute(deps.auth, deps.metricsToken, deps.gauges));
   // Public: the API's description reveals no data (mounted before the api router's auth).
   app.use('/api', apiDocsRoutes(deps.version ?? '0.1.0'));
+  app.use('/api', auditPublicKeyRoute(deps.auditAnchor));
 
   const api = express.Router();
   // Before the body is parsed and the token looked up (a flood must cost neither).

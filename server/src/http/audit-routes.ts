@@ -1,6 +1,7 @@
 import { Router } from 'express';
 import { listEventsQuerySchema, runIdParamsSchema } from '@handoff/shared';
 import type { AuditLog } from '../services/audit.js';
+import type { AuditAnchor } from '../services/audit-anchor.js';
 import type { RunService } from '../services/runs.js';
 import type { TerminalService } from '../services/terminal.js';
 import { requireUser } from './auth.js';
@@ -8,6 +9,15 @@ import { parseParams, parseQuery } from './validate.js';
 
 /** Terminal size recorded in the cast header (the worker's default pane size). */
 const CAST_SIZE = { width: 120, height: 32 };
+
+/** `GET /api/audit/public-key`: public, mounted before authentication (a public key reveals nothing). */
+export function auditPublicKeyRoute(anchor: AuditAnchor): Router {
+  const router = Router();
+  router.get('/audit/public-key', (_req, res) => {
+    res.json(anchor.publicKey());
+  });
+  return router;
+}
 
 /** `/api/task-runs/:id/events(/verify)` and `/recording.cast`. */
 export function auditRoutes(audit: AuditLog, runs: RunService, terminal: TerminalService): Router {
@@ -22,14 +32,17 @@ export function auditRoutes(audit: AuditLog, runs: RunService, terminal: Termina
       res.json(await audit.list(actor, id, q));
       return;
     }
-    // JSONL export: every row from the cursor on, one per line, page by page.
+    // JSONL export: the head is signed first and rows are streamed up to it, so the last
+    // line covers exactly the rows above it even while the run keeps appending.
+    const head = await audit.head(actor, id);
     res.type('application/x-ndjson').setHeader('content-disposition', `attachment; filename="run-${id}-audit.jsonl"`);
     for (let cursor = q.cursor; ; ) {
-      const page = await audit.list(actor, id, { cursor, limit: 1000, action: q.action });
+      const page = await audit.exportPage(id, { cursor, limit: 1000, action: q.action, maxSeq: head.seq });
       for (const e of page.events) res.write(`${JSON.stringify(e)}\n`);
       if (page.nextCursor === null) break;
       cursor = page.nextCursor;
     }
+    res.write(`${JSON.stringify({ head })}\n`);
     res.end();
   });
 

@@ -1,4 +1,5 @@
-import { redact, type ActorType, type AuditEvent, type AuditResult, type VerifyResponse } from '@handoff/shared';
+import { redact, type ActorType, type AuditEvent, type AuditEventPage, type AuditHead, type AuditResult, type VerifyResponse } from '@handoff/shared';
+import type { AuditAnchor } from './audit-anchor.js';
 import { ControlEventSchema, type ControlEvent } from '../db/entities.js';
 import { em, type Em, type Orm } from '../db/orm.js';
 import { chainHash } from '../domain/hash-chain.js';
@@ -69,11 +70,19 @@ export function auditView(row: ControlEvent): AuditEvent {
   };
 }
 
+export interface ListAuditQuery {
+  cursor?: number | undefined;
+  limit: number;
+  action?: string | undefined;
+  /** Rows up to this seq only (an export stops at the head it ends with). */
+  maxSeq?: number | undefined;
+}
+
 /** A page of a run's audit rows in chain order. */
-export async function listAudit(tx: Em, runId: string, q: { cursor?: number | undefined; limit: number; action?: string | undefined }) {
+export async function listAudit(tx: Em, runId: string, q: ListAuditQuery) {
   const rows = await tx.find(
     ControlEventSchema,
-    { runId, seq: { $gt: q.cursor ?? 0 }, ...(q.action ? { action: q.action } : {}) },
+    { runId, seq: q.maxSeq === undefined ? { $gt: q.cursor ?? 0 } : { $gt: q.cursor ?? 0, $lte: q.maxSeq }, ...(q.action ? { action: q.action } : {}) },
     { orderBy: { seq: 'asc' }, limit: q.limit + 1 },
   );
   const page = rows.slice(0, q.limit);
@@ -108,13 +117,36 @@ export class AuditLog {
   constructor(
     private readonly orm: Orm,
     private readonly gate: PolicyGate,
+    private readonly anchor: AuditAnchor,
   ) {}
-  async list(actor: UserActor, runId: string, q: { cursor?: number | undefined; limit: number; action?: string | undefined }) {
+  /** A page of rows with the run's whole chain head, signed now. */
+  async list(actor: UserActor, runId: string, q: ListAuditQuery): Promise<AuditEventPage> {
     await this.gate.check('audit.read', actor, { runId });
+    const tx = em(this.orm);
+    const head = await this.anchor.head(tx, runId);
+    return { ...(await listAudit(tx, runId, q)), head };
+  }
+  /** The run's signed head; an export streams rows up to it, then ends with it. */
+  async head(actor: UserActor, runId: string): Promise<AuditHead> {
+    await this.gate.check('audit.read', actor, { runId });
+    return this.anchor.head(em(this.orm), runId);
+  }
+  /** Rows for an export, after `head()` checked the caller (no second policy round trip per page). */
+  exportPage(runId: string, q: ListAuditQuery) {
     return listAudit(em(this.orm), runId, q);
   }
+  /**
+   * Recomputes the chain, and compares its length with the newest signed checkpoint: rows cut
+   * off the tail by someone past the triggers (owner role) show up here as long as the
+   * checkpoints survive; the offline verifier (docs/audit.md) needs no database at all.
+   */
   async verify(actor: UserActor, runId: string): Promise<VerifyResponse> {
     await this.gate.check('audit.read', actor, { runId });
-    return verifyAudit(em(this.orm), runId);
+    const tx = em(this.orm);
+    const result = await verifyAudit(tx, runId);
+    if (!result.ok) return result;
+    const brokenAt = await this.anchor.checkAgainstCheckpoint(tx, runId, result.rows);
+    if (brokenAt) return { ok: false, rows: result.rows, brokenAt };
+    return result;
   }
 }

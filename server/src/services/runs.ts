@@ -64,6 +64,8 @@ export class RunService {
   /** Set after construction: the two services refer to each other. */
   sessions!: LiveSessionService;
   gate!: PolicyGate;
+  /** Called after a run's exit was recorded (the hub anchors its audit chain then). */
+  onExited?: (runId: string) => void;
 
   constructor(
     private readonly orm: Orm,
@@ -185,6 +187,7 @@ export class RunService {
     await this.sessions.endAllForRun(runId, ended ? 'run-ended' : 'run-cancelled');
     await this.publish(runId);
     this.notifier.kickSchedulers();
+    this.onExited?.(runId);
   }
 
   /** The agent asked for a human: flag the run, push it to dashboards at once, audit it. */

@@ -27,19 +27,26 @@ function parseKey(text: string): Buffer | null {
  * node must share the same key, so multi-node deployments set HANDOFF_SECRET_KEY.
  * Throws a message that names the setting or file but never contains key material.
  */
-export function loadSecretKey(opts: { configured?: string; dataDir: string }): Buffer {
+export function loadSecretKey(opts: {
+  configured?: string | undefined;
+  dataDir: string;
+  /** Key file name inside dataDir. Default secret.key (the audit signing seed uses its own). */
+  file?: string;
+  /** The setting named in errors. Default HANDOFF_SECRET_KEY. */
+  setting?: string;
+}): Buffer {
   const configured = opts.configured?.trim();
   if (configured) {
     const key = parseKey(configured);
     if (!key) {
       throw new Error(
-        `HANDOFF_SECRET_KEY must be 64 hex characters or the base64 of 32 bytes (got ${configured.length} characters); ` +
+        `${opts.setting ?? 'HANDOFF_SECRET_KEY'} must be 64 hex characters or the base64 of 32 bytes (got ${configured.length} characters); ` +
           `generate one with: openssl rand -hex 32`,
       );
     }
     return key;
   }
-  const path = join(opts.dataDir, KEY_FILE);
+  const path = join(opts.dataDir, opts.file ?? KEY_FILE);
   return readKeyFile(path) ?? createKeyFile(opts.dataDir, path);
 }
 
