@@ -8,13 +8,13 @@ const labelKey = z.string().regex(/^[a-z0-9][a-z0-9._/-]{0,62}$/, 'must be a low
 /** `POST /api/task-runs` body. */
 export const createRunBodySchema = z.strictObject({
   command: commandSchema,
-  /** Display title; defaults to the command. */
-  title: z.string().min(1).max(200).optional(),
+  /** Display title (one line); defaults to the command. */
+  title: singleLineText(200).optional(),
   /** Working directory on the worker (absolute). */
   cwd: z.string().startsWith('/').max(4096).optional(),
   /** Non-secret environment for the run. */
   env: z.record(envName, z.string().max(8192)).refine((e) => Object.keys(e).length <= 100, 'at most 100 entries').optional(),
-  labels: z.record(labelKey, z.string().max(200)).refine((l) => Object.keys(l).length <= 32, 'at most 32 labels').optional(),
+  labels: z.record(labelKey, oneLine(200)).refine((l) => Object.keys(l).length <= 32, 'at most 32 labels').optional(),
   /** Start a `web` live session when the run starts. Default LIVE_SESSION_ENABLED_DEFAULT. */
   liveSession: z.boolean().optional(),
 });
@@ -241,6 +241,14 @@ export const readyResponseSchema = z.object({ ok: z.boolean(), checks: z.record(
  * One line of printable text of at most `max` characters: names and labels are shown in
  * lists, banners and audit rows, and their columns are `varchar(100)`.
  */
+/** At most `max` characters on one line, without control characters (may be empty). */
+export function oneLine(max: number) {
+  return z
+    .string()
+    .max(max, `must be at most ${max} characters`)
+    .refine((s) => !/[\u0000-\u001f\u007f-\u009f]/.test(s), 'must be one line without control characters');
+}
+
 export function singleLineText(max: number) {
   return z
     .string()

@@ -63,6 +63,10 @@ describe('authorization matrix: every route × (no token, observer, operator, ad
     ['GET', '/api/users/USER/tokens', undefined, { none: 401, observer: 403, operator: 403, admin: 200, worker: 403 }],
     // A token id nobody has: admins get as far as the lookup.
     ['DELETE', `/api/tokens/${uuid}`, undefined, { none: 401, observer: 403, operator: 403, admin: 404, worker: 403 }],
+    ['POST', '/api/webhooks', { url: 'http://127.0.0.1:9/hook', events: ['run.finished'] }, { none: 401, observer: 403, operator: 403, admin: 201, worker: 403 }],
+    ['GET', '/api/webhooks', undefined, { none: 401, observer: 403, operator: 403, admin: 200, worker: 403 }],
+    ['DELETE', `/api/webhooks/${uuid}`, undefined, { none: 401, observer: 403, operator: 403, admin: 404, worker: 403 }],
+    ['GET', `/api/webhooks/${uuid}/deliveries`, undefined, { none: 401, observer: 403, operator: 403, admin: 404, worker: 403 }],
   ];
 
   it('the table covers every authenticated route of apiRoutes', () => {

@@ -37,6 +37,9 @@ describe('hostile strings and bytes at the edges', () => {
       ['POST', '/api/task-runs', { command: { script: 'true' }, env: { A: 'v\u0000' } }, /"env.A"/],
       ['POST', '/api/task-runs', { command: { argv: ['echo', '\ud800'] } }, /"command.argv.1": contains a lone surrogate/],
       ['POST', `/api/task-runs/${runId}/cancel`, { reason: 'stop\u0000now' }, /"reason"/],
+      // Single-line fields refuse control characters (a title or label is shown on one line, also in terminals).
+      ['POST', '/api/task-runs', { command: { script: 'true' }, title: 'a\u001b[2Jforged\nline' }, /"title": must be one line without control characters/],
+      ['POST', '/api/task-runs', { command: { script: 'true' }, labels: { team: 'x\ny' } }, /"labels.team": must be one line/],
       ['POST', `/api/task-runs/${runId}/operator-messages`, { message: 'hi\udc00' }, /"message": contains a lone surrogate/],
     ];
     for (const [method, path, body, message] of cases) {
