@@ -29,8 +29,9 @@ const BODIES: Record<string, unknown[]> = {
   sendMessage: [{ message: 'hello' }],
   approve: [{ reason: 'r' }],
   deny: [{ reason: 'r' }],
-  // Nothing listens on port 9: what gets registered only collects failed deliveries.
-  createWebhook: [{ url: 'http://127.0.0.1:9/hook', events: ['run.finished'], description: 'd', format: 'json' }],
+  // An event the fuzz never causes (no share nears its expiry): a registered endpoint gets no
+  // deliveries, so the delivery queue changes only when a request changed something.
+  createWebhook: [{ url: 'http://127.0.0.1:9/hook', events: ['session.grace'], description: 'd', format: 'json' }],
 };
 
 /** A valid payload per socket event to mutate (RUN: a run of the fuzzing worker). */
