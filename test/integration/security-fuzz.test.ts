@@ -73,7 +73,12 @@ describe('fuzz: every route and socket event, same-type hostile values; refusals
   beforeAll(async () => {
     // Limits high enough that the fuzzer measures validation, not the rate limiter.
     hub = await startTestHub({
-      env: { RATE_LIMIT_REST_BURST: '1000000', RATE_LIMIT_REST_PER_SEC: '100000', RATE_LIMIT_SOCKET_BURST: '1000000', RATE_LIMIT_SOCKET_PER_SEC: '100000', RATE_LIMIT_IP_PER_SEC: '1000000' },
+      env: {
+        RATE_LIMIT_REST_BURST: '1000000', RATE_LIMIT_REST_PER_SEC: '100000', RATE_LIMIT_SOCKET_BURST: '1000000', RATE_LIMIT_SOCKET_PER_SEC: '100000', RATE_LIMIT_IP_PER_SEC: '1000000',
+        // The fuzzing worker is a scripted socket that never heartbeats: the sweeper must not
+        // declare it lost mid-fuzz (a state change no request made).
+        WORKER_LOST_AFTER: '1h',
+      },
     });
     admin = await hub.token('admin');
     adminId = (await api(hub.url, admin, 'GET', '/api/auth/whoami')).body.id;
