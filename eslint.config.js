@@ -5,6 +5,58 @@ import tseslint from 'typescript-eslint';
 
 const serverImports = { group: ['**/server/**', '@handoff/server', '@handoff/server/**'], message: 'web/ and worker/ never import the server.' };
 
+
+// Inside the hub: edges (http/, socket/, and each feature's *-routes.ts) → feature folders →
+// domain/, infra/, hooks/. A feature's modules import another feature only where FEATURE_DEPS
+// declares it (the table is acyclic: audit → policy → runs → sessions → grants → control…);
+// any other reaction goes through hooks/ (the typed HubEvents bus, the Notifier), wired in hub.ts.
+const FEATURE_DEPS = {
+  audit: [],
+  policy: ['audit'],
+  auth: ['audit'],
+  runs: ['audit', 'policy'],
+  sessions: ['audit', 'policy', 'runs'],
+  grants: ['audit', 'policy', 'runs', 'sessions'],
+  control: ['audit', 'policy', 'runs', 'grants'],
+  presence: ['audit', 'policy', 'runs', 'grants'],
+  approvals: ['audit', 'policy'],
+  messages: ['audit', 'policy', 'runs'],
+  terminal: [],
+  workers: ['audit', 'runs'],
+  webhooks: [],
+  sweeper: ['audit', 'runs', 'sessions'],
+};
+const FEATURES = Object.keys(FEATURE_DEPS);
+const featureRules = FEATURES.map((feature) => ({
+  files: [`server/src/${feature}/**/*.ts`],
+  ignores: ['server/src/*/**/*-routes.ts', 'server/src/**/*.test.ts'],
+  rules: {
+    'no-restricted-imports': [
+      'error',
+      {
+        patterns: [
+          ...FEATURES.filter((f) => f !== feature && !FEATURE_DEPS[feature].includes(f)).map((f) => ({
+            group: [`../${f}/*`],
+            message: `${feature}/ may use ${FEATURE_DEPS[feature].join(', ') || 'no other feature'} (FEATURE_DEPS in eslint.config.js); react to ${f}/ through hooks/.`,
+          })),
+          { group: ['../http/*', '../socket/*', '**/*-routes.js'], message: 'features never import the edges (http/, socket/, routes).' },
+          { group: ['../hub.js', '../cli.js', '../main.js'], message: 'only the composition root wires features together.' },
+        ],
+      },
+    ],
+  },
+}));
+const foundationRules = {
+  files: ['server/src/infra/**/*.ts', 'server/src/hooks/**/*.ts', 'server/src/views.ts'],
+  ignores: ['server/src/**/*.test.ts'],
+  rules: {
+    'no-restricted-imports': [
+      'error',
+      { patterns: [{ group: FEATURES.flatMap((f) => [`../${f}/*`, `../../${f}/*`, `./${f}/*`]).concat(['**/http/*', '**/socket/*']), message: 'infra/, hooks/ and views know no feature and no edge.' }] },
+    ],
+  },
+};
+
 export default tseslint.config(
   { ignores: ['**/node_modules/**', '**/dist/**', 'web/dist/**', '.data/**', '**/*.svelte'] },
   ...tseslint.configs.recommended,
@@ -42,6 +94,8 @@ export default tseslint.config(
       ],
     },
   },
+  ...featureRules,
+  foundationRules,
   {
     // The browser console is the dashboard's log; it reports, it does not chatter.
     files: ['web/src/**/*.ts'],

@@ -16,7 +16,7 @@ grant usage on schema public to handoff_hub;
 grant select, insert, update, delete on all tables in schema public to handoff_hub;
 -- The audit tables are append-only for the hub: no UPDATE, DELETE or TRUNCATE; and not being
 -- their owner, it cannot ALTER TABLE … DISABLE TRIGGER the append-only triggers either.
-revoke update, delete on control_events, audit_checkpoints, schema_migrations from handoff_hub;
+revoke update, delete on audit_events, audit_checkpoints, schema_migrations from handoff_hub;
 -- The hub reads the migration ledger (it refuses to start on a schema that is behind).
 revoke insert on schema_migrations from handoff_hub;
 grant usage, select on all sequences in schema public to handoff_hub;

@@ -2,17 +2,20 @@ import { parseArgs } from 'node:util';
 import { fileURLToPath } from 'node:url';
 import { existsSync, readFileSync } from 'node:fs';
 import { z } from 'zod';
-import { AppError, auditHeadSchema, createWebhookBodySchema, ErrorCode, parseDuration, roleSchema, tokenLabelSchema, userNameSchema, webhookEventSchema, workerNameSchema } from '@handoff/shared';
-import { grantHubRole } from './db/hub-role.js';
+import { AppError, auditHeadSchema, createWebhookBodySchema, ErrorCode, parseDuration, roleSchema, systemClock, tokenLabelSchema, userNameSchema, webhookEventSchema, workerNameSchema } from '@handoff/shared';
+import { grantHubRole } from './infra/db/hub-role.js';
 import { parsePublicKey, verifyExport } from './domain/audit-head.js';
 import { createLogger } from './logger.js';
-import { loadSecretKey, SecretBox } from './services/secret-box.js';
-import { WebhookService } from './services/webhooks.js';
+import { loadSecretKey, SecretBox } from './infra/secret-box.js';
+import { WebhookService } from './webhooks/webhook-service.js';
 import { loadConfig } from './config.js';
-import { openDatabase } from './db/orm.js';
-import { AuthService } from './services/auth.js';
-import type { Notifier } from './services/notifier.js';
-import { RunService } from './services/runs.js';
+import { openDatabase } from './infra/db/orm.js';
+import { AuthService } from './auth/auth-service.js';
+import type { Notifier } from './hooks/notifier.js';
+import { RunService } from './runs/run-service.js';
+import { HubEvents } from './hooks/hub-events.js';
+import { PolicyEvaluator, PolicyGate } from './policy/policy-gate.js';
+import { loadPolicy } from './policy/policy-loader.js';
 
 const USAGE = `usage:
   pnpm handoff user add --name <name> --role observer|operator|admin [--ttl 30d]   create a user, print its token once
@@ -79,7 +82,7 @@ async function main(argv: string[]): Promise<number> {
   // With an owner URL configured, DATABASE_URL is the hub's role: it checks, never migrates.
   const orm = await openDatabase({ databaseUrl: config.DATABASE_URL, dataDir: config.HANDOFF_DATA_DIR, migrate: !(config.DATABASE_URL && config.MIGRATION_DATABASE_URL) });
   try {
-    const auth = new AuthService(orm);
+    const auth = new AuthService(orm, systemClock);
     if (cmd === 'user' && sub === 'add') {
       const role = roleSchema.safeParse(values.role);
       if (!name || !role.success) throw new AppError({ code: ErrorCode.VALIDATION, message: '--name and --role observer|operator|admin are required' });
@@ -105,7 +108,7 @@ async function main(argv: string[]): Promise<number> {
       process.stdout.write(`worker token for ${name} (shown once):\n${token}\n`);
     } else if (cmd === 'webhook') {
       // Enqueued events are delivered by the running hub; the CLI only manages endpoints.
-      const webhooks = new WebhookService(orm, new SecretBox(loadSecretKey({ configured: config.HANDOFF_SECRET_KEY, dataDir: config.HANDOFF_DATA_DIR })), createLogger('warn'), {
+      const webhooks = new WebhookService(orm, new SecretBox(loadSecretKey({ configured: config.HANDOFF_SECRET_KEY, dataDir: config.HANDOFF_DATA_DIR })), createLogger('warn'), systemClock, {
         retryBaseMs: config.WEBHOOK_RETRY_BASE, maxAgeMs: config.WEBHOOK_MAX_AGE, pollIntervalMs: config.WEBHOOK_POLL_INTERVAL, timeoutMs: config.WEBHOOK_TIMEOUT, publicUrl: config.HANDOFF_PUBLIC_URL ?? null,
       });
       if (sub === 'add') {
@@ -125,7 +128,9 @@ async function main(argv: string[]): Promise<number> {
     } else if (cmd === 'bootstrap-local') {
       const adminToken = await auth.bootstrapAdmin();
       const { token: workerToken } = await auth.issueWorkerToken('local', { rotate: true });
-      const runs = new RunService(orm, offline, { liveSessionDefault: config.LIVE_SESSION_ENABLED_DEFAULT });
+      // The demo run is the hub's own (no policy check); nothing reacts to its events offline.
+      const gate = new PolicyGate(orm, new PolicyEvaluator(loadPolicy(config.HANDOFF_POLICY), systemClock), null, systemClock);
+      const runs = new RunService(orm, offline, gate, new HubEvents(), systemClock, { liveSessionDefault: config.LIVE_SESSION_ENABLED_DEFAULT });
       const demo = await runs.create(
         { type: 'system', id: 'demo' },
         // ~24 steps of 1.5–3 s: long enough to open the dashboard and watch it live.

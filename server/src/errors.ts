@@ -3,6 +3,13 @@ import { AppError, ErrorCode } from '@handoff/shared';
 
 /** What a client is told to wait before retrying while a dependency is down (`Retry-After`, ack `details`). */
 export const UNAVAILABLE_RETRY_AFTER_MS = 2000;
+/** … and after its transaction lost to a concurrent one. */
+export const CONFLICT_RETRY_AFTER_MS = 1000;
+
+// 40001 serialization_failure, 40P01 deadlock_detected, 55P03 lock_not_available: PostgreSQL
+// rolled the transaction back because of a concurrent one. Nothing was written, and the same
+// request succeeds when it is made again.
+const TRANSIENT_CONFLICT = new Set(['40001', '40P01', '55P03']);
 
 // Socket-level failures reaching (or holding a connection to) the database server.
 const NETWORK_CODES = new Set(['ECONNREFUSED', 'ECONNRESET', 'ETIMEDOUT', 'EPIPE', 'ENOTFOUND', 'EHOSTUNREACH', 'ENETUNREACH', 'EAI_AGAIN']);
@@ -29,14 +36,27 @@ export function isDatabaseUnavailable(err: unknown): boolean {
   return false;
 }
 
+/** True when `err` (or one of its causes) is a transaction PostgreSQL rolled back for a concurrent one (see TRANSIENT_CONFLICT). */
+export function isTransientConflict(err: unknown): boolean {
+  for (let e = err, depth = 0; e && typeof e === 'object' && depth < 6; e = (e as { cause?: unknown }).cause, depth++) {
+    const code = (e as { code?: unknown }).code;
+    if (typeof code === 'string' && TRANSIENT_CONFLICT.has(code)) return true;
+  }
+  return false;
+}
+
 /**
  * Maps anything thrown to a known error, for the edges' boundaries: an AppError as is, a
- * database outage `UNAVAILABLE` (retryable, with `retryAfterMs`), anything else `INTERNAL`.
+ * database outage or a transaction lost to a concurrent one `UNAVAILABLE` (retryable, with
+ * `retryAfterMs`), anything else `INTERNAL`.
  */
 export function toAppError(err: unknown): AppError {
   if (err instanceof AppError) return err;
   if (isDatabaseUnavailable(err)) {
     return new AppError({ code: ErrorCode.UNAVAILABLE, message: 'the database is unavailable; retry shortly', details: { retryAfterMs: UNAVAILABLE_RETRY_AFTER_MS }, cause: err });
+  }
+  if (isTransientConflict(err)) {
+    return new AppError({ code: ErrorCode.UNAVAILABLE, message: 'a concurrent change conflicted with this one, and nothing was written; retry', details: { retryAfterMs: CONFLICT_RETRY_AFTER_MS }, cause: err });
   }
   return new AppError({ code: ErrorCode.INTERNAL, message: 'internal error', cause: err });
 }

@@ -2,46 +2,46 @@ import { createServer, type Server as HttpServer } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { fileURLToPath } from 'node:url';
 import { Server } from 'socket.io';
-import { ErrorCode, NAMESPACE, rooms, type Frame } from '@handoff/shared';
+import { ErrorCode, NAMESPACE, rooms, systemClock, type Clock, type Frame } from '@handoff/shared';
 import type { ServerConfig } from './config.js';
-import { em, openDatabase, type Orm } from './db/orm.js';
+import { em, openDatabase, type Orm } from './infra/db/orm.js';
 import { createApp } from './http/app.js';
 import { createLogger, type Logger } from './logger.js';
-import { RedisLink } from './redis.js';
-import { AuditLog } from './services/audit.js';
-import { AuditAnchor, loadAuditSigningKey } from './services/audit-anchor.js';
-import { AuthService, type Principal } from './services/auth.js';
-import { LiveSessionService, type LiveSessionOptions } from './services/live-sessions.js';
-import { RunService } from './services/runs.js';
-import { Scheduler } from './services/scheduler.js';
-import { loadSecretKey, SecretBox } from './services/secret-box.js';
-import { redisLeadership, soleLeader } from './services/leader.js';
-import { Sweeper } from './services/sweeper.js';
-import { WorkerPresence } from './services/worker-presence.js';
-import { RateLimiter } from './services/rate-limiter.js';
-import { RateLimits } from './services/rate-limits.js';
-import { ControlService } from './services/control.js';
-import { WriteGrantService } from './services/write-grants.js';
-import { MessageService } from './services/messages.js';
-import { ApprovalService } from './services/approvals.js';
-import { PolicyGate } from './services/policy-gate.js';
-import { loadPolicy } from './services/policy-loader.js';
+import { RedisLink } from './infra/redis.js';
+import { AuditLog } from './audit/audit-log.js';
+import { AuditAnchor, loadAuditSigningKey } from './audit/audit-anchor.js';
+import { AuthService, type Principal } from './auth/auth-service.js';
+import { LiveSessionService, type LiveSessionOptions } from './sessions/live-session-service.js';
+import { RunService } from './runs/run-service.js';
+import { Scheduler } from './workers/scheduler.js';
+import { loadSecretKey, SecretBox } from './infra/secret-box.js';
+import { redisLeadership, soleLeader } from './infra/leader.js';
+import { Sweeper } from './sweeper/sweeper.js';
+import { WorkerPresence } from './workers/worker-presence.js';
+import { RateLimiter } from './infra/rate-limiter.js';
+import { RateLimits } from './infra/rate-limits.js';
+import { ControlService } from './control/control-service.js';
+import { WriteGrantService } from './grants/write-grant-service.js';
+import { MessageService } from './messages/message-service.js';
+import { ApprovalService } from './approvals/approval-service.js';
+import { PolicyEvaluator, PolicyGate } from './policy/policy-gate.js';
+import { HubEvents } from './hooks/hub-events.js';
+import { loadPolicy } from './policy/policy-loader.js';
 import { controlBodySchema, grantWriteBodySchema, type CreateRunBody, type Provider } from '@handoff/shared';
-import { TerminalService } from './services/terminal.js';
+import { TerminalService } from './terminal/terminal-service.js';
 import { setupDashboardNamespace } from './socket/dashboard-namespace.js';
 import { PEER_TIMEOUT_MS, type DashboardNamespace, type WorkerNamespace } from './socket/namespaces.js';
 import { SocketNotifier } from './socket/socket-notifier.js';
 import { setupWorkerNamespace } from './socket/worker-namespace.js';
+import { MemoryPresenceStore, PresenceService, RedisPresenceStore } from './presence/presence-service.js';
+import { SocketPresenceFanout } from './socket/presence-fanout.js';
 import { LagGuard } from './socket/lag-guard.js';
 import { handshakeError } from './socket/on.js';
 import { observedLeadership, gaugeSources } from './metrics-sources.js';
-import { WebhookService } from './services/webhooks.js';
-import { withWebhookEvents } from './services/webhook-events.js';
+import { WebhookService } from './webhooks/webhook-service.js';
+import { withWebhookEvents } from './webhooks/webhook-events.js';
 
 const DEFAULT_WEB_DIR = fileURLToPath(new URL('../../web/dist', import.meta.url));
-
-/** How often the scheduler re-checks the queue even without a push (safety net). */
-const SCHEDULER_TICK_MS = 5000;
 
 export interface Hub {
   url: string;
@@ -54,6 +54,7 @@ export interface Hub {
   terminal: TerminalService;
   sessions: LiveSessionService;
   sweeper: Sweeper;
+  scheduler: Scheduler;
   log: Logger;
   /**
    * Graceful drain (SIGTERM): /readyz 503 and new sockets refused at once; after `noticeMs`
@@ -65,8 +66,10 @@ export interface Hub {
 }
 
 /** Starts one hub node: database (migrated), HTTP API, socket namespaces, scheduler. */
-export async function createHub(config: ServerConfig, opts: { logger?: Logger } = {}): Promise<Hub> {
+export async function createHub(config: ServerConfig, opts: { logger?: Logger; clock?: Clock } = {}): Promise<Hub> {
   const log = opts.logger ?? createLogger(config.LOG_LEVEL);
+  // What the process decides about time goes through one clock; tests may pass a ManualClock.
+  const clock = opts.clock ?? systemClock;
   const orm = await openDatabase({
     databaseUrl: config.DATABASE_URL,
     dataDir: config.HANDOFF_DATA_DIR,
@@ -75,7 +78,7 @@ export async function createHub(config: ServerConfig, opts: { logger?: Logger } 
     // cannot (and must not) migrate; it refuses to start on a schema that is behind.
     migrate: !(config.DATABASE_URL && config.MIGRATION_DATABASE_URL),
   });
-  const auditAnchor = new AuditAnchor(orm, loadAuditSigningKey({ configured: config.HANDOFF_AUDIT_SIGNING_KEY, dataDir: config.HANDOFF_DATA_DIR }), log.child({ module: 'audit-anchor' }), {
+  const auditAnchor = new AuditAnchor(orm, loadAuditSigningKey({ configured: config.HANDOFF_AUDIT_SIGNING_KEY, dataDir: config.HANDOFF_DATA_DIR }), log.child({ module: 'audit-anchor' }), clock, {
     intervalMs: config.AUDIT_CHECKPOINT_INTERVAL,
   });
   if (config.REDIS_URL && !config.HANDOFF_AUDIT_SIGNING_KEY) {
@@ -107,7 +110,7 @@ export async function createHub(config: ServerConfig, opts: { logger?: Logger } 
   }
 
   const secretBox = new SecretBox(loadSecretKey({ configured: config.HANDOFF_SECRET_KEY, dataDir: config.HANDOFF_DATA_DIR }));
-  const webhooks = new WebhookService(orm, secretBox, log.child({ module: 'webhooks' }), {
+  const webhooks = new WebhookService(orm, secretBox, log.child({ module: 'webhooks' }), clock, {
     retryBaseMs: config.WEBHOOK_RETRY_BASE,
     maxAgeMs: config.WEBHOOK_MAX_AGE,
     pollIntervalMs: config.WEBHOOK_POLL_INTERVAL,
@@ -118,41 +121,43 @@ export async function createHub(config: ServerConfig, opts: { logger?: Logger } 
   // Every service's post-commit pushes also become webhook events (see webhook-events.ts).
   const notifier = withWebhookEvents(
     new SocketNotifier(dashboardNsp, workerNsp, !!redis, () => {
-      if (!draining) void scheduler.kick();
+      if (!draining) void scheduler.queued();
     }),
     webhooks,
   );
-  const auth = new AuthService(orm);
-  const runs = new RunService(orm, notifier, { liveSessionDefault: config.LIVE_SESSION_ENABLED_DEFAULT });
-  const sessions = new LiveSessionService(orm, notifier, secretBox, log.child({ module: 'live-sessions' }), liveSessionOptions(config));
-  runs.sessions = sessions;
-  // A run's chain is anchored when it ends: a signed checkpoint of its final head.
-  runs.onExited = (runId) => void auditAnchor.checkpoint(runId).catch((err) => log.error({ err, runId }, 'could not checkpoint the audit chain of an ended run'));
+  const auth = new AuthService(orm, clock);
   // Deny by default: every user command passes the policy (HANDOFF_POLICY or the shipped default).
-  const gate = new PolicyGate(orm, loadPolicy(config.HANDOFF_POLICY));
-  const approvals = new ApprovalService(orm, notifier, gate, config.APPROVAL_TIMEOUT);
-  gate.approvals = approvals;
-  runs.gate = gate;
-  sessions.gate = gate;
-  sessions.runOwner = runs;
-  const grants = new WriteGrantService(orm, notifier, runs, sessions, secretBox, log.child({ module: 'write-grants' }), {
+  const policy = new PolicyEvaluator(loadPolicy(config.HANDOFF_POLICY), clock);
+  const approvals = new ApprovalService(orm, notifier, policy, clock, config.APPROVAL_TIMEOUT);
+  const gate = new PolicyGate(orm, policy, approvals, clock);
+  // Cross-feature reactions go through one typed bus, wired below once every service exists.
+  const events = new HubEvents();
+  const sessions = new LiveSessionService(orm, notifier, gate, events, clock, secretBox, log.child({ module: 'live-sessions' }), liveSessionOptions(config));
+  const runs = new RunService(orm, notifier, gate, events, clock, { liveSessionDefault: config.LIVE_SESSION_ENABLED_DEFAULT });
+  const grants = new WriteGrantService(orm, notifier, gate, clock, runs, sessions, secretBox, log.child({ module: 'write-grants' }), {
     ttlMs: config.LIVE_RW_GRANT_TTL,
     maxTtlMs: config.LIVE_RW_GRANT_MAX_TTL,
   });
-  grants.gate = gate;
-  sessions.onEnded = (sessionId, reason) => void grants.onSessionEnded(sessionId, reason).catch((err) => log.error({ err, sessionId }, 'could not end the write grants of an ended session'));
-  const control = new ControlService(orm, runs, grants, notifier, { softGraceMs: config.PAUSE_SOFT_GRACE });
-  control.gate = gate;
+  const control = new ControlService(orm, runs, grants, notifier, gate, clock, { softGraceMs: config.PAUSE_SOFT_GRACE });
   registerApprovedCommands(approvals, runs, sessions, grants, control);
-  const messages = new MessageService(orm, notifier, log.child({ module: 'messages' }));
-  messages.gate = gate;
+  const messages = new MessageService(orm, notifier, gate, clock, log.child({ module: 'messages' }));
+  const workerPresence = new WorkerPresence(orm, {
+    clock,
+    flushMs: config.HEARTBEAT_FLUSH,
+    log: log.child({ module: 'worker-presence' }),
+    onHeardAgain: async (workerId) => {
+      const kept = await runs.reclaim(workerId, 'heartbeat');
+      log.warn({ workerId, reclaimed: kept }, 'lost worker heard again within the reclaim grace');
+    },
+  });
   const leadership = observedLeadership(redis ? redisLeadership(redis.pub, `${config.REDIS_KEY_PREFIX}:sweeper`, 5000, (err) => redis.failed(err, 'sweeper lease')) : soleLeader);
-  const sweeper = new Sweeper(orm, sessions, runs, notifier, leadership, log.child({ module: 'sweeper' }), {
+  const sweeper = new Sweeper(orm, sessions, runs, notifier, leadership, log.child({ module: 'sweeper' }), clock, {
     intervalMs: config.SWEEP_INTERVAL,
     graceMs: config.LIVE_GRACE,
     startTimeoutMs: config.LIVE_PROVIDER_START_TIMEOUT,
     workerLostAfterMs: config.WORKER_LOST_AFTER,
     reclaimGraceMs: config.WORKER_RECLAIM_GRACE,
+    flushHeard: () => flushHeardEverywhere(),
     chores: [
       () => approvals.expireDue(),
       () => approvals.executeApproved(),
@@ -164,8 +169,15 @@ export async function createHub(config: ServerConfig, opts: { logger?: Logger } 
       },
     ],
   });
-  sessions.onCreated = (sessionId) => void sweeper.graceWarnings(sessionId).catch((err) => log.error({ err }, 'grace check failed'));
-  const terminal = new TerminalService(orm, notifier, log.child({ module: 'terminal' }), {
+  // A run's live sessions start and end with it; a session's write grants end with it.
+  events.on('run.started', (run) => sessions.onRunStarted(run));
+  events.on('run.ended', ({ runId, reason, code }) => sessions.endAllForRun(runId, reason, code));
+  events.on('session.ended', ({ sessionId, reason }) => void grants.onSessionEnded(sessionId, reason).catch((err) => log.error({ err, sessionId }, 'could not end the write grants of an ended session')));
+  // A new or extended session may already be inside its grace window.
+  events.on('session.created', ({ sessionId }) => void sweeper.graceWarnings(sessionId).catch((err) => log.error({ err }, 'grace check failed')));
+  // A run's chain is anchored when it ends: a signed checkpoint of its final head.
+  events.on('run.exited', ({ runId }) => void auditAnchor.checkpoint(runId).catch((err) => log.error({ err, runId }, 'could not checkpoint the audit chain of an ended run')));
+  const terminal = new TerminalService(orm, notifier, log.child({ module: 'terminal' }), clock, {
     flushMs: config.RECORDING_FLUSH,
     peerPending: redis
       ? async (runId) => {
@@ -186,7 +198,24 @@ export async function createHub(config: ServerConfig, opts: { logger?: Logger } 
         }
       : undefined,
   });
-  const scheduler = new Scheduler(orm, runs, notifier, log.child({ module: 'scheduler' }));
+  const scheduler = new Scheduler(orm, runs, notifier, log.child({ module: 'scheduler' }), { clock });
+
+  /** This node's unwritten heartbeats, then every other node's (bounded wait: a node that does not answer is not receiving either). */
+  async function flushHeardEverywhere(): Promise<void> {
+    await workerPresence.flush();
+    if (!redis?.up) return;
+    let timer: NodeJS.Timeout | undefined;
+    await Promise.race([
+      workerNsp.serverSideEmitWithAck('presence:flush'),
+      new Promise((resolve) => (timer = setTimeout(resolve, PEER_TIMEOUT_MS + 500))),
+    ])
+      .catch((err: Error) => log.warn({ err: err.message }, 'a hub node did not flush its heartbeats in time'))
+      .finally(() => clearTimeout(timer));
+  }
+  // Asked by the sweeping node before it judges workers silent.
+  workerNsp.on('presence:flush', (reply) => {
+    workerPresence.flush().then(() => reply(true), () => reply(false));
+  });
 
   const limits = new RateLimits(
     {
@@ -201,16 +230,27 @@ export async function createHub(config: ServerConfig, opts: { logger?: Logger } 
   );
   const throttle = { limits, trustedHops: config.TRUST_PROXY_HOPS };
   const allowedOrigins = (config.HANDOFF_ALLOWED_ORIGINS ?? '').split(',').map((o) => o.trim()).filter(Boolean);
+  // The fanout tells this node's presence to forget connections a kick on any node cut.
+  const presenceFanout = new SocketPresenceFanout(dashboardNsp, (runId, connIds) => presence.dropLocal(runId, connIds));
+  const presence = new PresenceService(
+    orm,
+    redis ? new RedisPresenceStore(redis.pub, config.REDIS_KEY_PREFIX) : new MemoryPresenceStore(clock),
+    presenceFanout, gate, grants, clock, log.child({ module: 'presence' }),
+  );
+  presence.start();
   setupDashboardNamespace(dashboardNsp, {
-    auth, runs, terminal, grants, log, allowedOrigins, throttle,
+    auth, runs, sessions, terminal, grants, presence, log, allowedOrigins, throttle,
     limiter: new RateLimiter({ perSecond: config.RATE_LIMIT_SOCKET_PER_SEC, burst: config.RATE_LIMIT_SOCKET_BURST }),
   });
-  const lagGuard = new LagGuard(dashboardNsp, log.child({ module: 'lag-guard' }), { maxBufferedBytes: config.VIEWER_MAX_QUEUED_BYTES, stuckAfterMs: config.VIEWER_STUCK_AFTER });
+  const lagGuard = new LagGuard(dashboardNsp, log.child({ module: 'lag-guard' }), clock, { maxBufferedBytes: config.VIEWER_MAX_QUEUED_BYTES, stuckAfterMs: config.VIEWER_STUCK_AFTER });
   lagGuard.start();
   setupWorkerNamespace(workerNsp, {
-    auth, runs, scheduler, terminal, log, control, messages, throttle,
-    presence: new WorkerPresence(orm),
+    auth, runs, sessions, scheduler, terminal, log, control, messages, throttle,
+    presence: workerPresence,
     heartbeatIntervalMs: config.HEARTBEAT_INTERVAL,
+    helloConcurrency: config.HELLO_CONCURRENCY,
+    workerLostAfterMs: config.WORKER_LOST_AFTER,
+    clock,
     abandonAfterMs: config.WORKER_LOST_AFTER + config.WORKER_RECLAIM_GRACE,
     assignAckTimeoutMs: config.ASSIGN_ACK_TIMEOUT,
   });
@@ -225,6 +265,7 @@ export async function createHub(config: ServerConfig, opts: { logger?: Logger } 
     auditAnchor,
     control,
     messages,
+    presence,
     limits,
     trustedProxyHops: config.TRUST_PROXY_HOPS,
     allowedOrigins,
@@ -249,17 +290,20 @@ export async function createHub(config: ServerConfig, opts: { logger?: Logger } 
   });
   const port = (http.address() as AddressInfo).port;
   let closing: Promise<void> | undefined;
-  const tick = setInterval(() => {
-    if (!draining) void scheduler.kick();
-  }, SCHEDULER_TICK_MS);
-  tick.unref();
+  // The safety recheck of the queue: one claim attempt per period, and none while no worker here has room.
+  const recheck = clock
+    .setInterval(() => {
+      if (!draining) void scheduler.queued();
+    }, config.SCHEDULER_RECHECK)
+    .unref();
+  workerPresence.start();
   sweeper.start();
   webhooks.start();
   log.info({ port, database: config.DATABASE_URL ? 'postgresql' : 'pglite', redis: !!redis }, 'hub listening');
 
   return {
     url: `http://${config.HOST === '0.0.0.0' ? '127.0.0.1' : config.HOST}:${port}`,
-    port, orm, io, http, auth, runs, terminal, sessions, sweeper, log,
+    port, orm, io, http, auth, runs, terminal, sessions, sweeper, scheduler, log,
     close(opts = {}) {
       closing ??= drain(opts.noticeMs ?? 0);
       return closing;
@@ -269,8 +313,10 @@ export async function createHub(config: ServerConfig, opts: { logger?: Logger } 
   async function drain(noticeMs: number): Promise<void> {
     const started = Date.now();
     draining = true;
-    clearInterval(tick);
+    recheck.cancel();
     lagGuard.stop();
+    // This node's viewers reconnect to another node and reappear there.
+    await presence.stop();
     log.info({ noticeMs }, 'draining: readiness is 503, new sockets are refused');
     // The sweep in progress ends and the lease is released, so another node sweeps at once.
     const sweeperStopped = sweeper.stop();
@@ -287,6 +333,7 @@ export async function createHub(config: ServerConfig, opts: { logger?: Logger } 
     for (const socket of workers) socket.conn.close();
     // Whatever was accepted on this node is written before the database closes.
     await terminal.closeAll();
+    await workerPresence.stop();
     const dashboards = [...dashboardNsp.sockets.values()];
     for (const socket of dashboards) socket.conn.close();
     await new Promise<void>((resolve) => io.close(() => resolve()));

@@ -1,8 +1,9 @@
 import type { Server } from 'socket.io';
 import { NAMESPACE, RunStatus } from '@handoff/shared';
-import { em, type Orm } from './db/orm.js';
+import { em, type Orm } from './infra/db/orm.js';
 import type { GaugeSources } from './metrics.js';
-import type { Leadership } from './services/leader.js';
+import type { Leadership } from './infra/leader.js';
+import { countOnlineWorkers, countRunsByStatus, countSessionsByProviderStatus } from './metrics-queries.js';
 
 /** A leadership that remembers its last answer, so a scrape reads it without renewing (or taking) the lease. */
 export function observedLeadership(inner: Leadership): Leadership & { last(): { leading: boolean; lastLeadAt: number | null } } {
@@ -27,19 +28,17 @@ export function gaugeSources(orm: Orm, io: Server, leadership: { last(): { leadi
   return {
     socketsByNamespace: () => Object.fromEntries(Object.values(NAMESPACE).map((ns) => [ns, io.of(ns).sockets.size])),
     async runsByStatus() {
-      const rows = await em(orm).execute<Array<{ status: string; n: string }>>('select status, count(*) as n from runs group by status');
+      const rows = await countRunsByStatus(em(orm));
       // Every status appears (0 when none), so dashboards don't see series vanish.
       const counts = new Map<string, number>(Object.values(RunStatus).map((s) => [s, 0]));
-      for (const r of rows) counts.set(r.status, Number(r.n));
+      for (const r of rows) counts.set(r.status, r.n);
       return [...counts].map(([status, n]) => ({ status, n }));
     },
     async sessionsByProviderStatus() {
-      const rows = await em(orm).execute<Array<{ provider: string; status: string; n: string }>>('select provider, status, count(*) as n from live_sessions group by provider, status');
-      return rows.map((r) => ({ provider: r.provider, status: r.status, n: Number(r.n) }));
+      return countSessionsByProviderStatus(em(orm));
     },
     async connectedWorkers() {
-      const [row] = await em(orm).execute<Array<{ n: string }>>(`select count(*) as n from workers where status = 'online'`);
-      return Number(row?.n ?? 0);
+      return countOnlineWorkers(em(orm));
     },
     leader: () => leadership.last(),
   };

@@ -1,5 +1,5 @@
 import { loadConfig } from './config.js';
-import { openDatabase } from './db/orm.js';
+import { openDatabase } from './infra/db/orm.js';
 import { createLogger } from './logger.js';
 
 /**

@@ -15,6 +15,8 @@ import {
   grantWriteResponseSchema,
   healthResponseSchema,
   idParamsSchema,
+  kickViewerBodySchema,
+  kickViewerResponseSchema,
   listApprovalsQuerySchema,
   listEventsQuerySchema,
   listRunsQuerySchema,
@@ -98,7 +100,7 @@ export const apiRoutes: readonly ApiRoute[] = [
   { method: 'get', path: '/api/auth/whoami', operationId: 'whoami', summary: 'Who the bearer token belongs to', tag: 'auth', auth: 'observer', responses: { 200: whoamiSchema } },
 
   { method: 'post', path: '/api/task-runs', operationId: 'createRun', summary: 'Queue a task run', tag: 'runs', auth: 'operator', body: createRunBodySchema, responses: { 201: runSchema }, errors: GATED },
-  { method: 'get', path: '/api/task-runs', operationId: 'listRuns', summary: 'List runs, newest first (cursor paging)', tag: 'runs', auth: 'observer', query: listRunsQuerySchema, responses: { 200: runListSchema }, errors: ['VALIDATION'] },
+  { method: 'get', path: '/api/task-runs', operationId: 'listRuns', summary: 'List runs, newest first (cursor paging); search by text, filter by status, control state, needs-operator, live share', tag: 'runs', auth: 'observer', query: listRunsQuerySchema, responses: { 200: runListSchema }, errors: ['VALIDATION'] },
   { method: 'get', path: '/api/task-runs/{id}', operationId: 'getRun', summary: 'A run with its control state, sessions and grants', tag: 'runs', auth: 'observer', params: runParams, responses: { 200: runSchema }, errors: ['VALIDATION', 'NOT_FOUND'] },
   { method: 'post', path: '/api/task-runs/{id}/cancel', operationId: 'cancelRun', summary: 'Cancel a run', tag: 'runs', auth: 'operator', params: runParams, body: cancelRunBodySchema, responses: { 200: runSchema }, errors: GATED },
 
@@ -111,7 +113,8 @@ export const apiRoutes: readonly ApiRoute[] = [
   { method: 'post', path: '/api/task-runs/{id}/live-session/extend', operationId: 'extendLiveSession', summary: 'Set a share’s TTL from now (policy-bounded)', tag: 'live-sessions', auth: 'operator', params: runParams, body: extendLiveSessionBodySchema, responses: { 200: sessionResponseSchema }, errors: [...GATED, 'EXPIRED'] },
   { method: 'post', path: '/api/task-runs/{id}/live-session/revoke', operationId: 'revokeLiveSession', summary: 'End shares now (viewers cut off, provider killed)', tag: 'live-sessions', auth: 'operator', params: runParams, body: revokeLiveSessionBodySchema, responses: { 200: sessionResponseSchema }, errors: GATED },
   {
-    method: 'post', path: '/api/task-runs/{id}/live-session/grant-write', operationId: 'grantWrite', summary: 'A time-bound write grant for the caller; RW attach data in this response only', tag: 'write-grants', auth: 'operator',
+    // Observers may ask too: the policy decides (by default their request waits for an operator's approval).
+    method: 'post', path: '/api/task-runs/{id}/live-session/grant-write', operationId: 'grantWrite', summary: 'A time-bound write grant for the caller; RW attach data in this response only', tag: 'write-grants', auth: 'observer',
     params: runParams, body: grantWriteBodySchema, responses: { 200: grantWriteResponseSchema }, errors: [...GATED, 'LIMIT_REACHED'],
   },
   { method: 'get', path: '/api/task-runs/{id}/live-session/write-grant', operationId: 'revealWriteGrant', summary: 'The caller’s live grant with its attach data again', tag: 'write-grants', auth: 'operator', params: runParams, responses: { 200: grantWriteResponseSchema }, errors: ['VALIDATION', 'NOT_FOUND'] },
@@ -123,6 +126,10 @@ export const apiRoutes: readonly ApiRoute[] = [
   },
   { method: 'post', path: '/api/task-runs/{id}/operator-messages', operationId: 'sendMessage', summary: 'Send a message to the agent and every observer', tag: 'messages', auth: 'operator', params: runParams, body: operatorMessageBodySchema, responses: { 201: operatorMessageSchema }, errors: GATED },
   { method: 'get', path: '/api/task-runs/{id}/operator-messages', operationId: 'listMessages', summary: 'The run’s operator messages', tag: 'messages', auth: 'observer', params: runParams, responses: { 200: operatorMessageListSchema }, errors: ['VALIDATION', 'NOT_FOUND'] },
+  {
+    method: 'post', path: '/api/task-runs/{id}/viewers/kick', operationId: 'kickViewer', summary: 'Remove one user from the run’s live view (all their connections, every node) and end their write grant', tag: 'presence', auth: 'operator',
+    params: runParams, body: kickViewerBodySchema, responses: { 200: kickViewerResponseSchema }, errors: GATED,
+  },
   { method: 'post', path: '/api/task-runs/{id}/needs-operator/dismiss', operationId: 'dismissNeedsOperator', summary: 'Clear the run’s needs-operator flag', tag: 'control', auth: 'operator', params: runParams, responses: { 200: runSchema }, errors: GATED },
 
   {

@@ -73,6 +73,22 @@ export const serverConfigSchema = z.object({
    * worker (or its dead-man switch) stops them. Default 60s.
    */
   WORKER_RECLAIM_GRACE: duration('60s'),
+  /**
+   * Heartbeats are acked at once and written in batches: each node writes every heartbeat it
+   * heard in one statement this often. Keep it well below WORKER_LOST_AFTER − HEARTBEAT_INTERVAL;
+   * the sweeper also asks every node to flush before it declares anyone lost. Default 1s.
+   */
+  HEARTBEAT_FLUSH: duration('1s'),
+  /**
+   * Worker hellos handled at once per node (each is a few queries); the others wait their
+   * turn, never refused, so a fleet reconnecting at once does not starve the database pool. Default 8.
+   */
+  HELLO_CONCURRENCY: int(8, 1, 1000),
+  /**
+   * Scheduling is kicked by run creations and requeues (across nodes through Redis); this
+   * slow recheck of the queue catches a kick lost with Redis. Default 10s.
+   */
+  SCHEDULER_RECHECK: duration('10s'),
   PAUSE_SOFT_GRACE: duration('10s'),
   APPROVAL_TIMEOUT: duration('10m'),
   /** Terminal recording writes are batched: flushed after this long (frames are broadcast at once regardless). Default 50ms. */

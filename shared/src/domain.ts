@@ -124,7 +124,11 @@ export const runSchema = z.object({
   labels: z.record(z.string(), z.string()),
   status: runStatusSchema,
   createdBy: z.string(),
+  /** The creator's user name (null if the user is gone). */
+  createdByName: z.string().nullable(),
   workerId: z.string().nullable(),
+  /** The worker's name (null until assigned, or if the worker is gone). */
+  workerName: z.string().nullable(),
   exitCode: z.number().int().nullable(),
   errorMessage: z.string().nullable(),
   control: z.object({
@@ -148,6 +152,18 @@ export const runSchema = z.object({
   sessions: z.array(liveSessionSchema),
 });
 export type Run = z.infer<typeof runSchema>;
+
+/** One user watching a run right now (all their dashboard connections to it, on every hub node). */
+export const presenceViewerSchema = z.object({
+  userId: z.string(),
+  name: z.string(),
+  role: roleSchema,
+  /** When their earliest open connection started watching. */
+  since: isoDate,
+  /** Open run pages (tabs, devices) of this user on the run. */
+  connections: z.number().int().min(1),
+});
+export type PresenceViewer = z.infer<typeof presenceViewerSchema>;
 
 export const approvalSchema = z.object({
   id: z.string(),

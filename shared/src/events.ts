@@ -1,6 +1,6 @@
 import { z } from 'zod';
 import type { AckCallback } from './errors.js';
-import { approvalSchema, commandSchema, controlStateSchema, handoffContextSchema, liveSessionSchema, operatorMessageSchema, pauseModeSchema, runSchema, writeGrantSchema } from './domain.js';
+import { approvalSchema, commandSchema, controlStateSchema, handoffContextSchema, liveSessionSchema, operatorMessageSchema, pauseModeSchema, presenceViewerSchema, runSchema, writeGrantSchema } from './domain.js';
 
 /** External share providers run by the worker (the `web` provider lives in the hub). */
 export const externalProviderSchema = z.enum(['tmate', 'upterm']);
@@ -90,9 +90,32 @@ export type Frame = z.infer<typeof frameSchema>;
 
 const runRef = z.strictObject({ runId: z.uuid() });
 
+/** Why a viewer was removed from a run (pushed to them, and the text of the FORBIDDEN that keeps them out). */
+export const presenceKickedSchema = z.object({
+  runId: z.string(),
+  by: z.object({ id: z.string(), name: z.string() }),
+  reason: z.string().nullable(),
+  /** ISO 8601: when they may watch the run again. */
+  until: z.string(),
+});
+export type PresenceKicked = z.infer<typeof presenceKickedSchema>;
+
+/** A run's pane as its worker started it: what a recording's player needs to render its bytes. */
+export const paneInfoSchema = z.strictObject({
+  /** Columns × rows of the pane (the window never resizes: `window-size manual`). */
+  cols: z.number().int().min(1).max(1000),
+  rows: z.number().int().min(1).max(500),
+  /** TERM inside the pane, e.g. `screen-256color`. */
+  term: z.string().regex(/^[A-Za-z0-9._+-]{1,64}$/),
+  /** The shell that starts the run's command, e.g. `/bin/sh`. */
+  shell: z.string().regex(/^\/[A-Za-z0-9._/+-]{0,199}$/),
+});
+export type PaneInfo = z.infer<typeof paneInfoSchema>;
+
 /** What the hub pushes to a worker when it assigns it a run. */
 export const runAssignmentSchema = z.object({
-  runId: z.string(),
+  /** A uuid: it also names the run's directory on the worker. */
+  runId: z.uuid(),
   command: commandSchema,
   cwd: z.string().nullable(),
   env: z.record(z.string(), z.string()),
@@ -162,7 +185,15 @@ export const workerClientEvents = {
     response: z.object({}),
   },
   /** The run's process started in its tmux server. */
-  'run:started': { payload: runRef, response: z.object({}) },
+  /**
+   * The run's process started. `sinceMs`: milliseconds since the origin of the run's frame
+   * clock (frames' `t` count from it) when the report was sent; the hub dates the start there,
+   * so audit rows and recording frames share one time base. Bounded: at most one day.
+   */
+  'run:started': {
+    payload: z.strictObject({ runId: z.uuid(), pane: paneInfoSchema.optional(), sinceMs: z.number().int().min(0).max(86_400_000).optional() }),
+    response: z.object({}),
+  },
   /** Terminal output frames (possibly several after a reconnect), acked once persisted. */
   'run:output': {
     payload: z.strictObject({ runId: z.uuid(), frames: z.array(frameSchema).min(1).max(1000) }),
@@ -183,7 +214,7 @@ export const workerServerEvents = {
   /** A queued run pushed to this worker; the worker acks `{ok: true, data: {}}` to accept it (docs/protocol.md §3). */
   'run:assign': { payload: runAssignmentSchema, ack: z.object({}) },
   /** Stop this run's process tree now. */
-  'run:cancel': { payload: z.object({ runId: z.string() }) },
+  'run:cancel': { payload: z.object({ runId: z.uuid() }) },
   /** Start an external share of a run; the worker acks at once, then reports share:ready or share:failed. */
   'share:start': { payload: shareStartSchema, ack: z.object({}) },
   /** Apply this control state (idempotent by seq); ack once applied (then control:applied follows for soft pauses). */
@@ -193,7 +224,7 @@ export const workerServerEvents = {
   /** Type into the run's terminal (the operator's pane during a takeover); ack once tmux took the keys. */
   'term:input': { payload: termInputSchema, ack: z.object({}) },
   /** Kill a share's process group now (revoke, expiry, run end, rotation). Never touches the run. */
-  'share:stop': { payload: z.object({ sessionId: z.string(), reason: z.string() }) },
+  'share:stop': { payload: z.object({ sessionId: z.uuid(), reason: z.string() }) },
 } as const;
 
 export const dashboardClientEvents = {
@@ -207,7 +238,12 @@ export const dashboardClientEvents = {
    * (or the recent tail when absent). Live `term:frame`s follow; dedupe by seq.
    */
   'term:subscribe': {
-    payload: z.strictObject({ runId: z.uuid(), afterSeq: z.number().int().min(0).optional() }),
+    payload: z.strictObject({
+      runId: z.uuid(),
+      afterSeq: z.number().int().min(0).optional(),
+      /** At most this many of the newest frames of the scrollback (a wall tile needs a screenful, not the hub's whole tail); `truncated` says when older ones were left out. 1–2000. */
+      tailFrames: z.number().int().min(1).max(2000).optional(),
+    }),
     response: z.object({ frames: z.array(frameSchema), truncated: z.boolean() }),
   },
   'term:unsubscribe': { payload: runRef, response: z.object({}) },
@@ -222,6 +258,7 @@ export const dashboardClientEvents = {
 
 export const dashboardServerEvents = {
   'run:updated': { payload: runSchema },
+  /** A live session changed (to the run room and `runs`: the list shows each share). */
   'session:updated': { payload: liveSessionSchema },
   /** An operator message, to every dashboard in the run room. */
   'message:created': { payload: operatorMessageSchema },
@@ -239,6 +276,20 @@ export const dashboardServerEvents = {
   'term:closed': { payload: z.object({ runId: z.string(), reason: z.string() }) },
   /** Live terminal frames of a run (to `run:<id>:term`). */
   'term:frame': { payload: z.object({ runId: z.string(), frames: z.array(frameSchema) }) },
+  /**
+   * To one dashboard that was lagging (its queue past VIEWER_MAX_QUEUED_BYTES) and drained:
+   * live frames skipped it meanwhile. It resyncs every terminal it follows (`term:subscribe`
+   * from the last seq it has) — a gap is not always followed by a frame that would show it
+   * (a run's last output, then silence).
+   */
+  'term:resume': { payload: z.object({}) },
+  /** Who watches the run now (to the run room, on every join, leave, kick or expiry). */
+  'presence:updated': { payload: z.object({ runId: z.string(), viewers: z.array(presenceViewerSchema) }) },
+  /**
+   * To the kicked user's sockets only: an operator removed them from the run. They left its
+   * rooms; `run:subscribe` and `term:subscribe` of the run answer FORBIDDEN until `until`.
+   */
+  'presence:kicked': { payload: presenceKickedSchema },
 } as const;
 
 type ClientEventTable = Record<string, { payload: z.ZodType; response: z.ZodType }>;

@@ -1,5 +1,5 @@
 import { z } from 'zod';
-import { approvalSchema, commandSchema, operatorMessageSchema, pauseModeSchema, liveSessionSchema, providerSchema, runSchema, runStatusSchema, writeGrantSchema } from './domain.js';
+import { approvalSchema, commandSchema, controlStateSchema, operatorMessageSchema, pauseModeSchema, liveSessionSchema, providerSchema, runSchema, runStatusSchema, writeGrantSchema } from './domain.js';
 import { textProblem } from './text-safety.js';
 
 const envName = z.string().regex(/^[A-Za-z_][A-Za-z0-9_]{0,127}$/, 'must be an environment variable name');
@@ -20,9 +20,35 @@ export const createRunBodySchema = z.strictObject({
 });
 export type CreateRunBody = z.infer<typeof createRunBodySchema>;
 
-/** `GET /api/task-runs` query. */
+/** Comma-separated values of one enumeration in a query string (`?status=running,assigned`), deduplicated. */
+function csvOf<T extends string>(item: z.ZodType<T, string>, max: number) {
+  return z
+    .string()
+    .max(200)
+    .transform((s) => [...new Set(s.split(','))])
+    .pipe(z.array(item).min(1).max(max));
+}
+
+/** Which live shares a listed run must have (`any`: at least one READY share; `none`: no READY share). */
+export const ShareFilter = { any: 'any', none: 'none', web: 'web', tmate: 'tmate', upterm: 'upterm' } as const;
+export type ShareFilter = (typeof ShareFilter)[keyof typeof ShareFilter];
+export const shareFilterSchema = z.enum(ShareFilter);
+
+/** `GET /api/task-runs` query. Filters combine with AND; the order is always newest first. */
 export const listRunsQuerySchema = z.strictObject({
-  status: runStatusSchema.optional(),
+  /** One status or several, comma-separated (`running,assigned`). */
+  status: csvOf(runStatusSchema, 7).optional(),
+  /** Control state(s), comma-separated: `agent`, `paused`, `operator`. */
+  control: csvOf(controlStateSchema, 3).optional(),
+  /** `true`: only runs whose agent asked for an operator; `false`: only the others. */
+  needsOperator: z.enum(['true', 'false']).transform((v) => v === 'true').optional(),
+  /** Runs with a READY share (`any`, or of one provider), or without one (`none`). */
+  share: shareFilterSchema.optional(),
+  /**
+   * Case-insensitive text: a run matches when its title, a label key or value (or `key:value`),
+   * its creator's or worker's name contains it, or its id starts with it. At most 200 characters.
+   */
+  q: oneLine(200).optional(),
   /** Opaque cursor from the previous page's `nextCursor`. */
   cursor: z.string().max(200).optional(),
   /** Page size, 1–200. Default 50. */
@@ -222,6 +248,23 @@ export type GrantWriteResponse = z.infer<typeof grantWriteResponseSchema>;
 export const revokeWriteBodySchema = z.strictObject({ grantId: z.uuid().optional() });
 export const revokeWriteResponseSchema = z.object({ session: liveSessionSchema.nullable(), grants: z.array(writeGrantSchema) });
 
+/** `POST /api/task-runs/:id/viewers/kick` body: remove one user from the run's live view. */
+export const kickViewerBodySchema = z.strictObject({
+  userId: z.uuid(),
+  /** Shown to the kicked user and audited. */
+  reason: z.string().min(1).max(500).optional(),
+});
+export type KickViewerBody = z.infer<typeof kickViewerBodySchema>;
+/** What a kick did: connections cut on every node, and whether it ended the user's write grant. */
+export const kickViewerResponseSchema = z.object({
+  kicked: z.object({ userId: z.string(), name: z.string() }),
+  connectionsCut: z.number().int().min(0),
+  grantRevoked: z.boolean(),
+  /** ISO 8601: until when the user may not watch the run again. */
+  until: z.string(),
+});
+export type KickViewerResponse = z.infer<typeof kickViewerResponseSchema>;
+
 /** `GET /api/task-runs/:id/events` (json) response: one page of audit rows in chain order. */
 export const auditEventPageSchema = z.object({
   events: z.array(auditEventSchema),
@@ -229,6 +272,15 @@ export const auditEventPageSchema = z.object({
   nextCursor: z.number().int().nullable(),
   /** The run's whole chain head (not this page's), signed when the response was made. */
   head: auditHeadSchema,
+  /** Display names of the actors on this page, by `actorId` (users, workers; the agent and the hub by role). */
+  actors: z.record(z.string(), z.string()),
+  /**
+   * By row `seq`: the newest recording frame seq at the row's time (what the terminal showed
+   * then, for "jump to replay"); absent for rows before the first frame.
+   */
+  frames: z.record(z.string(), z.number().int().min(1)),
+  /** True when the rows are an observer's view: some metadata reads `[REDACTED:observer]`. */
+  observerView: z.boolean(),
 });
 export type AuditEventPage = z.infer<typeof auditEventPageSchema>;
 

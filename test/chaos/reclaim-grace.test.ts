@@ -1,7 +1,7 @@
 import { randomBytes } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { LiveSession } from '@handoff/shared';
-import { em } from '../../server/src/db/orm.js';
+import { em } from '../../server/src/infra/db/orm.js';
 import { api, eventually } from '../support/clients.js';
 import { createTestDatabase, type TestDatabase } from '../support/db.js';
 import { startTestHub, type TestHub } from '../support/hub.js';

@@ -1,6 +1,6 @@
 import { randomBytes } from 'node:crypto';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
-import { em } from '../../server/src/db/orm.js';
+import { em } from '../../server/src/infra/db/orm.js';
 import { api, eventually, Viewer } from '../support/clients.js';
 import { startTestHub, type TestHub } from '../support/hub.js';
 import { lineNumbers, numberedFrames, recordedText, ScriptedWorker } from '../support/scripted-worker.js';

@@ -112,7 +112,9 @@ describe('run controls in a real browser: control, messages, live sessions, appr
     await expect.poll(() => controlState().textContent(), { timeout: 10_000 }).toBe('paused');
     expect(await controlState().getAttribute('data-mode')).toBe('hard');
     await expect.poll(() => controlState().getAttribute('data-applied'), { timeout: 15_000 }).toBe('true');
-    expect(await page.getByTestId('pause-button').isDisabled()).toBe(true);
+    // While paused, Pause is not offered at all: Resume is the primary action.
+    expect(await page.getByTestId('pause-button').count()).toBe(0);
+    expect(await page.getByTestId('control-panel').getAttribute('data-primary')).toBe('resume');
 
     await page.getByTestId('resume-button').click();
     await expect.poll(() => controlState().textContent(), { timeout: 10_000 }).toBe('agent');

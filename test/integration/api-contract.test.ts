@@ -120,6 +120,19 @@ describe('REST contract: the OpenAPI document is the API', () => {
     expect((await call(observerToken, 'GET', `/api/task-runs/${runId}/operator-messages`)).status).toBe(200);
     expect([200, 409]).toContain((await call(alice, 'POST', `/api/task-runs/${runId}/needs-operator/dismiss`)).status);
 
+    // A second observer opens the run; an operator kicks exactly them (the first viewer keeps watching).
+    const bystanderToken = await hub.token('observer');
+    const bystanderId = (await call(bystanderToken, 'GET', '/api/auth/whoami')).body.id as string;
+    const bystander = await Viewer.connect(hub.url, bystanderToken);
+    expect((await emitAck(bystander.socket, 'run:subscribe', { runId })).ok).toBe(true);
+    const kicked = await call(alice, 'POST', `/api/task-runs/${runId}/viewers/kick`, { userId: bystanderId, reason: 'contract test' });
+    expect(kicked.status).toBe(200);
+    expect(kicked.body).toMatchObject({ kicked: { userId: bystanderId }, connectionsCut: 1, grantRevoked: false });
+    expect((await emitAck(bystander.socket, 'run:subscribe', { runId })).ok).toBe(false);
+    bystander.close();
+    expect((await call(alice, 'POST', `/api/task-runs/${runId}/viewers/kick`, { userId: randomUUID() })).status).toBe(404);
+    expect((await call(alice, 'POST', `/api/task-runs/${runId}/viewers/kick`, { userId: 'nobody' })).status).toBe(400);
+
     expect((await call(admin, 'GET', `/api/task-runs/${runId}/events?limit=3`)).status).toBe(200);
     const jsonl = await call(admin, 'GET', `/api/task-runs/${runId}/events?format=jsonl`);
     expect(jsonl.status).toBe(200);

@@ -1,5 +1,5 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { em } from '../../server/src/db/orm.js';
+import { em } from '../../server/src/infra/db/orm.js';
 import { api, eventually } from '../support/clients.js';
 import { startTestHub, type TestHub } from '../support/hub.js';
 

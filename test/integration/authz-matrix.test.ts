@@ -1,6 +1,6 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { apiRoutes } from '@handoff/shared';
-import { em } from '../../server/src/db/orm.js';
+import { em } from '../../server/src/infra/db/orm.js';
 import { api, connect, emitAck, eventually } from '../support/clients.js';
 import { startTestHub, type TestHub } from '../support/hub.js';
 
@@ -11,9 +11,9 @@ const WHO: Who[] = ['none', 'observer', 'operator', 'admin', 'worker'];
 // no session yet → 404 for its GET and extend, 409 for revoke / grant-write / revoke-write
 // (nothing READY to act on); control on a queued run and a dismiss with nothing raised → 409;
 // an approval id that does not exist → 404.
-type Outcome = 200 | 201 | 401 | 403 | 404 | 409;
+type Outcome = 200 | 201 | 202 | 401 | 403 | 404 | 409;
 // Codes of the refusals, so a 403 from another cause (or a 404/409 by accident) cannot pass.
-const CODE: Partial<Record<Outcome, string[]>> = { 401: ['UNAUTHENTICATED'], 403: ['FORBIDDEN', 'POLICY_DENIED'], 404: ['NOT_FOUND'], 409: ['STATE_CONFLICT'] };
+const CODE: Partial<Record<Outcome, string[]>> = { 202: ['APPROVAL_REQUIRED'], 401: ['UNAUTHENTICATED'], 403: ['FORBIDDEN', 'POLICY_DENIED'], 404: ['NOT_FOUND'], 409: ['STATE_CONFLICT'] };
 
 describe('authorization matrix: every route × (no token, observer, operator, admin, worker)', () => {
   let hub: TestHub;
@@ -36,6 +36,7 @@ describe('authorization matrix: every route × (no token, observer, operator, ad
   // [method, path (RUN = a fresh queued run per call), body, expected per principal]
   const table: Array<[string, string, unknown, Record<Who, Outcome>]> = [
     ['GET', '/api/task-runs', undefined, { none: 401, observer: 200, operator: 200, admin: 200, worker: 403 }],
+    ['GET', '/api/task-runs?q=x&status=running,queued&control=agent&needsOperator=true&share=any', undefined, { none: 401, observer: 200, operator: 200, admin: 200, worker: 403 }],
     ['POST', '/api/task-runs', { command: { script: 'true' } }, { none: 401, observer: 403, operator: 201, admin: 201, worker: 403 }],
     ['GET', '/api/task-runs/RUN', undefined, { none: 401, observer: 200, operator: 200, admin: 200, worker: 403 }],
     ['POST', '/api/task-runs/RUN/cancel', {}, { none: 401, observer: 403, operator: 200, admin: 200, worker: 403 }],
@@ -44,15 +45,18 @@ describe('authorization matrix: every route × (no token, observer, operator, ad
     ['GET', '/api/task-runs/RUN/live-sessions', undefined, { none: 401, observer: 200, operator: 200, admin: 200, worker: 403 }],
     ['POST', '/api/task-runs/RUN/live-session/extend', { ttlMinutes: 5 }, { none: 401, observer: 403, operator: 404, admin: 404, worker: 403 }],
     ['POST', '/api/task-runs/RUN/live-session/revoke', {}, { none: 401, observer: 403, operator: 409, admin: 409, worker: 403 }],
-    ['GET', '/api/task-runs/RUN/events', undefined, { none: 401, observer: 403, operator: 403, admin: 200, worker: 403 }],
-    ['GET', '/api/task-runs/RUN/events/verify', undefined, { none: 401, observer: 403, operator: 403, admin: 200, worker: 403 }],
+    ['GET', '/api/task-runs/RUN/events', undefined, { none: 401, observer: 200, operator: 200, admin: 200, worker: 403 }],
+    ['GET', '/api/task-runs/RUN/events/verify', undefined, { none: 401, observer: 200, operator: 200, admin: 200, worker: 403 }],
     ['GET', '/api/task-runs/RUN/recording.cast', undefined, { none: 401, observer: 200, operator: 200, admin: 200, worker: 403 }],
     ['GET', '/api/approvals', undefined, { none: 401, observer: 403, operator: 200, admin: 200, worker: 403 }],
     ['POST', `/api/approvals/${uuid}/approve`, {}, { none: 401, observer: 403, operator: 404, admin: 404, worker: 403 }],
     ['POST', `/api/approvals/${uuid}/deny`, {}, { none: 401, observer: 403, operator: 404, admin: 404, worker: 403 }],
     ['POST', '/api/task-runs/RUN/control', { action: 'pause' }, { none: 401, observer: 403, operator: 409, admin: 409, worker: 403 }],
     ['POST', '/api/task-runs/RUN/control', { action: 'takeover' }, { none: 401, observer: 403, operator: 409, admin: 409, worker: 403 }],
-    ['POST', '/api/task-runs/RUN/live-session/grant-write', {}, { none: 401, observer: 403, operator: 409, admin: 409, worker: 403 }],
+    // An observer may ask for write access: by default the request waits for an operator's approval.
+    ['POST', '/api/task-runs/RUN/live-session/grant-write', {}, { none: 401, observer: 202, operator: 409, admin: 409, worker: 403 }],
+    // Nobody watches a fresh run: a kick finds no one (observers may not kick at all).
+    ['POST', '/api/task-runs/RUN/viewers/kick', { userId: uuid }, { none: 401, observer: 403, operator: 404, admin: 404, worker: 403 }],
     ['POST', '/api/task-runs/RUN/live-session/revoke-write', {}, { none: 401, observer: 403, operator: 409, admin: 409, worker: 403 }],
     ['POST', '/api/task-runs/RUN/operator-messages', { message: 'hi' }, { none: 401, observer: 403, operator: 201, admin: 201, worker: 403 }],
     ['GET', '/api/task-runs/RUN/operator-messages', undefined, { none: 401, observer: 200, operator: 200, admin: 200, worker: 403 }],
@@ -122,7 +126,7 @@ describe('authorization matrix: every route × (no token, observer, operator, ad
     expect(cancels).toEqual([runId, runId, runId]);
     socket.close();
     // Audited, but a repeating worker does not flood the run's chain: once per run and connection.
-    const rows = await em(hub.orm).execute<{ action: string; result: string; metadata: { attempted: string } }[]>('select action, result, metadata from control_events where run_id = ? and action = ?', [runId, 'worker.forbidden']);
+    const rows = await em(hub.orm).execute<{ action: string; result: string; metadata: { attempted: string } }[]>('select action, result, metadata from audit_events where run_id = ? and action = ?', [runId, 'worker.forbidden']);
     expect(rows).toHaveLength(1);
     expect(rows[0]).toMatchObject({ result: 'denied', metadata: { attempted: 'run:started' } });
     expect((await api(hub.url, tokens.admin!, 'GET', `/api/task-runs/${runId}`)).body).toMatchObject({ status: 'running', workerId: other.id });

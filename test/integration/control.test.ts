@@ -3,7 +3,7 @@ import { existsSync, readFileSync } from 'node:fs';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { OperatorMessage, Run } from '@handoff/shared';
-import { em } from '../../server/src/db/orm.js';
+import { em } from '../../server/src/infra/db/orm.js';
 import { api, emitAck, eventually, joinFrames, Viewer } from '../support/clients.js';
 import { startTestHub, type TestHub } from '../support/hub.js';
 import { pidsMatching, untilNoProcess } from '../support/processes.js';
@@ -43,11 +43,20 @@ describe('control and messages: real hub + real worker + real tmux', () => {
   const applied = (runId: string, seq: number) => viewer.until(`seq ${seq} applied`, () => { const r = viewer.runs.get(runId); return r && r.control.appliedSeq >= seq ? r : undefined; });
   const output = (runId: string) => joinFrames([...new Map((viewer.live.get(runId) ?? []).map((f) => [f.seq, f])).values()]);
   const appliedRows = async (runId: string) => em(hub.orm).execute<{ metadata: { seq: number; effective: string; advanced: boolean; delayMs: number | null } }[]>(
-    `select metadata from control_events where run_id = ? and action = 'control.applied' order by seq`, [runId]);
+    `select metadata from audit_events where run_id = ? and action = 'control.applied' order by seq`, [runId]);
   const quiet = async (runId: string, ms: number) => {
     const before = output(runId).length;
     await new Promise((r) => setTimeout(r, ms));
     return output(runId).length === before;
+  };
+  /**
+   * Paused: what was printed before the stop may still be on its way (sealed by the worker,
+   * then delivered under load); once nothing has arrived for 200 ms (within 5 s), nothing
+   * more may arrive for `ms`. A run still printing every 100 ms never gets that far.
+   */
+  const silent = async (runId: string, ms: number) => {
+    for (const deadline = Date.now() + 5000; Date.now() < deadline && !(await quiet(runId, 200)); );
+    return quiet(runId, ms);
   };
 
   it('hard pause stops the process group (state T), resume continues it; illegal actions are STATE_CONFLICT', async () => {
@@ -60,7 +69,7 @@ describe('control and messages: real hub + real worker + real tmux', () => {
     const shells = pidsMatching(`tick ${marker}`);
     expect(shells.length).toBeGreaterThan(0);
     expect(shells.map(stateOf)).toEqual(shells.map(() => 'T'));
-    expect(await quiet(runId, 600)).toBe(true);
+    expect(await silent(runId, 600)).toBe(true);
     expect((await appliedRows(runId)).at(-1)!.metadata).toMatchObject({ seq: 1, effective: 'paused-hard', advanced: true });
     expect((await control(runId, { action: 'pause' })).body.error.code).toBe('STATE_CONFLICT');
 
@@ -77,7 +86,7 @@ describe('control and messages: real hub + real worker + real tmux', () => {
     await control(runId, { action: 'pause' });
     await applied(runId, 1);
     expect((await appliedRows(runId)).at(-1)!.metadata.effective).toBe('paused-soft');
-    expect(await quiet(runId, 600)).toBe(true);
+    expect(await silent(runId, 600)).toBe(true);
     await control(runId, { action: 'resume' });
     await applied(runId, 2);
     const steps = output(runId).match(/step \d+/g)!.length;
@@ -90,7 +99,7 @@ describe('control and messages: real hub + real worker + real tmux', () => {
     await control(runId, { action: 'pause', mode: 'soft' });
     await applied(runId, 1);
     expect((await appliedRows(runId)).at(-1)!.metadata.effective).toBe('paused-hard');
-    expect(await quiet(runId, 500)).toBe(true);
+    expect(await silent(runId, 500)).toBe(true);
     // Cancel while paused still terminates the run cleanly.
     await api(hub.url, operator, 'POST', `/api/task-runs/${runId}/cancel`, {});
     const done = await viewer.untilStatus(runId, ['cancelled']);
@@ -135,6 +144,30 @@ describe('control and messages: real hub + real worker + real tmux', () => {
     expect(mine.every((m) => m.deliveredAt !== null)).toBe(true);
     expect(viewer.runs.get(runId)?.control.state).toBe('agent');
     for (const bad of [{ message: '' }, { message: 'x'.repeat(4001) }, { msg: 'x' }]) expect((await api(hub.url, operator, 'POST', `/api/task-runs/${runId}/operator-messages`, bad)).body.error.code).toBe('VALIDATION');
+    await api(hub.url, operator, 'POST', `/api/task-runs/${runId}/cancel`, {});
+  });
+
+  it('a new message never overtakes an older one the worker has not acked yet', async () => {
+    // The state a reconnect leaves for a moment: the worker is back in its room, the messages
+    // sent while it was away are still undelivered (its redelivery has not run yet). The row is
+    // written directly to hold that state; the next message must bring it along, in front.
+    const runId = await start('echo up; while true; do sleep 0.2; done');
+    // Output flows only once the hub acked run:started, which it does after its redelivery.
+    await emitAck(viewer.socket, 'term:subscribe', { runId });
+    await viewer.until('first output', () => joinFrames(viewer.live.get(runId) ?? []).includes('up'));
+    await em(hub.orm).execute(
+      `insert into operator_messages (id, run_id, actor_id, message, created_at, delivered_at)
+       select gen_random_uuid(), r.id, r.created_by::uuid, 'sent while away', now() - interval '1 second', null from runs r where r.id = ?`,
+      [runId],
+    );
+    expect((await api(hub.url, operator, 'POST', `/api/task-runs/${runId}/operator-messages`, { message: 'sent now' })).status).toBe(201);
+    const inbox = path.join(worker.runDir, runId, 'inbox.jsonl');
+    const lines = () => (existsSync(inbox) ? readFileSync(inbox, 'utf8').trim().split('\n').filter(Boolean).map((l) => JSON.parse(l).message as string) : []);
+    await eventually('both in the inbox', async () => lines().length >= 2);
+    expect(lines()).toEqual(['sent while away', 'sent now']);
+    const stored = (await api(hub.url, operator, 'GET', `/api/task-runs/${runId}/operator-messages`)).body.messages as OperatorMessage[];
+    await eventually('both acked', async () => (await api(hub.url, operator, 'GET', `/api/task-runs/${runId}/operator-messages`)).body.messages.every((m: OperatorMessage) => m.deliveredAt));
+    expect(stored.map((m) => m.message)).toEqual(['sent while away', 'sent now']);
     await api(hub.url, operator, 'POST', `/api/task-runs/${runId}/cancel`, {});
   });
 

@@ -4,7 +4,7 @@ import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { Socket } from 'socket.io-client';
 import type { Run } from '@handoff/shared';
-import { em } from '../../server/src/db/orm.js';
+import { em } from '../../server/src/infra/db/orm.js';
 import { api, connect, emitAck, eventually, joinFrames, Viewer } from '../support/clients.js';
 import { startTestHub, type TestHub } from '../support/hub.js';
 import { startWorker, type WorkerProcess } from '../support/worker.js';
@@ -84,7 +84,7 @@ describe('hand-back packet lists the operator’s commands', () => {
 
     // The hub recorded the same list with the hand-back (audit metadata goes through the shared schema).
     const completed = await eventually('handoff.completed audited', async () => (await em(hub.orm).execute<{ metadata: { commands?: Array<{ command: string; exitStatus: number }> } }[]>(
-      "select metadata from control_events where run_id = ? and action = 'handoff.completed'", [runId]))[0]);
+      "select metadata from audit_events where run_id = ? and action = 'handoff.completed'", [runId]))[0]);
     expect(completed.metadata.commands!.map((c) => c.exitStatus)).toEqual([0, 2, 0]);
     expect(JSON.stringify(completed.metadata)).not.toContain(secret);
 

@@ -1,7 +1,7 @@
 import { randomBytes } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { LiveSession } from '@handoff/shared';
-import { em } from '../../server/src/db/orm.js';
+import { em } from '../../server/src/infra/db/orm.js';
 import { api, emitAck, Viewer } from '../support/clients.js';
 import { startTestHub, type TestHub } from '../support/hub.js';
 import { startWorker, type WorkerProcess } from '../support/worker.js';
@@ -53,7 +53,7 @@ describe('live sessions (web provider): lifecycle, idempotency, limits, revoke, 
   };
   const session = (runId: string) => api(hub.url, operator, 'GET', `/api/task-runs/${runId}/live-session`).then((r) => r.body.session as LiveSession);
   const actionsOf = async (runId: string) =>
-    (await em(hub.orm).execute<{ action: string; correlation_id: string; session_id: string | null }[]>('select action, correlation_id, session_id from control_events where run_id = ? order by seq', [runId]));
+    (await em(hub.orm).execute<{ action: string; correlation_id: string; session_id: string | null }[]>('select action, correlation_id, session_id from audit_events where run_id = ? order by seq', [runId]));
 
   it('STARTING → READY when the run runs, ENDED when it ends; all audited under one correlation id', async () => {
     const res = await api(hub.url, operator, 'POST', '/api/task-runs', { command: { script: 'echo hi; sleep 0.3' } });

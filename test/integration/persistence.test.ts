@@ -1,6 +1,6 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { ControlEventSchema } from '../../server/src/db/entities.js';
-import { em } from '../../server/src/db/orm.js';
+import { AuditEventSchema } from '../../server/src/infra/db/entities.js';
+import { em } from '../../server/src/infra/db/orm.js';
 import { chainHash } from '../../server/src/domain/hash-chain.js';
 import { api } from '../support/clients.js';
 import { startTestHub, type TestHub } from '../support/hub.js';
@@ -23,7 +23,7 @@ describe.each(['postgres', 'pglite'] as const)('persistence on %s', (driver) => 
       `select table_name from information_schema.tables where table_schema = current_schema() order by table_name`,
     );
     const tables = rows.map((r) => r.table_name);
-    for (const t of ['users', 'api_tokens', 'workers', 'runs', 'live_sessions', 'write_grants', 'control_events', 'operator_messages', 'approvals', 'recording_chunks', 'schema_migrations']) {
+    for (const t of ['users', 'api_tokens', 'workers', 'runs', 'live_sessions', 'write_grants', 'audit_events', 'operator_messages', 'approvals', 'recording_chunks', 'schema_migrations']) {
       expect(tables).toContain(t);
     }
   });
@@ -64,7 +64,7 @@ describe.each(['postgres', 'pglite'] as const)('persistence on %s', (driver) => 
   it('writes a valid hash chain of audit rows per run, and the database refuses edits', async () => {
     const run = await api(hub.url, operator, 'POST', '/api/task-runs', { command: { script: 'true' } });
     await api(hub.url, operator, 'POST', `/api/task-runs/${run.body.id}/cancel`, {});
-    const rows = await em(hub.orm).find(ControlEventSchema, { runId: run.body.id }, { orderBy: { seq: 'asc' } });
+    const rows = await em(hub.orm).find(AuditEventSchema, { runId: run.body.id }, { orderBy: { seq: 'asc' } });
     expect(rows.map((r) => r.action)).toEqual(['run.create', 'run.cancel']);
     let prev: string | null = null;
     for (const r of rows) {
@@ -73,10 +73,10 @@ describe.each(['postgres', 'pglite'] as const)('persistence on %s', (driver) => 
       expect(hash).toBe(chainHash(prev, { ...fields, at: at.toISOString() } as Parameters<typeof chainHash>[1]));
       prev = hash;
     }
-    await expect(em(hub.orm).execute(`update control_events set action = 'x' where run_id = ?`, [run.body.id])).rejects.toThrow(/append-only/);
-    await expect(em(hub.orm).execute(`delete from control_events where run_id = ?`, [run.body.id])).rejects.toThrow(/append-only/);
-    await expect(em(hub.orm).execute(`truncate control_events`)).rejects.toThrow(/append-only/);
-    const [{ n }] = (await em(hub.orm).execute<{ n: number }[]>('select count(*)::int as n from control_events where run_id = ?', [run.body.id])) as [{ n: number }];
+    await expect(em(hub.orm).execute(`update audit_events set action = 'x' where run_id = ?`, [run.body.id])).rejects.toThrow(/append-only/);
+    await expect(em(hub.orm).execute(`delete from audit_events where run_id = ?`, [run.body.id])).rejects.toThrow(/append-only/);
+    await expect(em(hub.orm).execute(`truncate audit_events`)).rejects.toThrow(/append-only/);
+    const [{ n }] = (await em(hub.orm).execute<{ n: number }[]>('select count(*)::int as n from audit_events where run_id = ?', [run.body.id])) as [{ n: number }];
     expect(n).toBe(rows.length);
   });
 

@@ -37,8 +37,8 @@ describe('policy gate and approval chain (custom policy file)', () => {
   });
 
   const events = async (action: string) => {
-    const rows = await (await import('../../server/src/db/orm.js')).em(hub.orm).execute<{ action: string; result: string; metadata: Record<string, unknown> }[]>(
-      'select action, result, metadata from control_events where action = ? order by at', [action]);
+    const rows = await (await import('../../server/src/infra/db/orm.js')).em(hub.orm).execute<{ action: string; result: string; metadata: Record<string, unknown> }[]>(
+      'select action, result, metadata from audit_events where action = ? order by at', [action]);
     return rows;
   };
 

@@ -2,7 +2,7 @@ import { randomBytes } from 'node:crypto';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { LiveSession, Run } from '@handoff/shared';
-import { em } from '../../server/src/db/orm.js';
+import { em } from '../../server/src/infra/db/orm.js';
 import { api, connect, emitAck, eventually, Viewer } from '../support/clients.js';
 import { startTestHub, type TestHub } from '../support/hub.js';
 import { startWorker, type WorkerProcess } from '../support/worker.js';

@@ -2,7 +2,7 @@ import { randomBytes } from 'node:crypto';
 import { readdirSync } from 'node:fs';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { Frame } from '@handoff/shared';
-import { em } from '../../server/src/db/orm.js';
+import { em } from '../../server/src/infra/db/orm.js';
 import { api, emitAck, joinFrames, Viewer } from '../support/clients.js';
 import { startTestHub, type TestHub } from '../support/hub.js';
 import { pidsMatching, untilNoProcess } from '../support/processes.js';
@@ -69,7 +69,7 @@ describe('run lifecycle: real hub + real worker process + real tmux', () => {
     expect(shown.sessions[0]).toMatchObject({ provider: 'web', status: 'ENDED', endReason: 'run-ended' });
     expect(shown.sessions[0].readyAt).not.toBeNull();
 
-    const actions = (await em(hub.orm).execute<{ action: string }[]>('select action from control_events where run_id = ? order by seq', [runId])).map((r) => r.action);
+    const actions = (await em(hub.orm).execute<{ action: string }[]>('select action from audit_events where run_id = ? order by seq', [runId])).map((r) => r.action);
     expect(actions).toEqual(['run.create', 'run.assign', 'run.start', 'session.create', 'session.ready', 'run.exit', 'session.end']);
 
     // The recording holds the same bytes (what a late viewer or an export would get).

@@ -1,9 +1,9 @@
 import { randomBytes } from 'node:crypto';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
-import { RunSchema } from '../../server/src/db/entities.js';
-import { em, type Em } from '../../server/src/db/orm.js';
+import { RunSchema } from '../../server/src/infra/db/entities.js';
+import { em, type Em } from '../../server/src/infra/db/orm.js';
 import { RunEvent } from '../../server/src/domain/run-machine.js';
-import { applyRunEvent } from '../../server/src/services/runs.js';
+import { applyRunEvent } from '../../server/src/runs/run-queries.js';
 import { api, eventually } from '../support/clients.js';
 import { startTestHub, type TestHub } from '../support/hub.js';
 import { ScriptedWorker } from '../support/scripted-worker.js';

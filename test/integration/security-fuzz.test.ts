@@ -1,6 +1,6 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { apiRoutes, dashboardClientEvents, workerClientEvents, type ApiRoute } from '@handoff/shared';
-import { em } from '../../server/src/db/orm.js';
+import { em } from '../../server/src/infra/db/orm.js';
 import { api, connect, emitAck } from '../support/clients.js';
 import { hostileStrings, mutants, type Mutant } from '../support/fuzz.js';
 import { startTestHub, type TestHub } from '../support/hub.js';
@@ -13,7 +13,7 @@ import { startTestHub, type TestHub } from '../support/hub.js';
  * (an ack with INTERNAL on sockets).
  */
 
-const DENIALS = 'control_events (denied)';
+const DENIALS = 'audit_events (denied)';
 /** Columns that record liveness, not state: left out of the row checksums. */
 const LIVENESS = `'last_heartbeat_at' - 'last_used_at'`;
 const UNKNOWN = '01a1fc84-556c-72b6-8c34-8b8d9e28c380';
@@ -29,6 +29,7 @@ const BODIES: Record<string, unknown[]> = {
   revokeWrite: [{ grantId: UNKNOWN }],
   control: [{ action: 'pause', mode: 'soft' }, { action: 'handback', summary: 'done', force: true }],
   sendMessage: [{ message: 'hello' }],
+  kickViewer: [{ userId: UNKNOWN, reason: 'r' }],
   approve: [{ reason: 'r' }],
   deny: [{ reason: 'r' }],
   // An event the fuzz never causes (no share nears its expiry): a registered endpoint gets no
@@ -39,7 +40,7 @@ const BODIES: Record<string, unknown[]> = {
 /** A valid payload per socket event to mutate (RUN: a run of the fuzzing worker). */
 const DASHBOARD_EVENTS: Record<string, unknown> = {
   'runs:subscribe': {}, 'run:subscribe': { runId: 'RUN' }, 'run:unsubscribe': { runId: 'RUN' },
-  'term:subscribe': { runId: 'RUN', afterSeq: 0 }, 'term:unsubscribe': { runId: 'RUN' }, 'approvals:subscribe': {},
+  'term:subscribe': { runId: 'RUN', afterSeq: 0, tailFrames: 50 }, 'term:unsubscribe': { runId: 'RUN' }, 'approvals:subscribe': {},
   'term:input': { runId: 'RUN', data: 'ls\r' },
 };
 const WORKER_EVENTS: Record<string, unknown> = {
@@ -47,7 +48,7 @@ const WORKER_EVENTS: Record<string, unknown> = {
   'share:ready': { sessionId: UNKNOWN, attachRo: { k: 'v' }, attachRw: { k: 'v' } }, 'share:failed': { sessionId: UNKNOWN, message: 'm' },
   'control:applied': { runId: 'RUN', seq: 1, effective: 'agent', appliedAt: 1, handoff: { cwd: '/tmp', env: { A: 'b' }, scrollbackSeq: 1 } },
   'run:needs-operator': { runId: 'RUN', reason: 'r' },
-  'run:started': { runId: 'RUN' }, 'run:output': { runId: 'RUN', frames: [{ seq: 1, t: 0, data: 'x' }] },
+  'run:started': { runId: 'RUN', pane: { cols: 120, rows: 32, term: 'screen-256color', shell: '/bin/sh' } }, 'run:output': { runId: 'RUN', frames: [{ seq: 1, t: 0, data: 'x' }] },
   'run:exited': { runId: 'RUN', exitCode: 0, error: 'e' },
 };
 
@@ -78,6 +79,9 @@ describe('fuzz: every route and socket event, same-type hostile values; refusals
         // The fuzzing worker is a scripted socket that never heartbeats: the sweeper must not
         // declare it lost mid-fuzz (a state change no request made).
         WORKER_LOST_AFTER: '1h',
+        // Nor may the leader's periodic checkpoint sweep sign the chains a request grew while
+        // the refusals after it are judged (a new audit_checkpoints row no request made).
+        AUDIT_CHECKPOINT_INTERVAL: '1h',
       },
     });
     admin = await hub.token('admin');
@@ -98,8 +102,8 @@ describe('fuzz: every route and socket event, same-type hostile values; refusals
     // every other row of every table must stay as it was.
     const sql = [
       // Liveness bookkeeping moves on its own (heartbeats, a token's throttled last use): not state a request changed.
-      ...tables.map(({ t }) => `select '${t}' t, md5(coalesce(string_agg((to_jsonb(x) - ${LIVENESS})::text, '' order by (to_jsonb(x) - ${LIVENESS})::text), '')) h from "${t}" x${t === 'control_events' ? ` where x.result <> 'denied'` : ''}`),
-      `select '${DENIALS}' t, count(*)::text h from control_events where result = 'denied'`,
+      ...tables.map(({ t }) => `select '${t}' t, md5(coalesce(string_agg((to_jsonb(x) - ${LIVENESS})::text, '' order by (to_jsonb(x) - ${LIVENESS})::text), '')) h from "${t}" x${t === 'audit_events' ? ` where x.result <> 'denied'` : ''}`),
+      `select '${DENIALS}' t, count(*)::text h from audit_events where result = 'denied'`,
     ].join(' union all ');
     return Object.fromEntries((await em(hub.orm).execute<{ t: string; h: string }[]>(sql)).map((r) => [r.t, r.h]));
   };

@@ -1,7 +1,8 @@
 import { randomBytes } from 'node:crypto';
+import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { LiveSession } from '@handoff/shared';
-import { em } from '../../server/src/db/orm.js';
+import { em } from '../../server/src/infra/db/orm.js';
 import { api, emitAck, Viewer } from '../support/clients.js';
 import { createTestDatabase, REDIS_URL, type TestDatabase } from '../support/db.js';
 import { startTestHub, type TestHub } from '../support/hub.js';
@@ -41,7 +42,7 @@ describe('live sessions across two hub nodes, and racing commands', () => {
     return runId;
   };
   const actions = async (sessionId: string) =>
-    (await em(a.orm).execute<{ action: string }[]>('select action from control_events where session_id = ? order by seq', [sessionId])).map((r) => r.action);
+    (await em(a.orm).execute<{ action: string }[]>('select action from audit_events where session_id = ? order by seq', [sessionId])).map((r) => r.action);
 
   it('20 concurrent creates spread over both nodes make one session', async () => {
     const runId = await running();
@@ -102,5 +103,37 @@ describe('live sessions across two hub nodes, and racing commands', () => {
     }
     console.log(`extend vs expiry: extend won ${extendedWins}, expiry won ${expiryWins} of 10; never both`);
     await api(a.url, operator, 'POST', `/api/task-runs/${runId}/cancel`, {});
+  });
+
+  it('a share created while the run is ending never outlives it: the create waits for the exit and is refused (409), the session unchanged', async () => {
+    // liveSession:false: the run's one session is DISABLED; creating a share enables it (an UPDATE).
+    const res = await api(a.url, operator, 'POST', '/api/task-runs', { command: { script: 'sleep 60' }, liveSession: false });
+    const runId = res.body.id as string;
+    await emitAck(viewer.socket, 'run:subscribe', { runId });
+    await viewer.untilStatus(runId, ['running']);
+    const sessionRow = () => em(a.orm).execute<Record<string, unknown>[]>('select * from live_sessions where run_id = ?', [runId]);
+    const before = await sessionRow();
+    expect(before.map((r) => r.status)).toEqual(['DISABLED']);
+
+    // The run's exit, as the hub writes it, committed only after the create has read the run as running.
+    const exit = new pg.Client({ connectionString: db.url });
+    await exit.connect();
+    try {
+      await exit.query('begin');
+      await exit.query(`update runs set status = 'succeeded', exit_code = 0, ended_at = now() where id = $1`, [runId]);
+      let answered = false;
+      const create = api(b.url, operator, 'POST', `/api/task-runs/${runId}/live-session`, { provider: 'web' }).finally(() => (answered = true));
+      await new Promise((r) => setTimeout(r, 500));
+      // The race happened: the create is in flight, held by the uncommitted exit.
+      expect(answered).toBe(false);
+      await exit.query('commit');
+      const created = await create;
+      expect(created.status, JSON.stringify(created.body)).toBe(409);
+      expect(created.body.error.code).toBe('STATE_CONFLICT');
+    } finally {
+      await exit.end();
+    }
+    // Nothing of the create stayed: the session's row is exactly as before (no READY share on a finished run).
+    expect(await sessionRow()).toEqual(before);
   });
 });

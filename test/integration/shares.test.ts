@@ -3,7 +3,7 @@ import { existsSync } from 'node:fs';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { LiveSession } from '@handoff/shared';
-import { em } from '../../server/src/db/orm.js';
+import { em } from '../../server/src/infra/db/orm.js';
 import { api, emitAck, Viewer } from '../support/clients.js';
 import { startTestHub, type TestHub } from '../support/hub.js';
 import { pidsMatching, untilNoProcess } from '../support/processes.js';
@@ -125,7 +125,7 @@ describe('external shares: real hub + real worker process + real tmux (tmate/upt
       await emitAck(viewer.socket, 'term:subscribe', { runId });
       await viewer.until('run output keeps flowing', () => (viewer.live.get(runId) ?? []).length > before + 2);
       expect(viewer.runs.get(runId)?.status).toBe('running');
-      const audit = await em(hub.orm).execute<{ action: string }[]>('select action from control_events where session_id = ? order by seq', [s.id]);
+      const audit = await em(hub.orm).execute<{ action: string }[]>('select action from audit_events where session_id = ? order by seq', [s.id]);
       expect(audit.map((a) => a.action)).toEqual(['session.create', 'session.ready', 'session.error']);
     }
     console.log(`share SIGKILL → session ERROR after ${took.join(', ')} ms`);

@@ -1,6 +1,10 @@
 import { randomBytes } from 'node:crypto';
+import { mkdtempSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { Frame } from '@handoff/shared';
+import { em } from '../../server/src/infra/db/orm.js';
 import { api, connect, emitAck, eventually, joinFrames, Viewer } from '../support/clients.js';
 import { startTestHub, type TestHub } from '../support/hub.js';
 import { startWorker, type WorkerProcess } from '../support/worker.js';
@@ -59,5 +63,67 @@ describe('a slow dashboard never back-pressures the others', () => {
     console.info(`slow viewer: disconnected ${cutAfter} ms after it stopped reading (VIEWER_STUCK_AFTER 2 s)`);
     healthy.close();
     stuck.close();
+  });
+});
+
+// A viewer that lagged and drained again missed live frames; when those were a run's last
+// output, no later frame shows it the gap: the hub tells it (`term:resume`).
+describe('a dashboard that drained after lagging resyncs what it missed', () => {
+  let hub: TestHub;
+  let worker: WorkerProcess;
+  let operator: string;
+
+  beforeAll(async () => {
+    hub = await startTestHub({ env: { VIEWER_MAX_QUEUED_BYTES: String(256 * 1024), VIEWER_STUCK_AFTER: '60s' } });
+    operator = await hub.token('operator');
+    worker = startWorker({ hubUrl: hub.url, token: await hub.workerToken(`lag-${randomBytes(3).toString('hex')}`) });
+  });
+  afterAll(async () => {
+    await worker?.stop();
+    await hub?.stop();
+  });
+
+  it('a viewer that lagged through a run’s last output is told when it drained, and its resync brings the rest', async () => {
+    const healthy = await Viewer.connect(hub.url, operator);
+    const slow = await connect(hub.url, '/dashboard', operator);
+    const received: Frame[] = [];
+    slow.on('term:frame', ({ frames }: { frames: Frame[] }) => received.push(...frames));
+    let resumed = 0;
+    slow.on('term:resume', () => (resumed += 1));
+    // ~6.5 MB (more than the OS buffers of a stalled connection); then, once the hub has seen
+    // the viewer lagging (the test touches `go`), the last line, then silence: no later frame
+    // would show the gap. Without the wait the whole output can be queued to the viewer
+    // before the guard's next look, and nothing is skipped at all.
+    const go = join(mkdtempSync(join(tmpdir(), 'handoff-lag-')), 'go');
+    const res = await api(hub.url, operator, 'POST', '/api/task-runs', {
+      command: {
+        script: `sleep 1; for i in $(seq 1 22); do head -c 220000 /dev/urandom | base64 -w 0; echo; done; while [ ! -e ${go} ]; do sleep 0.05; done; echo last-line-marker; sleep 30`,
+      },
+    });
+    const runId = res.body.id as string;
+    await emitAck(healthy.socket, 'run:subscribe', { runId });
+    await healthy.untilStatus(runId, ['running'], 20_000);
+    healthy.close();
+    expect((await emitAck(slow, 'term:subscribe', { runId })).ok).toBe(true);
+    const socket = (slow.io as unknown as { engine: { transport: { ws?: { _socket?: { pause(): void; resume(): void } } } } }).engine.transport.ws!._socket!;
+    socket.pause();
+    await eventually('the slow viewer lagging', async () => hub.logs().includes('dashboard lagging'), 15_000);
+    writeFileSync(go, '');
+    // The hub recorded (and so sent on, or skipped for the lagging) the last line.
+    await eventually('the last line recorded', async () =>
+      (await em(hub.orm).execute<{ tail: string | null }[]>(
+        `select string_agg(data, '' order by seq) as tail from (select data, seq from recording_chunks where run_id = ? order by seq desc limit 5) x`, [runId],
+      ))[0]?.tail?.includes('last-line-marker'), 30_000);
+    socket.resume(); // long before VIEWER_STUCK_AFTER: it drains instead of being cut off
+    await eventually('term:resume once drained', async () => resumed > 0, 10_000);
+    // What a dashboard does then: subscribe again from the last frame it has.
+    const lastSeq = Math.max(0, ...received.map((f) => f.seq));
+    const rest = await emitAck<{ frames: Frame[] }>(slow, 'term:subscribe', { runId, afterSeq: lastSeq });
+    if (!rest.ok) throw new Error(rest.error.message);
+    const live = received.filter((f) => f.seq <= lastSeq).map((f) => f.data).join('');
+    expect(live).not.toContain('last-line-marker'); // the skipped output held the last line
+    expect(rest.data.frames.map((f) => f.data).join('')).toContain('last-line-marker');
+    await api(hub.url, operator, 'POST', `/api/task-runs/${runId}/cancel`, {});
+    slow.close();
   });
 });

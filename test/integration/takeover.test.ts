@@ -5,7 +5,7 @@ import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { Socket } from 'socket.io-client';
 import type { LiveSession, Run, WriteGrant } from '@handoff/shared';
-import { em } from '../../server/src/db/orm.js';
+import { em } from '../../server/src/infra/db/orm.js';
 import { api, connect, emitAck, eventually, joinFrames, Viewer } from '../support/clients.js';
 import { startTestHub, type TestHub } from '../support/hub.js';
 import { pidsMatching } from '../support/processes.js';
@@ -95,7 +95,7 @@ describe('takeover → hand back, write grants and terminal input: real hub + wo
     return ack.ok ? 'ok' : ack.error.code;
   };
   const audit = (runId: string) => em(hub.orm).execute<{ action: string; result: string; correlation_id: string; metadata: Record<string, unknown> }[]>(
-    'select action, result, correlation_id, metadata from control_events where run_id = ? order by seq', [runId]);
+    'select action, result, correlation_id, metadata from audit_events where run_id = ? order by seq', [runId]);
   const inbox = (runId: string) => readFileSync(path.join(worker.runDir, runId, 'inbox.jsonl'), 'utf8').split('\n').filter(Boolean).map((l) => JSON.parse(l) as Record<string, any>);
   /** Re-reads the run's tmate sessions until `pick` finds what it waits for. */
   const tmateSessions = <T>(runId: string, pick: (all: LiveSession[]) => T | undefined) =>
@@ -211,7 +211,12 @@ describe('takeover → hand back, write grants and terminal input: real hub + wo
     expect((await call(alice, 'POST', `/api/task-runs/${runId}/live-session/grant-write`, { ttlMinutes: 100_000 })).body.error.code).toBe('VALIDATION');
     expect((await call(alice, 'POST', `/api/task-runs/${runId}/live-session/grant-write`, { ttlMinutes: 0 })).body.error.code).toBe('VALIDATION');
     const observerToken = await hub.token('observer');
-    expect((await call(observerToken, 'POST', `/api/task-runs/${runId}/live-session/grant-write`, {})).status).toBe(403);
+    // An observer may only ask: the default policy waits for an operator's approval, and refuses more than 30 minutes.
+    const asked = await call(observerToken, 'POST', `/api/task-runs/${runId}/live-session/grant-write`, {});
+    expect(asked.status).toBe(202);
+    expect(asked.body.error.code).toBe('APPROVAL_REQUIRED');
+    expect((await call(observerToken, 'POST', `/api/task-runs/${runId}/live-session/grant-write`, { ttlMinutes: 60 })).body.error.code).toBe('POLICY_DENIED');
+    expect((await call(admin, 'POST', `/api/approvals/${asked.body.error.details.approvalId}/deny`, { reason: 'not now' })).status).toBe(200);
     const tmate = await tmateSession(runId);
     // Over 30 minutes an operator needs an admin's approval (default policy). The approved
     // grant's outcome is shown to approvers, so it has no attach data: the grantee reveals it.

@@ -1,5 +1,5 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { em } from '../../server/src/db/orm.js';
+import { em } from '../../server/src/infra/db/orm.js';
 import { api, connect, emitAck } from '../support/clients.js';
 import { startTestHub, type TestHub } from '../support/hub.js';
 
@@ -22,7 +22,7 @@ describe('hostile strings and bytes at the edges', () => {
   /** Every row of the tables a command could touch, as text: "nothing changed" means equal contents. */
   const snapshot = async () => {
     const out: string[] = [];
-    for (const t of ['runs', 'live_sessions', 'control_events', 'operator_messages', 'approvals']) {
+    for (const t of ['runs', 'live_sessions', 'audit_events', 'operator_messages', 'approvals']) {
       out.push(JSON.stringify(await em(hub.orm).execute(`select * from ${t} order by 1`)));
     }
     return out.join('\n');

@@ -1,7 +1,7 @@
 import { randomUUID } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { Socket } from 'socket.io-client';
-import { em } from '../../server/src/db/orm.js';
+import { em } from '../../server/src/infra/db/orm.js';
 import { api, connect, eventually } from '../support/clients.js';
 import { startTestHub, type TestHub } from '../support/hub.js';
 
@@ -57,7 +57,7 @@ describe('token lifecycle: list, revoke (biting within a second, sockets include
     await eventually('REST refuses the token', async () => (await api(hub.url, bob.token, 'GET', '/api/auth/whoami')).status === 401, 1000);
     expect((await api(hub.url, admin, 'DELETE', `/api/tokens/${tokens[0]!.id}`)).status).toBe(409);
     expect((await api(hub.url, admin, 'DELETE', `/api/tokens/${randomUUID()}`)).status).toBe(404);
-    const [row] = await em(hub.orm).execute<{ n: number }[]>(`select count(*)::int as n from control_events where action = 'token.revoke' and metadata->>'id' = ?`, [tokens[0]!.id]);
+    const [row] = await em(hub.orm).execute<{ n: number }[]>(`select count(*)::int as n from audit_events where action = 'token.revoke' and metadata->>'id' = ?`, [tokens[0]!.id]);
     expect(row!.n).toBe(1);
   });
 

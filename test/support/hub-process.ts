@@ -1,11 +1,12 @@
+import { systemClock } from '@handoff/shared';
 import { spawn, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import type { Role } from '@handoff/shared';
-import { openDatabase, type Orm } from '../../server/src/db/orm.js';
-import { AuthService } from '../../server/src/services/auth.js';
+import { openDatabase, type Orm } from '../../server/src/infra/db/orm.js';
+import { AuthService } from '../../server/src/auth/auth-service.js';
 import { freePort } from './ports.js';
 
 const HUB_MAIN = path.resolve('server/src/main.ts');
@@ -134,7 +135,7 @@ let userCounter = 0;
  */
 export async function tokenIssuer(databaseUrl: string): Promise<TokenIssuer> {
   const orm: Orm = await openDatabase({ databaseUrl, dataDir: tmpdir() });
-  const auth = new AuthService(orm);
+  const auth = new AuthService(orm, systemClock);
   return {
     token: async (role) => (await auth.addUser(`${role}-p${process.pid}-${++userCounter}`, role)).token,
     workerToken: async (name) => (await auth.issueWorkerToken(name)).token,

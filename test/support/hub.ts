@@ -2,7 +2,7 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { createLogger } from '../../server/src/logger.js';
-import { parseConfig, serverConfigSchema, type Role } from '@handoff/shared';
+import { parseConfig, serverConfigSchema, type Clock, type Role } from '@handoff/shared';
 import { createHub, type Hub } from '../../server/src/hub.js';
 import { createTestDatabase, type TestDatabase } from './db.js';
 
@@ -22,6 +22,8 @@ export interface TestHubOptions {
   databaseUrl?: string;
   redisUrl?: string;
   env?: Record<string, string>;
+  /** The hub's clock (default: the system's); a ManualClock lets a test move the hub's time. */
+  clock?: Clock;
 }
 
 let userCounter = 0;
@@ -42,7 +44,7 @@ export async function startTestHub(opts: TestHubOptions = {}): Promise<TestHub> 
   const lines: string[] = [];
   // The hub's own logger (redaction included), writing into memory for tests to read.
   const logger = createLogger(process.env.TEST_HUB_LOG ?? 'debug', { write: (line: string) => void lines.push(line) });
-  const hub = await createHub(config, { logger }).catch(async (err: unknown) => {
+  const hub = await createHub(config, { logger, ...(opts.clock ? { clock: opts.clock } : {}) }).catch(async (err: unknown) => {
     // A hub that fails to start (e.g. a bad policy file) must not leak its database.
     await db?.drop();
     rmSync(dataDir, { recursive: true, force: true });

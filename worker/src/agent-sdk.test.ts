@@ -46,7 +46,7 @@ describe('agent SDK: checkpoint', () => {
     const controlPath = join(d, 'control.json');
     await checkpoint(); // no HANDOFF_CONTROL in the test process
     await checkpoint({ controlPath });
-    await writeControlFile(d, { seq: 2, state: 'agent', mode: null });
+    writeControlFile(d, { seq: 2, state: 'agent', mode: null });
     await checkpoint({ controlPath });
     expect(controlState({ controlPath })).toEqual({ seq: 2, state: 'agent', mode: null });
     expect(existsSync(join(d, 'checkpoint.json'))).toBe(false); // the worker hears nothing while the agent may run
@@ -55,20 +55,20 @@ describe('agent SDK: checkpoint', () => {
   it('while paused: marks the seq it honours (again for a newer pause) and resolves once control is back', async () => {
     const d = await runDir();
     const controlPath = join(d, 'control.json');
-    await writeControlFile(d, { seq: 4, state: 'paused', mode: 'soft' });
+    writeControlFile(d, { seq: 4, state: 'paused', mode: 'soft' });
     const halted = checkpoint({ controlPath });
     expect(await pending(halted)).toBe(true);
     expect(await readCheckpoint(d)).toEqual({ seq: 4, pid: process.pid });
-    await writeControlFile(d, { seq: 5, state: 'operator', mode: null });
+    writeControlFile(d, { seq: 5, state: 'operator', mode: null });
     await until(async () => (await readCheckpoint(d))?.seq === 5, 'the marker of seq 5');
     expect(await pending(halted)).toBe(true);
-    await writeControlFile(d, { seq: 6, state: 'agent', mode: null });
+    writeControlFile(d, { seq: 6, state: 'agent', mode: null });
     await halted;
   });
 
   it('stops waiting when its signal aborts', async () => {
     const d = await runDir();
-    await writeControlFile(d, { seq: 1, state: 'paused', mode: 'soft' });
+    writeControlFile(d, { seq: 1, state: 'paused', mode: 'soft' });
     const ac = new AbortController();
     const halted = checkpoint({ controlPath: join(d, 'control.json'), signal: ac.signal });
     ac.abort(new Error('agent shutting down'));
@@ -173,13 +173,13 @@ describe('handoff-agent CLI', () => {
 
   it.runIf(systemNodeMajor >= 20)('`checkpoint` blocks while paused and exits 0 once resumed — on the system Node 20', async () => {
     const d = await runDir();
-    await writeControlFile(d, { seq: 1, state: 'paused', mode: 'hard' });
+    writeControlFile(d, { seq: 1, state: 'paused', mode: 'hard' });
     const child = spawn(SYSTEM_NODE, [AGENT_CLI, 'checkpoint'], { env: { HANDOFF_CONTROL: join(d, 'control.json') }, stdio: 'ignore' });
     const exited = new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)));
     try {
       await until(async () => (await readCheckpoint(d))?.seq === 1, 'the checkpoint marker');
       expect(await pending(exited)).toBe(true);
-      await writeControlFile(d, { seq: 2, state: 'agent', mode: null });
+      writeControlFile(d, { seq: 2, state: 'agent', mode: null });
       expect(await exited).toBe(0);
     } finally {
       child.kill('SIGKILL');

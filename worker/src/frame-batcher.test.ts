@@ -6,15 +6,15 @@ const START = 1_000_000;
 
 function batcher(opts: Partial<FrameBatcherOptions> = {}) {
   const frames: Frame[] = [];
-  const drops: number[] = [];
+  let rooms = 0;
   const b = new FrameBatcher({
     flushMs: 16,
     startedAt: START,
     onFrame: (f) => frames.push(f),
-    onDrop: (d) => drops.push(d.chars),
+    onRoom: () => (rooms += 1),
     ...opts,
   });
-  return { b, frames, drops };
+  return { b, frames, rooms: () => rooms };
 }
 
 const text = (frames: readonly Frame[]) => frames.map((f) => f.data).join('');
@@ -29,7 +29,7 @@ describe('FrameBatcher', () => {
   });
 
   it('seals one frame flushMs after the first output, t relative to the run start', () => {
-    const { b, frames } = batcher();
+    const { b, frames } = batcher({ idleFlushMs: 0 }); // the batch window alone
     vi.advanceTimersByTime(5);
     b.push('hel');
     vi.advanceTimersByTime(10);
@@ -42,6 +42,70 @@ describe('FrameBatcher', () => {
     vi.advanceTimersByTime(16);
     expect(frames.map((f) => f.seq)).toEqual([1, 2]);
     expect(frames[1]).toEqual({ seq: 2, t: 21, data: '!' });
+  });
+
+  it('keeps a stream of output batched up to flushMs: one timer, moved, not one per chunk', () => {
+    const { b, frames } = batcher(); // idle flush after 2 ms
+    const timers = vi.getTimerCount();
+    for (let i = 0; i < 40; i++) {
+      b.push(`line ${i}\n`);
+      vi.advanceTimersByTime(1); // a chunk every ms: never idle for 2 ms
+      expect(vi.getTimerCount()).toBeLessThanOrEqual(timers + 1);
+    }
+    // 40 ms of continuous output: frames sealed every 16 ms, not one per chunk.
+    expect(frames.map((f) => f.t)).toEqual([0, 16]);
+    expect(frames.map((f) => f.data.split('\n').length - 1)).toEqual([16, 16]);
+    vi.advanceTimersByTime(1); // the stream stopped: the rest goes once it is idle for 2 ms
+    expect(frames.map((f) => f.t)).toEqual([0, 16, 32]);
+    expect(text(frames)).toBe(Array.from({ length: 40 }, (_, i) => `line ${i}\n`).join(''));
+  });
+
+  it('seals output that stops after idleFlushMs, without waiting for flushMs', () => {
+    const { b, frames } = batcher({ idleFlushMs: 3 });
+    b.push('$ ');
+    vi.advanceTimersByTime(2);
+    expect(frames).toEqual([]);
+    vi.advanceTimersByTime(1);
+    expect(frames).toEqual([{ seq: 1, t: 0, data: '$ ' }]);
+  });
+
+  it('keeps bulk output batched even when it comes in bursts with idle gaps (only small output is sealed when idle)', () => {
+    const { b, frames } = batcher({ idleFlushMs: 2, idleFlushMaxChars: 1024 });
+    b.push('x'.repeat(4000)); // a burst read from the capture file…
+    vi.advanceTimersByTime(5); // …then a gap under load
+    expect(frames).toEqual([]);
+    b.push('y'.repeat(4000));
+    vi.advanceTimersByTime(11);
+    expect(frames.map((f) => f.data.length)).toEqual([8000]); // one frame at 16 ms
+  });
+
+  it('seals the echo of a keystroke at once, once per keystroke; output long after the keystroke waits as usual', () => {
+    const { b, frames } = batcher({ idleFlushMs: 0 });
+    b.push('stream ');
+    b.noteInput();
+    vi.advanceTimersByTime(3);
+    b.push('a'); // the echo: sealed with what waited before it, now
+    expect(frames.map((f) => f.data)).toEqual(['stream a']);
+    b.push('more'); // not an echo: batched
+    expect(frames).toHaveLength(1);
+    vi.advanceTimersByTime(16);
+    expect(frames.map((f) => f.data)).toEqual(['stream a', 'more']);
+
+    b.noteInput();
+    vi.advanceTimersByTime(150); // past the echo window: whatever comes now is not the echo
+    b.push('late');
+    expect(frames).toHaveLength(2);
+    vi.advanceTimersByTime(16);
+    expect(frames.map((f) => f.data)).toEqual(['stream a', 'more', 'late']);
+  });
+
+  it('holds an echo back while the hub is unreachable (numbered only once live)', () => {
+    const { b, frames } = batcher({ live: false });
+    b.noteInput();
+    b.push('a');
+    expect(frames).toEqual([]);
+    b.setLive(true);
+    expect(frames.map((f) => f.data)).toEqual(['a']);
   });
 
   it('seals at once when maxFrameChars wait, splitting big output without breaking surrogate pairs', () => {
@@ -98,31 +162,30 @@ describe('FrameBatcher', () => {
     ]);
   });
 
-  it('bounds memory during an outage: drops the oldest waiting output and says so', () => {
-    const { b, frames, drops } = batcher({ live: false, maxUnackedChars: 1000 });
-    for (let i = 0; i < 50; i += 1) b.push(`${String(i).padStart(3, '0')}:${'.'.repeat(96)}\n`); // 50 × 101 chars
-    b.setLive(true);
-    const all = text(frames);
-    expect(drops).toEqual([50 * 101 - 1000]);
-    expect(all).toContain(`[handoff: ${50 * 101 - 1000} characters of output were dropped while the hub was unreachable]`);
-    expect(all.endsWith(`049:${'.'.repeat(96)}\n`)).toBe(true);
-    expect(all).not.toContain('000:');
-    expect(frames.map((f) => f.seq)).toEqual(frames.map((_, i) => i + 1));
-  });
-
-  it('never drops numbered frames (the hub needs a gapless seq): past the cap new output is dropped instead', () => {
-    const { b, frames, drops } = batcher({ maxFrameChars: 100, maxUnackedChars: 450 });
-    for (let i = 0; i < 3; i += 1) b.push('x'.repeat(100)); // 3 frames: 3 × (100 + 64 overhead) > 450
-    b.push('y'.repeat(50));
-    vi.advanceTimersByTime(100);
-    expect(frames.map((f) => f.seq)).toEqual([1, 2, 3]);
-    expect(b.unacked()).toHaveLength(3);
-    b.ack(3);
-    b.push('z');
-    vi.advanceTimersByTime(16);
-    expect(frames.map((f) => f.seq)).toEqual([1, 2, 3, 4]);
-    expect(drops).toEqual([50]);
-    expect(frames[3]!.data).toMatch(/\[handoff: 50 characters of output were dropped while the hub was unreachable\]\r\nz$/);
+  it('never drops output: past roomChars it has no room until acks free some, then says so once', () => {
+    const { b, frames, rooms } = batcher({ live: false, maxFrameChars: 100, roomChars: 1000 });
+    let pushed = '';
+    let i = 0;
+    // The source pushes only while there is room (as the capture follower does).
+    while (b.hasRoom()) {
+      const line = `${String(i++).padStart(3, '0')}:${'.'.repeat(96)}\n`; // 101 chars
+      pushed += line;
+      b.push(line);
+    }
+    expect(pushed.length).toBe(1010); // 10 lines: the 10th crossed the bound
+    expect(b.hasRoom()).toBe(false);
+    b.setLive(true); // the hub is back: every line becomes a frame, none dropped
+    expect(text(frames)).toBe(pushed);
+    expect(b.hasRoom()).toBe(false); // unacknowledged frames still count (with their overhead)
+    expect(rooms()).toBe(0);
+    b.ack(frames[1]!.seq);
+    expect(rooms()).toBe(0); // still over the bound
+    b.ack(frames[frames.length - 1]!.seq);
+    expect(rooms()).toBe(1);
+    expect(b.hasRoom()).toBe(true);
+    b.ack(frames[frames.length - 1]!.seq);
+    expect(rooms()).toBe(1); // once per time it ran out of room
+    expect(frames.map((f) => f.seq)).toEqual(frames.map((_, k) => k + 1));
   });
 
   it('flush() seals at once; dispose() stops the timer', () => {
@@ -151,13 +214,12 @@ describe('FrameBatcher', () => {
     expect([fresh.b.lastSeq, fresh.b.ackedSeq, fresh.b.hasUnacked]).toEqual([9, 9, false]);
   });
 
-  it('tells with each frame how much pushed output it completes, dropped output counted and the notice not', () => {
+  it('tells with each frame how much pushed output it completes', () => {
     const through: number[] = [];
-    const { b, frames } = batcher({ maxFrameChars: 100, maxUnackedChars: 1000, live: false, onFrame: (f, n) => (frames.push(f), through.push(n)) });
+    const { b, frames } = batcher({ maxFrameChars: 100, live: false, onFrame: (f, n) => (frames.push(f), through.push(n)) });
     for (let i = 0; i < 30; i += 1) b.push('x'.repeat(50));
-    b.setLive(true); // 500 characters were dropped (their notice is in the first frame), 1000 wait
-    expect(through[through.length - 1]).toBe(1500);
-    const pushedPerFrame = frames.map((f, i) => f.data.replace(/\r\n\x1b\[0m\[handoff: .*\]\r\n/, '').length + (i === 0 ? 500 : 0));
-    expect(through).toEqual(pushedPerFrame.map((_, i) => pushedPerFrame.slice(0, i + 1).reduce((a, c) => a + c, 0)));
+    b.setLive(true);
+    expect(frames.map((f) => f.data.length)).toEqual(Array(15).fill(100));
+    expect(through).toEqual(frames.map((_, i) => (i + 1) * 100));
   });
 });

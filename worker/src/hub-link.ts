@@ -1,4 +1,4 @@
-import type { Ack, EventResponse, WorkerClientEvents, WorkerToHub } from '@handoff/shared';
+import { systemClock, type Ack, type Clock, type EventResponse, type TimerHandle, type WorkerClientEvents, type WorkerToHub } from '@handoff/shared';
 import type { Logger } from './logger.js';
 
 export type ReportEvent = keyof WorkerToHub;
@@ -39,23 +39,24 @@ export function judgeAck(ack: Ack<unknown> | undefined, event: string, link: Hub
 
 /** At most one pending retry: `schedule()` while one is pending does nothing. */
 export class RetryTimer {
-  private timer: ReturnType<typeof setTimeout> | null = null;
+  private timer: TimerHandle | null = null;
 
   constructor(
     private readonly ms: number,
     private readonly fire: () => void,
+    private readonly clock: Clock = systemClock,
   ) {}
 
   schedule(): void {
     if (this.timer) return;
-    this.timer = setTimeout(() => {
+    this.timer = this.clock.setTimeout(() => {
       this.timer = null;
       this.fire();
     }, this.ms);
   }
 
   clear(): void {
-    if (this.timer) clearTimeout(this.timer);
+    this.timer?.cancel();
     this.timer = null;
   }
 }

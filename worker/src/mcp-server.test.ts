@@ -34,13 +34,13 @@ describe('handoff-agent mcp', () => {
   it('checkpoint blocks while paused (marking the pause soft) and returns when control is back; times out with paused: true', async () => {
     const { dir, env } = runDir();
     const call = await serve(env);
-    await writeControlFile(dir, { seq: 1, state: 'paused', mode: 'soft', by: { id: 'u1', name: 'Ada' } });
+    writeControlFile(dir, { seq: 1, state: 'paused', mode: 'soft', by: { id: 'u1', name: 'Ada' } });
     expect(await call('status')).toMatchObject({ paused: true, takenOver: false, controlledBy: 'Ada', haltedAtCheckpoint: false });
     expect(await call('checkpoint', { timeout_seconds: 1 })).toMatchObject({ paused: true, state: 'paused', by: 'Ada' });
     expect(JSON.parse(readFileSync(join(dir, 'checkpoint.json'), 'utf8'))).toMatchObject({ seq: 1 });
     const waiting = call('checkpoint', { timeout_seconds: 30 });
     await new Promise((r) => setTimeout(r, 300));
-    await writeControlFile(dir, { seq: 2, state: 'agent', mode: null });
+    writeControlFile(dir, { seq: 2, state: 'agent', mode: null });
     expect(await waiting).toMatchObject({ paused: false, waitedSeconds: expect.any(Number), wasTakenOver: false });
     expect(await call('checkpoint')).toMatchObject({ paused: false });
   });
@@ -48,22 +48,22 @@ describe('handoff-agent mcp', () => {
   it('wait_for_handback: blocks during a takeover and returns the packet once; a takeover ending without one returns null', async () => {
     const { dir, env } = runDir();
     const call = await serve(env);
-    await writeControlFile(dir, { seq: 1, state: 'operator', mode: 'soft', by: { id: 'u1', name: 'Ada' } });
+    writeControlFile(dir, { seq: 1, state: 'operator', mode: 'soft', by: { id: 'u1', name: 'Ada' } });
     const waiting = call('wait_for_handback', { timeout_seconds: 30 });
     await new Promise((r) => setTimeout(r, 300));
     // As the worker does it: the packet first, then control back.
     appendFileSync(env.HANDOFF_INBOX, `${JSON.stringify({ ts: 't', actor: 'Ada', message: 'hi' })}\n${JSON.stringify(packet('fixed the build'))}\n`);
-    await writeControlFile(dir, { seq: 2, state: 'agent', mode: null });
+    writeControlFile(dir, { seq: 2, state: 'agent', mode: null });
     const got = await waiting;
     expect(got.handback).toMatchObject({ summary: 'fixed the build', actor: 'Ada', context: { cwd: '/srv', commands: [{ command: 'make', exitStatus: 2 }] } });
     expect(await call('wait_for_handback')).toMatchObject({ handback: null, takenOver: false });
     expect(await call('read_messages')).toMatchObject({ messages: [{ ts: 't', from: 'Ada', message: 'hi' }], note: expect.stringContaining('wait_for_handback') });
 
-    await writeControlFile(dir, { seq: 3, state: 'operator', mode: 'hard', by: { id: 'u2', name: 'Bob' } });
+    writeControlFile(dir, { seq: 3, state: 'operator', mode: 'hard', by: { id: 'u2', name: 'Bob' } });
     expect(await call('wait_for_handback', { timeout_seconds: 1 })).toMatchObject({ handback: null, takenOver: true, by: 'Bob' });
     const again = call('wait_for_handback', { timeout_seconds: 30 });
     await new Promise((r) => setTimeout(r, 300));
-    await writeControlFile(dir, { seq: 4, state: 'paused', mode: 'hard', by: { id: 'u2', name: 'Bob' } });
+    writeControlFile(dir, { seq: 4, state: 'paused', mode: 'hard', by: { id: 'u2', name: 'Bob' } });
     expect(await again).toMatchObject({ handback: null, takenOver: false, state: 'paused' });
   });
 

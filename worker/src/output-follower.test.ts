@@ -135,4 +135,36 @@ describe('OutputFollower', () => {
     expect(Date.now() - t0).toBeLessThan(500);
     expect(await new OutputFollower({ path, pipesPath: join(dir, 'none'), onText: () => undefined, logger: silent }).finish(100)).toBe(false);
   });
+
+  it('reads only while the receiver has room; the rest waits in the file, resumes where it stopped, and delivered waits for it', async () => {
+    const dir = await tempDir();
+    const path = join(dir, 'output.log');
+    const pipes = join(dir, 'output.pipes');
+    const bytes = mixedBytes(50_000);
+    await writeFile(path, Buffer.concat([bytes, Buffer.from([0xe2, 0x82])])); // ends inside a character
+    await writeFile(pipes, 'o\nc\n');
+    let followed = '';
+    let room = 10_000; // characters the receiver takes before it is full
+    const follower = new OutputFollower({ path, pipesPath: pipes, onText: (t) => ((followed += t), (room -= t.length)), canRead: () => room > 0, logger: silent, readBytes: 1024 });
+    followers.push(follower);
+    let delivered = false;
+    void follower.delivered.then(() => (delivered = true));
+    await follower.start();
+    expect(await follower.finish(2000)).toBe(true);
+    // Stopped within one read past the room: the rest is still in the file.
+    expect(followed.length).toBeGreaterThanOrEqual(10_000);
+    expect(followed.length).toBeLessThan(10_000 + 1024);
+    expect(delivered).toBe(false);
+    const before = followed.length;
+    await new Promise((r) => setTimeout(r, 50));
+    expect(followed.length).toBe(before); // no room, no reading
+    while (!delivered) {
+      room = 10_000;
+      follower.resume();
+      await until(() => delivered || room <= 0, 'the next part read', 2000);
+    }
+    // Everything, in order, and the broken last character as U+FFFD only at the very end.
+    expect(followed).toBe(Buffer.concat([bytes, Buffer.from([0xe2, 0x82])]).toString('utf8'));
+    expect(followed.endsWith('\ufffd')).toBe(true);
+  });
 });

@@ -22,6 +22,11 @@ export interface OutputFollowerOptions {
   from?: OutputPosition;
   /** Receives the decoded output, never splitting a character, in order. */
   onText: (text: string) => void;
+  /**
+   * Whether the receiver takes more output now. When it answers false, reading stops (the
+   * rest waits in the file, which is the run's buffer) until `resume()`. Default: always.
+   */
+  canRead?: () => boolean;
   logger: Logger;
   /** Bytes per read. Default 64 KiB. */
   readBytes?: number;
@@ -35,6 +40,8 @@ export interface OutputFollowerOptions {
  * directory wakes a read from the last offset, so a keystroke's echo arrives at once.
  * Decodes UTF-8 itself, cutting only before a character's first byte, so that decoding
  * is the same whatever the reads were — which makes `positionAt` exact for resuming.
+ * Reads only while the receiver has room (`canRead`): a burst larger than the worker's
+ * memory bound, or output during a long hub outage, waits in the file, never dropped.
  */
 export class OutputFollower {
   private readonly opts: OutputFollowerOptions;
@@ -59,6 +66,13 @@ export class OutputFollower {
   private readAgain = false;
   private closed = false;
   private wake: (() => void) | null = null;
+  /** Reading stopped because the receiver had no room (see `resume`). */
+  private held = false;
+  /** The capture ended (`finish`): at the end of the file the output is complete. */
+  private final = false;
+  private markDelivered!: () => void;
+  /** Resolves once the complete output was emitted after `finish()`, or on `close()`. */
+  readonly delivered: Promise<void> = new Promise((resolve) => (this.markDelivered = resolve));
 
   constructor(opts: OutputFollowerOptions) {
     this.opts = opts;
@@ -77,6 +91,13 @@ export class OutputFollower {
       if (name === null || this.names.has(name)) this.read();
     });
     this.watcher.on('error', (err) => this.log.warn({ err }, 'stopped watching the output capture'));
+    this.read();
+  }
+
+  /** The receiver has room again: reading goes on where it stopped. */
+  resume(): void {
+    if (!this.held) return;
+    this.held = false;
     this.read();
   }
 
@@ -101,9 +122,10 @@ export class OutputFollower {
   }
 
   /**
-   * The capture ended once every pipe that started also ended: reads to the end, emits
-   * an incomplete last character as U+FFFD, and resolves true — or false when that did
-   * not happen within `timeoutMs` (what arrived is still emitted).
+   * The capture ended once every pipe that started also ended: waits for that (at most
+   * `timeoutMs`) and resolves true — or false when it did not happen in time. From then on
+   * the end of the file is the end of the output: once read (as the receiver's room allows)
+   * an incomplete last character is emitted as U+FFFD and `delivered` resolves.
    */
   async finish(timeoutMs: number): Promise<boolean> {
     const now = this.opts.now ?? Date.now;
@@ -123,16 +145,14 @@ export class OutputFollower {
       });
       this.wake = null;
     }
-    if (this.tail.length > 0) {
-      const text = this.tail.toString('utf8');
-      this.tail = Buffer.alloc(0);
-      this.emit(text, this.fileOffset);
-    }
+    this.final = true;
+    await this.readNow();
     return ended;
   }
 
   close(): void {
     this.closed = true;
+    this.markDelivered();
     this.watcher?.close();
     this.watcher = null;
     const file = this.file;
@@ -174,15 +194,32 @@ export class OutputFollower {
     for (;;) {
       const file = this.file;
       if (!file) return;
+      if (this.opts.canRead && !this.opts.canRead()) {
+        this.held = true;
+        return;
+      }
       const buf = Buffer.allocUnsafe(size);
       const { bytesRead } = await file.read(buf, 0, size, this.fileOffset);
-      if (bytesRead === 0) return;
+      if (bytesRead === 0) {
+        if (this.final) this.endOfOutput();
+        return;
+      }
       this.fileOffset += bytesRead;
       const bytes = this.tail.length > 0 ? Buffer.concat([this.tail, buf.subarray(0, bytesRead)]) : buf.subarray(0, bytesRead);
       const complete = completeUtf8Length(bytes);
       this.tail = Buffer.from(bytes.subarray(complete));
       if (complete > 0) this.emit(bytes.subarray(0, complete).toString('utf8'), this.fileOffset - this.tail.length);
     }
+  }
+
+  /** The whole capture was read: what is left of a character that never completed goes as U+FFFD. */
+  private endOfOutput(): void {
+    if (this.tail.length > 0) {
+      const text = this.tail.toString('utf8');
+      this.tail = Buffer.alloc(0);
+      this.emit(text, this.fileOffset);
+    }
+    this.markDelivered();
   }
 
   /** Emits text decoded from the file up to byte `end` (from where the previous text ended). */

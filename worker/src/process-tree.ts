@@ -1,6 +1,6 @@
 import { readdirSync, readFileSync } from 'node:fs';
 import { readFile } from 'node:fs/promises';
-import { setTimeout as sleep } from 'node:timers/promises';
+import { setImmediate as yieldTurn, setTimeout as sleep } from 'node:timers/promises';
 
 export interface ProcInfo {
   pid: number;
@@ -31,6 +31,36 @@ export async function isHalted(p: ProcInfo): Promise<boolean> {
 }
 
 /**
+ * How the worker reads processes: all of them (a full /proc scan: O(every process on the
+ * host)) or one by pid (O(1)). Injected so tests can count the scans a hot path makes.
+ */
+export interface ProcReader {
+  /**
+   * Every live (non-zombie) process. `gently`: yields to the event loop every few entries,
+   * for scans off the hot path — under load one pass can take tens of ms, which would hold
+   * up every other run's keystrokes and control changes.
+   */
+  list(opts?: { gently?: boolean }): Promise<ProcInfo[]>;
+  /** One process, or null when it is gone (or a zombie). */
+  stat(pid: number): ProcInfo | null;
+  /** See `isHalted`. */
+  isHalted(p: ProcInfo): Promise<boolean>;
+}
+
+/** The host's /proc. */
+export const procfs: ProcReader = {
+  list: (opts) => (opts?.gently ? listProcessesGently() : listProcesses()),
+  stat(pid) {
+    try {
+      return parseStat(readFileSync(`/proc/${pid}/stat`, 'utf8'));
+    } catch {
+      return null;
+    }
+  },
+  isHalted: (p) => isHalted(p),
+};
+
+/**
  * Reads every live (non-zombie) process from /proc. Linux only, like the worker.
  * Synchronously on purpose: /proc reads never wait on a disk, and one pass over ~100
  * processes takes ~1 ms this way against ~4–6 ms through the thread pool, which a pause
@@ -52,6 +82,22 @@ async function listProcesses(): Promise<ProcInfo[]> {
   return all;
 }
 
+/** `listProcesses`, yielding to the event loop every 16 entries. */
+async function listProcessesGently(): Promise<ProcInfo[]> {
+  const all: ProcInfo[] = [];
+  const entries = readdirSync('/proc').filter((e) => /^\d+$/.test(e));
+  for (let i = 0; i < entries.length; i++) {
+    if (i % 16 === 15) await yieldTurn();
+    try {
+      const p = parseStat(readFileSync(`/proc/${entries[i]}/stat`, 'utf8'));
+      if (p) all.push(p);
+    } catch {
+      // exited since the directory was read
+    }
+  }
+  return all;
+}
+
 function parseStat(stat: string): ProcInfo | null {
   // `comm` (field 2) may contain spaces and parentheses: parse from the last ')'.
   const close = stat.lastIndexOf(')');
@@ -66,8 +112,8 @@ function parseStat(stat: string): ProcInfo | null {
  * everything in its session (the pane leads one, so backgrounded and orphaned children
  * stay in it) plus any descendant that moved to another group or session.
  */
-export async function runProcesses(rootPid: number): Promise<ProcInfo[]> {
-  const procs = await listProcesses();
+export async function runProcesses(rootPid: number, reader: ProcReader = procfs, gently = false): Promise<ProcInfo[]> {
+  const procs = await reader.list({ gently });
   const children = new Map<number, ProcInfo[]>();
   for (const p of procs) children.set(p.ppid, [...(children.get(p.ppid) ?? []), p]);
   const found = new Map<number, ProcInfo>();
@@ -88,7 +134,8 @@ export async function runProcesses(rootPid: number): Promise<ProcInfo[]> {
 }
 
 let cachedOwnGroup: number | undefined;
-function ownGroup(): number {
+/** The worker's own process group: never signalled as a whole. */
+export function ownGroup(): number {
   if (cachedOwnGroup === undefined) {
     const stat = readFileSync('/proc/self/stat', 'utf8');
     cachedOwnGroup = parseStat(stat)?.pgid ?? -1;
@@ -97,8 +144,8 @@ function ownGroup(): number {
 }
 
 /** Sends `signal` to every process group holding a process of the run. Returns how many groups. */
-export async function signalRun(rootPid: number, signal: NodeJS.Signals): Promise<number> {
-  const groups = new Set((await runProcesses(rootPid)).map((p) => p.pgid));
+export async function signalRun(rootPid: number, signal: NodeJS.Signals, reader: ProcReader = procfs): Promise<number> {
+  const groups = new Set((await runProcesses(rootPid, reader)).map((p) => p.pgid));
   for (const pgid of groups) {
     if (pgid <= 1 || pgid === ownGroup()) continue;
     try {
@@ -135,12 +182,14 @@ export async function terminateRun(rootPid: number): Promise<number> {
  * still not stopped after `timeoutMs` (e.g. a process in uninterruptible disk wait; it
  * stops once that returns).
  */
-export async function suspendRun(rootPid: number, timeoutMs = 1000, pollMs = 5): Promise<boolean> {
+export async function suspendRun(rootPid: number, timeoutMs = 1000, pollMs = 5, opts: SuspendOptions = {}): Promise<boolean> {
+  const reader = opts.reader ?? procfs;
   const deadline = Date.now() + timeoutMs;
   let clean = 0;
   for (;;) {
-    const procs = (await runProcesses(rootPid)).filter((p) => p.pid !== rootPid);
-    const halted = await Promise.all(procs.map(isHalted));
+    const procs = (await runProcesses(rootPid, reader, opts.gently)).filter((p) => p.pid !== rootPid);
+    opts.onScan?.(procs);
+    const halted = await Promise.all(procs.map((p) => reader.isHalted(p)));
     const running = procs.filter((_, i) => !halted[i]);
     // Twice in a row: a child forked just after a scan listed /proc, by a parent stopped
     // just before its state was read, only shows up in the next scan.
@@ -148,14 +197,29 @@ export async function suspendRun(rootPid: number, timeoutMs = 1000, pollMs = 5):
     if (clean === 2) return true;
     if (Date.now() >= deadline) return false;
     if (running.length === 0) continue; // the confirming pass needs no wait, only a fresh look
+    // Checked right before the signal, in the same tick: a resume taken since never gets undone.
+    if (opts.stillWanted && !opts.stillWanted()) return false;
     signalProcesses(running, 'SIGSTOP', rootPid);
+    opts.onStopped?.(running);
     await sleep(pollMs);
   }
 }
 
+export interface SuspendOptions {
+  reader?: ProcReader;
+  /** Checked before each signal: false aborts (a newer control change came). */
+  stillWanted?: () => boolean;
+  /** Told which processes were just signalled. */
+  onStopped?: (procs: readonly ProcInfo[]) => void;
+  /** Told the run's processes (its root aside) each scan found. */
+  onScan?: (procs: ProcInfo[]) => void;
+  /** Scan without holding the event loop (see `ProcReader.list`): for scans off the hot path. */
+  gently?: boolean;
+}
+
 /** Continues (SIGCONT) every process group of the run. Returns how many groups. */
-export function resumeRun(rootPid: number): Promise<number> {
-  return signalRun(rootPid, 'SIGCONT');
+export function resumeRun(rootPid: number, reader: ProcReader = procfs): Promise<number> {
+  return signalRun(rootPid, 'SIGCONT', reader);
 }
 
 /**

@@ -1,4 +1,4 @@
-import type { Ack } from '@handoff/shared';
+import type { Ack, Clock } from '@handoff/shared';
 import { judgeAck, RetryTimer, type HubLink, type PayloadOf, type ReportEvent } from './hub-link.js';
 import type { Logger } from './logger.js';
 
@@ -24,6 +24,8 @@ export interface ReportQueueOptions<R extends Report> {
   supersedes?: (queued: R, incoming: R) => boolean;
   /** Delay before retrying after a timeout or a transient refusal, in ms. Default 2000. */
   retryMs?: number;
+  /** Owns the retry timer. Default `systemClock`. */
+  clock?: Clock;
 }
 
 /**
@@ -53,9 +55,13 @@ export class ReportQueue<R extends Report = RunEventReport> {
     this.onDrained = opts.onDrained ?? (() => undefined);
     this.onTaken = opts.onTaken ?? (() => undefined);
     this.supersedes = opts.supersedes ?? sameEvent;
-    this.retry = new RetryTimer(opts.retryMs ?? 2000, () => {
-      if (!this.disposed) this.resend();
-    });
+    this.retry = new RetryTimer(
+      opts.retryMs ?? 2000,
+      () => {
+        if (!this.disposed) this.resend();
+      },
+      opts.clock,
+    );
   }
 
   /** Nothing waits to be sent or answered. */

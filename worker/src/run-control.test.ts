@@ -1,3 +1,4 @@
+import { ManualClock, type Clock } from '@handoff/shared';
 import { randomUUID } from 'node:crypto';
 import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
@@ -6,7 +7,7 @@ import { pino } from 'pino';
 import { describe, expect, it } from 'vitest';
 import type { Command, ControlApply } from '@handoff/shared';
 import type { PayloadOf } from './hub-link.js';
-import { runProcesses } from './process-tree.js';
+import { procfs, runProcesses, type ProcReader } from './process-tree.js';
 import { RunControl, type RunControlOptions } from './run-control.js';
 import { TmuxRun } from './tmux-run.js';
 import { pgrep, tmuxServerAlive } from './testing/processes.js';
@@ -25,7 +26,23 @@ const noHandoff: Pick<RunControlOptions, 'scrollbackSeq' | 'deliverHandoff'> = {
 const harness = useRunHarness('handoff-control-');
 const { runs, controls, marker } = harness;
 
-async function startControlled(command: Command, opts: { killGraceMs?: number } = {}) {
+/** /proc, counting the full scans (`list`) made through it. */
+function countingProcfs(): { reader: ProcReader; scans: () => number } {
+  let scans = 0;
+  return {
+    reader: { ...procfs, list: (opts) => ((scans += 1), procfs.list(opts)) },
+    scans: () => scans,
+  };
+}
+
+/** Whether a process is stopped or has SIGSTOP pending (it runs none of its code before stopping), read synchronously. */
+function haltedNow(pid: number): boolean {
+  const status = readFileSync(`/proc/${pid}/status`, 'utf8');
+  if (/^State:\s+[Tt]/m.test(status)) return true;
+  return [...status.matchAll(/^(?:SigPnd|ShdPnd):\s*([0-9a-f]+)$/gm)].some((m) => ((BigInt(`0x${m[1]}`) >> 18n) & 1n) === 1n);
+}
+
+async function startControlled(command: Command, opts: { killGraceMs?: number; procs?: ProcReader; perlBin?: string | null; onApplied?: (r: PayloadOf<'control:applied'>) => void; clock?: Clock } = {}) {
   const out = { text: '' };
   const run = await TmuxRun.start({
     runId: randomUUID(),
@@ -39,10 +56,21 @@ async function startControlled(command: Command, opts: { killGraceMs?: number } 
     onOutput: (t) => (out.text += t),
     logger: pino({ level: 'silent' }),
     killGraceMs: opts.killGraceMs ?? 2000,
+    ...(opts.perlBin !== undefined ? { perlBin: opts.perlBin } : {}),
   });
   runs.push(run);
   const applied: PayloadOf<'control:applied'>[] = [];
-  const control = new RunControl({ runId: run.runId, logger: pino({ level: 'silent' }), onApplied: (r) => applied.push(r), ...noHandoff });
+  const control = new RunControl({
+    runId: run.runId,
+    logger: pino({ level: 'silent' }),
+    onApplied: (r) => {
+      opts.onApplied?.(r);
+      applied.push(r);
+    },
+    procs: opts.procs,
+    ...(opts.clock ? { clock: opts.clock } : {}),
+    ...noHandoff,
+  });
   controls.push(control);
   control.attach(run);
   const change = (seq: number, state: ControlApply['state'], mode: ControlApply['mode'] = null, softGraceMs = 10_000) =>
@@ -69,11 +97,19 @@ async function states(run: TmuxRun): Promise<string[]> {
   });
 }
 
-/** Every process of the run (but its wrapper) is stopped. */
+/**
+ * Every process of the run (but its wrapper) is stopped — within a moment of the report: a
+ * child forked just as the group was signalled is stopped by the same group SIGSTOP but may
+ * still show `R` until the kernel next schedules it, and one that left the group is stopped
+ * by the sweep right after the report (see RunFreezer).
+ */
 async function expectStopped(run: TmuxRun): Promise<void> {
+  const running = async () => (await states(run)).filter((s) => s !== 'T' && s !== 'D+SIGSTOP');
+  const deadline = Date.now() + 1000;
+  while ((await running()).length > 0 && Date.now() < deadline) await sleep(20);
   const all = await states(run);
   expect(all.length).toBeGreaterThanOrEqual(1);
-  expect(all.filter((s) => s !== 'T' && s !== 'D+SIGSTOP')).toEqual([]);
+  expect(await running()).toEqual([]);
 }
 
 /** Whether the output stays exactly as it is for `ms`. */
@@ -116,6 +152,96 @@ describe('RunControl', () => {
     await statusShows(run, 'status', 'off');
   });
 
+  it('hard pause stops the command’s process group and reports it without a full /proc scan; resume neither scans', async () => {
+    const proc = countingProcfs();
+    const scansAtReport = new Map<number, number>();
+    const { run, out, change, appliedSeq } = await startControlled(
+      { script: 'i=0; while :; do i=$((i+1)); echo "tick $i"; sleep 0.05; done' },
+      { procs: proc.reader, onApplied: (r) => scansAtReport.set(r.seq, proc.scans()) },
+    );
+    await until(() => count(out.text, 'tick') >= 3, 'first ticks');
+    // The command runs in a process group of its own, which owns the terminal; the wrapper keeps its own.
+    const group = run.commandGroup()!;
+    expect(group).toBeGreaterThan(1);
+    expect(group).not.toBe(run.pid);
+    expect(readFileSync(`/proc/${run.pid}/stat`, 'utf8').replace(/^.*\) /, '').split(' ')[5]).toBe(String(group)); // tpgid
+
+    const before = proc.scans();
+    change(1, 'paused', 'hard');
+    expect(await appliedSeq(1)).toMatchObject({ effective: 'paused-hard' });
+    expect(scansAtReport.get(1)).toBe(before); // none on the way to the report
+    await expectStopped(run);
+    expect(await quiet(out, 500)).toBe(true);
+
+    const ticks = count(out.text, 'tick');
+    const beforeResume = proc.scans(); // the sweep after the report is done by now
+    change(2, 'agent');
+    await appliedSeq(2);
+    expect(scansAtReport.get(2)).toBe(beforeResume);
+    await until(() => count(out.text, 'tick') >= ticks + 3, 'ticks after resume');
+  });
+
+  it('a process that left the run’s group (setsid) is stopped too and continued by the resume — once known, on the hot path', async () => {
+    const proc = countingProcfs();
+    const seen = new Map<number, { scans: number; sideHalted: boolean }>();
+    let side = 0;
+    const { run, out, change, appliedSeq } = await startControlled(
+      { script: `setsid sh -c 'i=0; while :; do i=$((i+1)); echo "side $i"; sleep 0.05; done' & i=0; while :; do i=$((i+1)); echo "main $i"; sleep 0.05; done` },
+      { procs: proc.reader, onApplied: (r) => seen.set(r.seq, { scans: proc.scans(), sideHalted: side > 0 && haltedNow(side) }) },
+    );
+    await until(() => count(out.text, 'side') >= 3 && count(out.text, 'main') >= 3, 'both loops ticking');
+    const outside = (await runProcesses(run.pid)).filter((p) => p.sid !== run.pid);
+    expect(outside.length).toBeGreaterThanOrEqual(1); // the setsid'd shell (and maybe its sleep)
+    side = outside.find((p) => p.pid === p.sid)!.pid;
+
+    // Started after the last scan: the sweep that follows the report stops it.
+    change(1, 'paused', 'hard');
+    await appliedSeq(1);
+    await until(async () => (await states(run)).every((st) => st === 'T' || st === 'D+SIGSTOP'), 'every process of the run stopped');
+    expect(haltedNow(side)).toBe(true);
+    await sleep(300); // what the side loop printed before the sweep stopped it is still on its way through tmux
+    expect(await quiet(out, 500)).toBe(true);
+
+    const sides = count(out.text, 'side');
+    const mains = count(out.text, 'main');
+    change(2, 'agent');
+    await appliedSeq(2);
+    await until(() => count(out.text, 'side') >= sides + 3 && count(out.text, 'main') >= mains + 3, 'both loops ticking again');
+
+    // Known since the scan after the resume: stopped before the report, still without a scan.
+    await sleep(300);
+    const before = proc.scans();
+    change(3, 'paused', 'hard');
+    await appliedSeq(3);
+    expect(seen.get(3)).toEqual({ scans: before, sideHalted: true });
+    await expectStopped(run);
+    change(4, 'agent');
+    await appliedSeq(4);
+    const again = count(out.text, 'side');
+    await until(() => count(out.text, 'side') >= again + 2, 'the side loop continued');
+  });
+
+  it('without perl the command shares the wrapper’s group: the hard pause falls back to scanning /proc, and still stops it all', async () => {
+    const proc = countingProcfs();
+    const scansAtReport = new Map<number, number>();
+    const { run, out, change, appliedSeq } = await startControlled(
+      { script: 'i=0; while :; do i=$((i+1)); echo "tick $i"; sleep 0.05; done' },
+      { procs: proc.reader, perlBin: null, onApplied: (r) => scansAtReport.set(r.seq, proc.scans()) },
+    );
+    await until(() => count(out.text, 'tick') >= 3, 'first ticks');
+    expect(run.commandGroup()).toBeNull();
+    const before = proc.scans();
+    change(1, 'paused', 'hard');
+    await appliedSeq(1);
+    expect(scansAtReport.get(1)).toBeGreaterThanOrEqual(before + 2); // twice clean, as before
+    await expectStopped(run);
+    expect(await quiet(out, 400)).toBe(true);
+    const ticks = count(out.text, 'tick');
+    change(2, 'agent');
+    await appliedSeq(2);
+    await until(() => count(out.text, 'tick') >= ticks + 3, 'ticks after resume');
+  });
+
   it('soft pause halts an agent at its next `handoff-agent checkpoint` (paused-soft); resume releases it', async () => {
     const { run, out, change, appliedSeq } = await startControlled({
       script: 'i=0; while [ $i -lt 2000 ]; do handoff-agent checkpoint || exit 9; i=$((i+1)); echo "step $i"; sleep 0.05; done',
@@ -148,6 +274,21 @@ describe('RunControl', () => {
     await expectStopped(run);
     expect(await quiet(out, 500)).toBe(true);
     expect(applied.map((a) => a.effective)).toEqual(['paused-hard']);
+  });
+
+  it('the soft-pause grace runs on the worker’s clock: a 10-minute grace escalates when the clock passes it, not before', async () => {
+    const clock = new ManualClock();
+    const { run, out, change, appliedSeq, applied } = await startControlled({ script: 'while :; do echo busy; sleep 0.05; done' }, { clock });
+    await until(() => out.text.includes('busy'), 'agent busy');
+    change(1, 'paused', 'soft', 10 * 60_000);
+    await new Promise((r) => setTimeout(r, 300));
+    clock.advance(10 * 60_000 - 1);
+    await new Promise((r) => setTimeout(r, 300));
+    expect(applied).toEqual([]); // still waiting for a checkpoint, agent running
+    expect(await quiet(out, 300)).toBe(false);
+    clock.advance(1);
+    expect(await appliedSeq(1)).toMatchObject({ seq: 1, effective: 'paused-hard', appliedAt: clock.now() });
+    await expectStopped(run);
   });
 
   it('cancel while hard-paused ends the run at once by SIGTERM and leaves no process', async () => {

@@ -1,12 +1,13 @@
-import { watch, type FSWatcher } from 'node:fs';
-import { readFile, rename, writeFile } from 'node:fs/promises';
+import { renameSync, watch, writeFileSync, type FSWatcher } from 'node:fs';
+import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import type { ControlApply, ControlState, HandoffContext, PauseMode } from '@handoff/shared';
+import { systemClock, type Clock, type ControlApply, type ControlState, type HandoffContext, type PauseMode, type TimerHandle } from '@handoff/shared';
 import { handoffContext, handoffPacket, type CapturedContext, type Handback, type HandoffPacket } from './handoff-packet.js';
 import type { PayloadOf } from './hub-link.js';
 import type { Logger } from './logger.js';
 import type { Operator } from './operator-shell.js';
-import { resumeRun, suspendRun } from './process-tree.js';
+import type { ProcReader } from './process-tree.js';
+import { RunFreezer } from './run-freezer.js';
 import { RunFiles } from './run-script.js';
 
 /** How a control state took hold on the worker (`control:applied`). */
@@ -26,6 +27,8 @@ export interface ControlFile {
 export interface ControlTarget {
   /** The pane's process id: the root of the run's processes. */
   readonly pid: number;
+  /** The process group of the run's command, or null when it has none of its own (see `RunFreezer`). */
+  commandGroup(): number | null;
   /** The run directory: control and checkpoint files live there. */
   readonly dir: string;
   /** True once the run is being cancelled or ended: it must not be paused again. */
@@ -44,10 +47,12 @@ export interface RunControlOptions {
   logger: Logger;
   /** A control change took hold: report it to the hub (reliably). */
   onApplied: (report: PayloadOf<'control:applied'>) => void;
-  /** Worker clock for `appliedAt`. Default `Date.now`. */
-  now?: () => number;
+  /** The worker's clock: `appliedAt`, the soft-pause grace and the freezer's waits. Default the system's. */
+  clock?: Clock;
   /** How long a hard pause may take to see every process stopped, in ms. Default 1000. */
   suspendTimeoutMs?: number;
+  /** How processes are read from /proc (tests count full scans through it). Default: /proc. */
+  procs?: ProcReader;
   /** The run's newest terminal frame seq: a hand-back's scrollback reference into the recording. */
   scrollbackSeq: () => number;
   /** Appends a hand-back packet to `$HANDOFF_INBOX`, at most once per control seq. */
@@ -64,8 +69,10 @@ export type ApplyResult = 'accepted' | 'stale' | 'closed';
  * - A change is written to `$HANDOFF_CONTROL` (`{seq, state, mode, by?}`, replaced atomically),
  *   which the agent SDK's `checkpoint()` watches — for a hand-back only once the packet is
  *   in the inbox, so a resumed agent always finds it.
- * - `paused` + `hard`: SIGSTOP of every process of the run but the pane's wrapper shell
- *   (see `suspendRun`), seen stopped in /proc before it is reported → `paused-hard`.
+ * - `paused` + `hard`: SIGSTOP of every process of the run but the pane's wrapper shell, one
+ *   signal per process group, the group's leader and the members last seen by a scan seen
+ *   stopped before it is reported → `paused-hard`; then a full scan, off the hot path,
+ *   stops anything that left the group (see `RunFreezer`).
  * - `paused` + `soft` (or no mode): waits for the agent's checkpoint marker with this seq →
  *   `paused-soft`; without one within `softGraceMs`, stops the run as above → `paused-hard`.
  *   A run that is already stopped stays stopped (a pause never lets the agent run again).
@@ -86,12 +93,15 @@ export class RunControl {
   private readonly runId: string;
   private readonly log: Logger;
   private readonly onApplied: RunControlOptions['onApplied'];
+  private readonly clock: Clock;
   private readonly now: () => number;
   private readonly suspendTimeoutMs: number;
   private readonly scrollbackSeq: () => number;
   private readonly deliverHandoff: RunControlOptions['deliverHandoff'];
+  private readonly procs: ProcReader | undefined;
 
   private target: ControlTarget | null = null;
+  private freezer: RunFreezer | null = null;
   /** The newest change accepted (applied, being applied, or waiting for the run to start). */
   private desired: ControlApply | null = null;
   /** Seq of the change last taken up by `enact()`. */
@@ -100,7 +110,7 @@ export class RunControl {
   private frozen = false;
   /** Correlation id of the takeover in force: a hand-back that comes without one belongs to it. */
   private takeoverCorrelationId: string | null = null;
-  private softWait: { change: ControlApply; timer: ReturnType<typeof setTimeout>; watcher: FSWatcher | null } | null = null;
+  private softWait: { change: ControlApply; timer: TimerHandle; watcher: FSWatcher | null } | null = null;
   private work: Promise<void> = Promise.resolve();
   private closed = false;
 
@@ -108,10 +118,13 @@ export class RunControl {
     this.runId = opts.runId;
     this.log = opts.logger;
     this.onApplied = opts.onApplied;
-    this.now = opts.now ?? Date.now;
+    const clock = opts.clock ?? systemClock;
+    this.clock = clock;
+    this.now = () => clock.now();
     this.suspendTimeoutMs = opts.suspendTimeoutMs ?? 1000;
     this.scrollbackSeq = opts.scrollbackSeq;
     this.deliverHandoff = opts.deliverHandoff;
+    this.procs = opts.procs;
   }
 
   /** The newest seq accepted (0: none). */
@@ -148,7 +161,10 @@ export class RunControl {
   attach(target: ControlTarget, stopped = false): void {
     if (this.target || this.closed) return;
     this.target = target;
+    this.freezer = new RunFreezer({ rootPid: target.pid, commandGroup: () => target.commandGroup(), reader: this.procs, now: Date.now }); // a bounded wait on the kernel: real time, whatever the worker's clock
     this.frozen = stopped;
+    if (stopped) this.freezer.adoptStopped();
+    this.refreshProcesses();
     if (this.desired) this.schedule();
   }
 
@@ -183,7 +199,7 @@ export class RunControl {
     if (change.state === 'operator') this.takeoverCorrelationId = change.correlationId ?? this.takeoverCorrelationId;
 
     const soft = change.mode !== 'hard';
-    await writeControlFile(target.dir, { seq: change.seq, state: change.state, mode: soft ? 'soft' : 'hard', ...(change.by ? { by: change.by } : {}) });
+    writeControlFile(target.dir, { seq: change.seq, state: change.state, mode: soft ? 'soft' : 'hard', ...(change.by ? { by: change.by } : {}) });
     const halted = this.frozen || !soft;
     if (change.state === 'operator') {
       const operator = change.by ?? { id: '', name: 'an operator' };
@@ -207,6 +223,7 @@ export class RunControl {
     }
     if (!(await this.freeze(change.seq))) return;
     this.halted(change, 'paused-hard');
+    this.sweep(change.seq);
   }
 
   /**
@@ -217,15 +234,21 @@ export class RunControl {
     const correlationId = change.correlationId ?? this.takeoverCorrelationId;
     const handoff = change.handback ? await this.handBack(change.seq, change.handback, correlationId, target) : undefined;
     if (!change.handback) await target.closeOperatorShell();
-    await writeControlFile(target.dir, { seq: change.seq, state: 'agent', mode: null });
+    writeControlFile(target.dir, { seq: change.seq, state: 'agent', mode: null });
     // Continue whatever is stopped; an agent halted at a checkpoint goes on by itself,
     // since its checkpoint watches the control file that now says `agent`.
     if (this.frozen) {
-      await resumeRun(target.pid);
+      await this.freezer?.resume();
       this.frozen = false;
     }
     void target.status.setBanner(null);
     this.report(change.seq, 'agent', handoff);
+    this.refreshProcesses();
+  }
+
+  /** Remembers the run's processes for the next hard pause, off the hot path (see `RunFreezer.refresh`). */
+  private refreshProcesses(): void {
+    this.freezer?.refresh().catch((err: unknown) => this.log.warn({ err }, 'could not list the run’s processes'));
   }
 
   private async handBack(seq: number, handback: Handback, correlationId: string | null, target: ControlTarget): Promise<HandoffContext> {
@@ -259,11 +282,32 @@ export class RunControl {
   /** SIGSTOPs the run unless a newer change or the run's end came first. Returns whether it still applies. */
   private async freeze(seq: number): Promise<boolean> {
     const target = this.target;
-    if (!target || this.closed || target.ending || this.desired?.seq !== seq) return false;
+    const freezer = this.freezer;
+    if (!target || !freezer || this.closed || target.ending || this.desired?.seq !== seq) return false;
     this.frozen = true;
-    const all = await suspendRun(target.pid, this.suspendTimeoutMs);
-    if (!all) this.log.warn({ seq }, 'some processes of the run did not stop in time (uninterruptible?); they stop when they can');
+    const result = await freezer.stop(this.suspendTimeoutMs, () => this.stillWanted(seq));
+    if (result === 'timeout') this.log.warn({ seq }, 'some processes of the run did not stop in time (uninterruptible?); they stop when they can');
     return this.desired?.seq === seq && !this.closed;
+  }
+
+  /**
+   * After a stop was reported: the full scan, off the hot path, for processes that left the
+   * run's process group since the last one. It never runs into a newer change: it checks
+   * before each signal that this pause is still the one in force.
+   */
+  private sweep(seq: number): void {
+    const freezer = this.freezer;
+    if (!freezer) return;
+    freezer
+      .sweep(this.suspendTimeoutMs, () => this.stillWanted(seq))
+      .then((stopped) => {
+        if (stopped > 0) this.log.warn({ seq, stopped }, 'stopped processes of the run that had left its process group');
+      })
+      .catch((err: unknown) => this.log.error({ err, seq }, 'could not sweep the run for processes still running'));
+  }
+
+  private stillWanted(seq: number): boolean {
+    return this.desired?.seq === seq && !this.closed && !this.target?.ending;
   }
 
   /**
@@ -281,7 +325,7 @@ export class RunControl {
     } catch (err) {
       this.log.warn({ err }, 'cannot watch for the agent’s checkpoint; the pause escalates after its grace');
     }
-    const timer = setTimeout(() => this.escalate(change), change.softGraceMs);
+    const timer = this.clock.setTimeout(() => this.escalate(change), change.softGraceMs);
     this.softWait = { change, timer, watcher };
     void this.checkMarker(change, target);
   }
@@ -300,14 +344,16 @@ export class RunControl {
     this.log.info({ seq: change.seq }, 'no checkpoint within the soft pause grace: stopping the run');
     this.work = this.work
       .then(async () => {
-        if (await this.freeze(change.seq)) this.halted(change, 'paused-hard');
+        if (!(await this.freeze(change.seq))) return;
+        this.halted(change, 'paused-hard');
+        this.sweep(change.seq);
       })
       .catch((err: unknown) => this.log.error({ err }, 'could not escalate the pause'));
   }
 
   private stopSoftWait(): void {
     if (!this.softWait) return;
-    clearTimeout(this.softWait.timer);
+    this.softWait.timer.cancel();
     this.softWait.watcher?.close();
     this.softWait = null;
   }
@@ -325,12 +371,16 @@ export function operatorBanner(name: string, agentHalted: boolean): string {
   return `OPERATOR ${name} HAS CONTROL (${agentHalted ? 'agent paused' : 'pausing the agent'})`;
 }
 
-/** Replaces the run's control file atomically: a reader sees the old or the new state, never half of one. */
-export async function writeControlFile(dir: string, control: ControlFile): Promise<void> {
+/**
+ * Replaces the run's control file atomically: a reader sees the old or the new state, never
+ * half of one. Synchronous on purpose: two small local file operations on a control change's
+ * hot path, where a round through the thread pool costs more than the write.
+ */
+export function writeControlFile(dir: string, control: ControlFile): void {
   const path = join(dir, RunFiles.control);
   const tmp = `${path}.tmp`;
-  await writeFile(tmp, `${JSON.stringify(control)}\n`, { mode: 0o600 });
-  await rename(tmp, path);
+  writeFileSync(tmp, `${JSON.stringify(control)}\n`, { mode: 0o600 });
+  renameSync(tmp, path);
 }
 
 /** The agent's checkpoint marker (`{seq, at, pid}`), or null when absent or unreadable. */

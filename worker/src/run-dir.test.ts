@@ -3,6 +3,7 @@ import { mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
+import { ManualClock } from '@handoff/shared';
 import { ABANDON_FILE, LEASE_FILE, LOCK_FILE, LeaseKeeper, defaultRunDir, lockRunDir, writeAbandonAfter } from './run-dir.js';
 
 const dirs: string[] = [];
@@ -54,17 +55,30 @@ describe('run dir', () => {
     lockRunDir(dir).release();
   });
 
-  it('keeps the lease fresh with an injected clock, and writes the abandon threshold atomically', () => {
+  it('touches the lease on its clock’s time every interval; once stopped the lease ages past the abandon threshold', () => {
     const dir = freshDir();
     lockRunDir(dir);
-    let now = Date.parse('2026-01-01T00:00:00Z');
-    const lease = new LeaseKeeper(dir, { intervalMs: 60_000, now: () => now });
-    lease.touch();
-    expect(statSync(join(dir, LEASE_FILE)).mtimeMs).toBe(now);
-    now += 5000;
-    lease.touch();
-    expect(statSync(join(dir, LEASE_FILE)).mtimeMs).toBe(now);
+    const clock = new ManualClock(Date.parse('2026-01-01T00:00:00Z'));
+    const lease = new LeaseKeeper(dir, { intervalMs: 1000, clock });
+    const mtime = () => statSync(join(dir, LEASE_FILE)).mtimeMs;
+    lease.start();
+    expect(mtime()).toBe(clock.now());
+    clock.advance(999);
+    expect(mtime()).toBe(clock.now() - 999); // not due yet
+    clock.advance(1);
+    expect(mtime()).toBe(clock.now());
+    clock.advance(60_000);
+    expect(mtime()).toBe(clock.now()); // a live worker's lease is never older than one interval
+
     writeAbandonAfter(dir, 4321.4);
     expect(readFileSync(join(dir, ABANDON_FILE), 'utf8')).toBe('4321');
+    lease.stop();
+    expect(clock.pending).toBe(0);
+    const lastTouch = clock.now();
+    clock.advance(4321);
+    expect(mtime()).toBe(lastTouch);
+    // What each run's watchdog compares (run-watchdog.ts): past the threshold, the run is abandoned.
+    clock.advance(1);
+    expect(clock.now() - mtime()).toBeGreaterThan(Number(readFileSync(join(dir, ABANDON_FILE), 'utf8')));
   });
 });

@@ -2,6 +2,7 @@ import { createHash } from 'node:crypto';
 import { closeSync, mkdirSync, openSync, readFileSync, renameSync, unlinkSync, utimesSync, writeFileSync, writeSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { systemClock, type Clock, type TimerHandle } from '@handoff/shared';
 import type { Logger } from './logger.js';
 
 /** In the worker's run dir: touched every second by the live worker; each run's dead-man switch watches its mtime. */
@@ -101,32 +102,34 @@ export function writeAbandonAfter(runDir: string, ms: number): void {
  * abandon threshold.
  */
 export class LeaseKeeper {
-  private timer: ReturnType<typeof setInterval> | null = null;
+  private timer: TimerHandle | null = null;
   private failing = false;
+  private readonly clock: Clock;
   readonly path: string;
 
   constructor(
     private readonly runDir: string,
-    private readonly opts: { intervalMs?: number; now?: () => number; logger?: Pick<Logger, 'info' | 'error'> } = {},
+    /** `intervalMs`: between touches, default 1000; `clock`: whose time the mtime is and who owns the timer, default `systemClock`. */
+    private readonly opts: { intervalMs?: number; clock?: Clock; logger?: Pick<Logger, 'info' | 'error'> } = {},
   ) {
     this.path = join(runDir, LEASE_FILE);
+    this.clock = opts.clock ?? systemClock;
   }
 
   start(): void {
     mkdirSync(this.runDir, { recursive: true, mode: 0o700 });
     this.touch();
-    this.timer ??= setInterval(() => this.touch(), this.opts.intervalMs ?? 1000);
-    this.timer.unref();
+    this.timer ??= this.clock.setInterval(() => this.touch(), this.opts.intervalMs ?? 1000).unref();
   }
 
   stop(): void {
-    if (this.timer) clearInterval(this.timer);
+    this.timer?.cancel();
     this.timer = null;
   }
 
   /** Never throws: a lease that cannot be touched is logged once per failure streak (the runs' watchdogs will end them). */
   touch(): void {
-    const at = new Date((this.opts.now ?? Date.now)());
+    const at = this.clock.date();
     try {
       try {
         utimesSync(this.path, at, at);

@@ -1,6 +1,6 @@
 import { pino } from 'pino';
 import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
-import type { Ack, Frame } from '@handoff/shared';
+import { ManualClock, type Ack, type Frame } from '@handoff/shared';
 import type { HubLink, ReportEvent } from './hub-link.js';
 import { RunReporter } from './run-reporter.js';
 
@@ -139,6 +139,31 @@ describe('RunReporter', () => {
     expect(settled).toHaveBeenCalledOnce(); // resending would never succeed
     vi.advanceTimersByTime(5000);
     expect(link.sent).toEqual([]);
+  });
+
+  it('retries on the injected clock: its own reports and its control reports alike', () => {
+    const link = new ManualLink();
+    const clock = new ManualClock();
+    const r = new RunReporter({ runId: RUN, link, logger: pino({ level: 'silent' }), batcher: { flushMs: 16 }, onSettled: vi.fn(), retryMs: 1000, clock });
+    r.reportStarted();
+    link.take()[0]!.ack({ ok: false, error: { code: 'UNAVAILABLE', message: 'db down' } });
+    vi.advanceTimersByTime(5000); // the process's timers do not drive it
+    expect(link.sent).toEqual([]);
+    clock.advance(999);
+    expect(link.sent).toEqual([]);
+    clock.advance(1);
+    expect(link.pending()).toEqual(['run:started']);
+    link.take()[0]!.ack(ok());
+
+    r.reportNeedsOperator('stuck');
+    link.take()[0]!.ack({ ok: false, error: { code: 'RATE_LIMITED', message: 'slow down' } });
+    clock.advance(999);
+    expect(link.sent).toEqual([]);
+    clock.advance(1);
+    expect(link.pending()).toEqual(['run:needs-operator']);
+    link.take()[0]!.ack(ok());
+    r.dispose();
+    expect(clock.pending).toBe(0);
   });
 
   it('reports control changes and operator requests once the hub knows the run started, one at a time; the exit waits for them', () => {

@@ -1,4 +1,4 @@
-import type { Ack, Frame } from '@handoff/shared';
+import type { Ack, Clock, Frame, PaneInfo } from '@handoff/shared';
 import { FrameBatcher, type FrameBatcherOptions } from './frame-batcher.js';
 import { judgeAck, RetryTimer, type HubLink, type PayloadOf } from './hub-link.js';
 import type { Logger } from './logger.js';
@@ -13,7 +13,9 @@ export interface RunReporterOptions {
   runId: string;
   link: HubLink;
   logger: Logger;
-  batcher: Omit<FrameBatcherOptions, 'onFrame' | 'onDrop' | 'live'>;
+  batcher: Omit<FrameBatcherOptions, 'onFrame' | 'onRoom' | 'live'>;
+  /** Acks freed room after `hasRoom()` was false: the output source may read again. */
+  onRoom?: () => void;
   /** Called once the hub has taken the exit report: the run can be forgotten. */
   onSettled: () => void;
   /**
@@ -23,6 +25,8 @@ export interface RunReporterOptions {
   onFrameSealed?: (frame: Frame, pushedThrough: number) => void;
   /** Delay before retrying after a timeout or a transient refusal, in ms. Default 2000. */
   retryMs?: number;
+  /** Owns the retry timers. Default `systemClock`. */
+  clock?: Clock;
 }
 
 /**
@@ -51,6 +55,7 @@ export class RunReporter {
   private readonly onSettled: () => void;
 
   private started: ReportState = 'idle';
+  private pane: PaneInfo | null = null;
   private exited: ReportState = 'idle';
   private exit: RunExit | null = null;
   /** Highest seq handed to the link in this round. */
@@ -72,9 +77,13 @@ export class RunReporter {
     this.log = opts.logger;
     this.onSettled = opts.onSettled;
     // A retry that fires after dispose() does nothing (dispose also clears it).
-    this.retry = new RetryTimer(opts.retryMs ?? 2000, () => {
-      if (!this.disposed) this.restart();
-    });
+    this.retry = new RetryTimer(
+      opts.retryMs ?? 2000,
+      () => {
+        if (!this.disposed) this.restart();
+      },
+      opts.clock,
+    );
     this.batcher = new FrameBatcher({
       ...opts.batcher,
       live: opts.link.ready,
@@ -82,12 +91,13 @@ export class RunReporter {
         opts.onFrameSealed?.(frame, pushedThrough);
         this.pump();
       },
-      onDrop: (d) => this.log.warn(d, 'hub unreachable for too long: dropped the oldest output'),
+      onRoom: () => opts.onRoom?.(),
     });
     this.events = new ReportQueue({
       link: opts.link,
       logger: opts.logger,
       retryMs: opts.retryMs ?? 2000,
+      clock: opts.clock,
       // The hub takes a control report or a request only for a run it knows is running.
       canSend: () => this.outputOpen,
       onDrained: () => this.pump(),
@@ -101,14 +111,26 @@ export class RunReporter {
     return this.exited === 'done';
   }
 
-  reportStarted(): void {
+  /** `pane`: the pane's size and terminal, recorded by the hub for the recording's header. */
+  reportStarted(pane?: PaneInfo | null): void {
     if (this.started !== 'idle') return;
     this.started = 'due';
+    this.pane = pane ?? null;
     this.pump();
   }
 
   output(text: string): void {
     this.batcher.push(text);
+  }
+
+  /** Whether more output may be handed in now; when not, `onRoom` says when (see FrameBatcher `roomChars`). */
+  hasRoom(): boolean {
+    return this.batcher.hasRoom();
+  }
+
+  /** Keys were typed into the run's terminal: their echo is sent at once (see FrameBatcher `echoWindowMs`). */
+  noteInput(): void {
+    this.batcher.noteInput();
   }
 
   /** Seals the output received so far into a frame (while the hub is reachable) and returns the newest frame's seq (0: none yet). */
@@ -199,7 +221,8 @@ export class RunReporter {
   private sendStarted(): void {
     this.started = 'sent';
     const round = this.round;
-    this.link.send('run:started', { runId: this.runId }, (ack) => {
+    // `sinceMs` lets the hub place the run's start on its own clock at the origin of the frames' `t`.
+    this.link.send('run:started', { runId: this.runId, sinceMs: this.batcher.elapsed(), ...(this.pane ? { pane: this.pane } : {}) }, (ack) => {
       if (round !== this.round || this.started !== 'sent') return;
       this.started = this.judge(ack, 'run:started');
       if (this.started === 'done') this.pump();

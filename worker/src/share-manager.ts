@@ -1,5 +1,4 @@
-import { z } from 'zod';
-import { shareStartSchema, validationError, type AckCallback, type ExternalProvider, type ShareStart } from '@handoff/shared';
+import { AppError, ErrorCode, type Clock, type ExternalProvider, type ShareStart } from '@handoff/shared';
 import type { HubLink } from './hub-link.js';
 import type { Logger } from './logger.js';
 import {
@@ -31,6 +30,8 @@ export interface ShareManagerOptions {
   isRunActive: (runId: string) => boolean;
   /** Delay before resending an unacknowledged report, in ms. Default 2000. */
   retryMs?: number;
+  /** Owns the report retry timers. Default `systemClock`. */
+  clock?: Clock;
   /** Stop: ms between SIGTERM and SIGKILL of a share's processes. Default 1000. */
   killGraceMs?: number;
   /** Builds a share's provider. Default: `TmateProvider` / `UptermProvider`. */
@@ -49,9 +50,6 @@ interface ShareEntry {
   stopped: Promise<void> | null;
 }
 
-/** Ids name directories and go into heartbeats: uuids only. */
-const startSchema = shareStartSchema.extend({ sessionId: z.uuid(), runId: z.uuid() });
-const stopSchema = z.object({ sessionId: z.string(), reason: z.string() });
 /** Session ids remembered after their share ended, so a re-pushed start cannot start it twice. */
 const REMEMBERED = 1024;
 const UNEXPECTED_EXIT = 'share process exited unexpectedly';
@@ -91,46 +89,33 @@ export class ShareManager {
     return cleanStaleShares(this.opts.runsDir, { tmateBin: this.opts.binaries.tmate, pathVar: this.opts.env.PATH }, this.log);
   }
 
-  /** `share:start`: acknowledges at once, then reports `share:ready` or `share:failed`. */
-  onStart(raw: ShareStart, ack: AckCallback<Record<string, never>>): void {
-    const parsed = startSchema.safeParse(raw);
-    if (!parsed.success) {
-      ack({ ok: false, error: validationError(parsed.error, 'share start').toBody() });
-      return;
-    }
-    const request = parsed.data;
+  /**
+   * `share:start` (parsed by on.ts): accepted → returns at once (the ok ack), then reports
+   * `share:ready` or `share:failed`; refused → throws the error the hub gets.
+   */
+  start(request: ShareStart): Record<string, never> {
     if (this.entries.has(request.sessionId) || this.finished.has(request.sessionId)) {
       // Re-pushed (e.g. after a reconnect): the one share of this session already exists or existed.
       this.log.debug({ sessionId: request.sessionId }, 'share already known; start ignored');
-      ack({ ok: true, data: {} });
-      return;
+      return {};
     }
-    if (this.closed) {
-      ack({ ok: false, error: { code: 'UNAVAILABLE', message: 'worker is shutting down' } });
-      return;
-    }
+    if (this.closed) throw new AppError({ code: ErrorCode.UNAVAILABLE, message: 'worker is shutting down' });
     if (!this.opts.isRunActive(request.runId)) {
       this.log.warn({ sessionId: request.sessionId, runId: request.runId }, 'share requested for a run that is not running here');
-      ack({ ok: false, error: { code: 'NOT_FOUND', message: `run ${request.runId} is not running on this worker` } });
-      return;
+      throw new AppError({ code: ErrorCode.NOT_FOUND, message: `run ${request.runId} is not running on this worker` });
     }
-    ack({ ok: true, data: {} });
     void this.startShare(request);
+    return {};
   }
 
-  /** `share:stop`: kills the share now. Nothing is reported: the hub already ended the session. */
-  onStop(raw: { sessionId: string; reason: string }): void {
-    const parsed = stopSchema.safeParse(raw);
-    if (!parsed.success) {
-      this.log.warn('ignoring malformed share:stop');
-      return;
-    }
-    const entry = this.entries.get(parsed.data.sessionId);
+  /** `share:stop` (parsed by on.ts): kills the share now. Nothing is reported: the hub already ended the session. */
+  stop({ sessionId, reason }: { sessionId: string; reason: string }): void {
+    const entry = this.entries.get(sessionId);
     if (!entry) {
-      this.log.debug({ sessionId: parsed.data.sessionId }, 'share:stop for a share this worker does not have');
+      this.log.debug({ sessionId }, 'share:stop for a share this worker does not have');
       return;
     }
-    void this.stopEntry(entry, parsed.data.reason);
+    void this.stopEntry(entry, reason);
   }
 
   /** The run ended: its shares go with it (the hub ends their sessions with the run). */
@@ -150,7 +135,7 @@ export class ShareManager {
     for (const entry of this.entries.values()) entry.reporter.resend();
   }
 
-  private async startShare(request: z.infer<typeof startSchema>): Promise<void> {
+  private async startShare(request: ShareStart): Promise<void> {
     const { sessionId, runId, provider } = request;
     const log = this.opts.logger.child({ module: 'share', sessionId, runId, provider });
     const share = this.createProvider(provider, {
@@ -168,6 +153,7 @@ export class ShareManager {
       link: this.opts.link,
       logger: log,
       retryMs: this.opts.retryMs,
+      clock: this.opts.clock,
       onSettled: () => this.forget(entry),
     });
     const entry: ShareEntry = { sessionId, runId, provider, share, log, reporter, phase: 'starting', stopped: null };

@@ -1,3 +1,4 @@
+import type { Clock } from '@handoff/shared';
 import type { HubLink } from './hub-link.js';
 import type { Logger } from './logger.js';
 import { ReportQueue, type Report } from './report-queue.js';
@@ -10,6 +11,8 @@ export interface ShareReporterOptions {
   onSettled: () => void;
   /** Delay before retrying after a timeout or a transient refusal, in ms. Default 2000. */
   retryMs?: number;
+  /** Owns the retry timer. Default `systemClock`. */
+  clock?: Clock;
 }
 
 type ShareReport = Report<'share:ready' | 'share:failed'>;
@@ -30,6 +33,7 @@ export class ShareReporter {
       link: opts.link,
       logger: opts.logger,
       ...(opts.retryMs === undefined ? {} : { retryMs: opts.retryMs }),
+      clock: opts.clock,
       // A ready report not sent yet is moot once the share failed: the hub goes straight to ERROR.
       supersedes: (queued, incoming) => queued.event === 'share:ready' && incoming.event === 'share:failed',
       onTaken: (report) => {

@@ -53,6 +53,25 @@ function pieces(data: string): Piece[] {
 }
 
 /**
+ * The `send-keys` commands (each an argument list) that type `data` into the pane `target`
+ * (e.g. `%3`), in order: what a control-mode client (tmux-control-client.ts) sends, one per line.
+ */
+export function sendKeysCommands(target: string, data: string): string[][] {
+  const commands: string[][] = [];
+  for (const piece of pieces(data)) {
+    if ('literal' in piece) {
+      commands.push(['send-keys', '-t', target, '-l', '--', piece.literal]);
+      continue;
+    }
+    // Raw bytes: 3 packed bytes each ("0d\0"); cut long control sequences into several commands.
+    for (let i = 0; i < piece.bytes.length; i += 1000) {
+      commands.push(['send-keys', '-t', target, '-H', ...piece.bytes.slice(i, i + 1000).map((b) => b.toString(16).padStart(2, '0'))]);
+    }
+  }
+  return commands;
+}
+
+/**
  * The tmux client argument lists (one per invocation, each a `;`-separated list of
  * `send-keys` commands) that type `data` into the pane `target` (e.g. `%3`). Run them one
  * after another, in order.
@@ -62,7 +81,7 @@ export function sendKeysInvocations(target: string, data: string): string[][] {
   let current: string[] = [];
   let size = 0;
   const cost = (args: readonly string[]) => args.reduce((n, a) => n + Buffer.byteLength(a, 'utf8') + 1, 0);
-  const add = (command: string[]) => {
+  for (const command of sendKeysCommands(target, data)) {
     const c = cost(command) + 2; // and the `;` between commands
     if (current.length > 0 && size + c > MAX_INVOCATION_BYTES) {
       invocations.push(current);
@@ -71,17 +90,6 @@ export function sendKeysInvocations(target: string, data: string): string[][] {
     }
     current.push(...(current.length > 0 ? [';'] : []), ...command);
     size += c;
-  };
-  for (const piece of pieces(data)) {
-    if ('literal' in piece) {
-      add(['send-keys', '-t', target, '-l', '--', piece.literal]);
-      continue;
-    }
-    // Raw bytes: 3 packed bytes each ("0d\0"); cut long control sequences into several commands.
-    for (let i = 0; i < piece.bytes.length; i += 1000) {
-      const hex = piece.bytes.slice(i, i + 1000).map((b) => b.toString(16).padStart(2, '0'));
-      add(['send-keys', '-t', target, '-H', ...hex]);
-    }
   }
   if (current.length > 0) invocations.push(current);
   return invocations;

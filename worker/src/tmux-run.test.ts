@@ -55,6 +55,12 @@ function marker(): string {
 }
 
 describe('TmuxRun', () => {
+  it('reports the pane as tmux created it, even once a quick command is gone', async () => {
+    const { run } = await start({ script: 'true' }, { cols: 90, rows: 25 });
+    await run.result;
+    expect(await run.paneInfo()).toEqual({ cols: 90, rows: 25, term: 'screen-256color', shell: '/bin/sh' });
+  });
+
   it('delivers exactly what the script printed and its exit code', async () => {
     const { run, out } = await start({ script: "printf 'line %s\\n' 1 2 3; echo 'ünïcødé ✓ 😀'; printf 'no newline'" });
     expect(await run.result).toEqual({ exitCode: 0, cancelled: false });

@@ -1,19 +1,20 @@
 import { spawn, type ChildProcess } from 'node:child_process';
-import { existsSync } from 'node:fs';
+import { existsSync, readFileSync } from 'node:fs';
 import { chmod, mkdir, readFile, rm, writeFile } from 'node:fs/promises';
 import { delimiter, join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { AppError, type Command, type Frame } from '@handoff/shared';
+import { AppError, type Command, type Frame, type PaneInfo } from '@handoff/shared';
 import { FrameJournal } from './frame-journal.js';
 import type { CapturedContext } from './handoff-packet.js';
 import type { Logger } from './logger.js';
 import { OperatorShell, operatorShellProcesses, type Operator } from './operator-shell.js';
 import { capturePipeCommand, OutputFollower, type OutputPosition } from './output-follower.js';
-import { isHalted, processesWithEnv, reapProcesses, reapRun, runProcesses, signalRun, terminateRun, type ProcInfo } from './process-tree.js';
+import { isHalted, processesWithEnv, procfs, reapProcesses, reapRun, runProcesses, signalRun, terminateRun, type ProcInfo } from './process-tree.js';
 import { agentCliWrapper, RunFiles, shellQuote, wrapperScript } from './run-script.js';
 import { ensureWatchdog, stopWatchdog } from './run-watchdog.js';
 import { StatusLine } from './status-line.js';
-import { sendKeysInvocations } from './terminal-input.js';
+import { sendKeysCommands } from './terminal-input.js';
+import { TmuxControlClient } from './tmux-control-client.js';
 import { findExecutable, tmux } from './tmux.js';
 
 export interface TmuxRunOptions {
@@ -34,6 +35,11 @@ export interface TmuxRunOptions {
   tmuxBin: string;
   /** Receives the pane's output decoded as UTF-8; a multibyte character is never split. */
   onOutput: (text: string) => void;
+  /**
+   * Whether `onOutput` takes more now; when it answers false, the output waits in the
+   * capture file until `resumeOutput()`. Default: always.
+   */
+  outputRoom?: () => boolean;
   logger: Logger;
   /** Cancel: ms between SIGTERM and SIGKILL of the run's processes. Default 2000. */
   killGraceMs?: number;
@@ -51,6 +57,12 @@ export interface TmuxRunOptions {
   startedAt?: number;
   /** Start the dead-man switch (see run-watchdog.ts). Default true. */
   watchdog?: boolean;
+  /**
+   * The perl that puts the command in a process group of its own (see `GROUP_LAUNCHER`), so a
+   * hard pause stops it with one signal; null: the command shares the wrapper's group and a
+   * pause scans /proc. Default: `perl` in /usr/local/bin, /usr/bin or /bin.
+   */
+  perlBin?: string | null;
   /**
    * Keep the run directory (output file, journal, exit status) once the run ended, until
    * `release()`: a worker that dies before the hub took the exit report re-adopts the
@@ -124,6 +136,8 @@ export class TmuxRun {
   private readonly capture: string;
   private readonly follower: OutputFollower;
   private readonly journal: FrameJournal;
+  /** Types keystrokes: one persistent control-mode client, started at the first keystroke. */
+  private readonly keys: TmuxControlClient;
   /** The environment the run's command got (and an operator shell gets). */
   private runEnv: Record<string, string | undefined> = {};
   private commandEnded: Promise<void> = Promise.resolve();
@@ -134,8 +148,12 @@ export class TmuxRun {
   private waiter: ChildProcess | null = null;
   private detached = false;
   private panePid = 0;
+  /** The command's process group, once read and checked (see `commandGroup`). */
+  private group: number | null = null;
   /** tmux pane id (`%N`) of the agent's pane. */
   private agentPane = '';
+  /** The pane's size as tmux created it (null for an adopted run). */
+  private paneSize: { cols: number; rows: number } | null = null;
   /** The operator who took over (their shell is open, or reopens at their next keystroke); null: the agent's pane gets input. */
   private operator: Operator | null = null;
   private shell: OperatorShell | null = null;
@@ -161,6 +179,7 @@ export class TmuxRun {
       pipesPath: join(dir, RunFiles.outputPipes),
       from,
       onText: (text) => opts.onOutput(text),
+      canRead: opts.outputRoom,
       logger: opts.logger,
     });
     this.log = opts.logger;
@@ -171,6 +190,7 @@ export class TmuxRun {
       logger: opts.logger,
       flashMs: opts.messageFlashMs,
     });
+    this.keys = new TmuxControlClient({ tmuxBin: opts.tmuxBin, socket: this.socketPath, session: SESSION, logger: opts.logger.child({ module: 'tmux-input' }) });
     this.result = new Promise((resolve) => (this.resolveResult = resolve));
   }
 
@@ -191,6 +211,7 @@ export class TmuxRun {
       await step();
     } catch (err) {
       await run.cleanUp();
+      run.follower.close();
       await run.release();
       throw err;
     }
@@ -267,6 +288,11 @@ export class TmuxRun {
     return (await Promise.all(procs.map(isHalted))).some(Boolean);
   }
 
+  /** `onOutput` has room again (see `outputRoom`): the capture is read on. */
+  resumeOutput(): void {
+    this.follower.resume();
+  }
+
   /** The frame journal's hook (RunReporter `onFrameSealed`): `pushedThrough` counts characters of `onOutput`. */
   recordFrame(frame: Frame, pushedThrough: number): void {
     if (this.removed) return; // the run ended and its directory went: nothing will resume it
@@ -281,6 +307,30 @@ export class TmuxRun {
   /** The pane's process id (the wrapper shell; it leads the run's session). */
   get pid(): number {
     return this.panePid;
+  }
+
+  /**
+   * The process group the command runs in, of its own (see `GROUP_LAUNCHER`); null before
+   * the command is launched, when it has none (no perl, or a run of an older worker), or
+   * once its leader is gone. Reads one small file and one /proc/<pid>/stat at most.
+   */
+  commandGroup(): number | null {
+    if (this.serverGone || this.panePid <= 1) return null;
+    if (this.group === null) {
+      let text: string;
+      try {
+        text = readFileSync(join(this.dir, RunFiles.commandGroup), 'utf8');
+      } catch {
+        return null; // not launched yet, or launched without a group of its own
+      }
+      const pgid = Number.parseInt(text, 10);
+      if (!(pgid > 1)) return null;
+      this.group = pgid;
+    }
+    // The leader is the command itself: in the run's session, leading its group. A pid
+    // reused by an unrelated process after the command ended would fail this.
+    const leader = procfs.stat(this.group);
+    return leader && leader.pgid === this.group && leader.sid === this.panePid ? this.group : null;
   }
 
   /** True once the run is being cancelled or its command ended: nothing may pause it any more. */
@@ -329,6 +379,22 @@ export class TmuxRun {
     });
   }
 
+  /**
+   * The agent pane's real size and terminal type, asked of tmux (for the recording's header):
+   * null when tmux cannot answer (the run just ended).
+   */
+  async paneInfo(): Promise<PaneInfo | null> {
+    // Known from new-session when this worker started the run (a quick command may be gone
+    // before its start is reported); asked of the live pane for an adopted one.
+    let size = this.paneSize;
+    if (!size) {
+      const r = await tmux(this.opts.tmuxBin, this.socketPath, ['display-message', '-p', '-t', this.agentPane, '#{pane_width} #{pane_height}']);
+      size = r.code === 0 ? parseSize(r.stdout.trim().split(' ')) : null;
+    }
+    // The run's command is started by `sh` (the run's wrapper script).
+    return size && { ...size, term: PANE_TERM, shell: '/bin/sh' };
+  }
+
   /** Ends the takeover: closes the operator's window and everything started in it; the agent's window is shown again. */
   closeOperatorShell(): Promise<void> {
     return this.onTerminal(() => this.dropShell());
@@ -345,13 +411,13 @@ export class TmuxRun {
       if (this.ending) throw new AppError({ code: 'NOT_FOUND', message: `run ${this.runId} is ending: its terminal takes no input` });
       let target = this.agentPane;
       if (this.operator) target = (await this.ensureShell('paused')).paneId;
-      for (const args of sendKeysInvocations(target, data)) {
-        const result = await tmux(this.opts.tmuxBin, this.socketPath, args);
-        if (result.code !== 0) {
-          throw new AppError({ code: 'UNAVAILABLE', message: `the run's terminal did not take the keys: ${result.stderr.trim() || `exit code ${result.code}`}` });
-        }
-      }
+      await this.keys.run(sendKeysCommands(target, data));
     });
+  }
+
+  /** The keystroke client's process id (null until the first keystroke, or while none runs): for tests. */
+  get inputClientPid(): number | null {
+    return this.keys.pid;
   }
 
   /** The operator's open shell; opens a new one if there is none or the operator ended it. */
@@ -426,13 +492,16 @@ export class TmuxRun {
     const opts = this.opts as TmuxRunOptions;
     const dir = this.dir;
     const wrapper = join(dir, RunFiles.wrapper);
-    await writeFile(wrapper, wrapperScript({ tmuxBin: opts.tmuxBin, dir, command: opts.command, cwd: opts.cwd }), { mode: 0o600 });
-    await writeFile(this.inboxPath, '', { mode: 0o600 });
-    await writeFile(this.outboxPath, '', { mode: 0o600 });
+    const perlBin = opts.perlBin === undefined ? findExecutable('perl', undefined) : opts.perlBin;
     const bin = join(dir, RunFiles.bin);
-    await mkdir(bin, { mode: 0o700 });
-    await writeFile(join(bin, 'handoff-agent'), agentCliWrapper(opts.nodeBin ?? process.execPath), { mode: 0o700 });
-    await writeFile(join(dir, RunFiles.output), '', { mode: 0o600 });
+    // Independent files: written at once (the start of a run is on the first frame's path).
+    await Promise.all([
+      writeFile(wrapper, wrapperScript({ tmuxBin: opts.tmuxBin, dir, command: opts.command, cwd: opts.cwd, perlBin }), { mode: 0o600 }),
+      writeFile(this.inboxPath, '', { mode: 0o600 }),
+      writeFile(this.outboxPath, '', { mode: 0o600 }),
+      writeFile(join(dir, RunFiles.output), '', { mode: 0o600 }),
+      mkdir(bin, { mode: 0o700 }).then(() => writeFile(join(bin, 'handoff-agent'), agentCliWrapper(opts.nodeBin ?? process.execPath), { mode: 0o700 })),
+    ]);
     await this.follower.start();
 
     const env: Record<string, string | undefined> = {
@@ -458,8 +527,8 @@ export class TmuxRun {
         ...set('history-limit', String(opts.historyLimit ?? 50_000)),
         ...set('status', 'off'),
         ...set('remain-on-exit', 'off'),
-        ...set('default-terminal', 'screen-256color'),
-        ...['new-session', '-d', '-P', '-F', '#{pane_pid} #{pane_id}', '-s', SESSION, '-x', String(opts.cols), '-y', String(opts.rows)],
+        ...set('default-terminal', PANE_TERM),
+        ...['new-session', '-d', '-P', '-F', '#{pane_pid} #{pane_id} #{pane_width} #{pane_height}', '-s', SESSION, '-x', String(opts.cols), '-y', String(opts.rows)],
         ...['sh', wrapper, ';'],
         // A share's tmux client (tmate/upterm) attaches to this session: the window keeps
         // the run's size whatever that client's terminal is, so the recording and the
@@ -470,18 +539,22 @@ export class TmuxRun {
       ],
       { env },
     );
-    const [pidText, paneId] = started.stdout.trim().split(' ');
+    const [pidText, paneId, ...size] = started.stdout.trim().split(' ');
     this.panePid = Number.parseInt(pidText ?? '', 10);
     this.agentPane = paneId ?? '';
+    this.paneSize = parseSize(size);
     if (started.code !== 0 || !(this.panePid > 1) || !/^%\d+$/.test(this.agentPane)) {
       throw new Error(`tmux could not start the run: ${started.stderr.trim() || `exit code ${started.code}`}`);
     }
     const meta: RunMeta = { startedAt: opts.startedAt ?? Date.now(), panePid: this.panePid, paneId: this.agentPane };
     await writeFile(join(dir, RunFiles.meta), JSON.stringify(meta), { mode: 0o600 });
-    if (opts.watchdog !== false) await ensureWatchdog({ tmuxBin: opts.tmuxBin, dir, runsDir: opts.runsDir, killGraceMs: opts.killGraceMs });
     this.waitForDone(env);
-
-    const go = await tmux(opts.tmuxBin, this.socketPath, ['wait-for', '-S', 'go']);
+    // The command starts at `go`; its watchdog starts meanwhile, not before it (its spawn is
+    // on the first frame's path). Either failing fails the start, which leaves nothing behind.
+    const [go] = await Promise.all([
+      tmux(opts.tmuxBin, this.socketPath, ['wait-for', '-S', 'go']),
+      opts.watchdog !== false ? ensureWatchdog({ tmuxBin: opts.tmuxBin, dir, runsDir: opts.runsDir, killGraceMs: opts.killGraceMs }) : null,
+    ]);
     if (go.code !== 0) throw new Error(`tmux could not start the run: ${go.stderr.trim() || `exit code ${go.code}`}`);
     this.log.debug({ panePid: this.panePid, dir }, 'run started in tmux');
   }
@@ -543,6 +616,7 @@ export class TmuxRun {
     this.follower.close();
     this.status.dispose();
     this.waiter?.kill('SIGKILL');
+    void this.keys.close();
   }
 
   private async supervise(): Promise<void> {
@@ -569,6 +643,11 @@ export class TmuxRun {
       outcome = { exitCode: null, error: `worker failed while ending the run: ${String(err)}`, cancelled: this.cancelRequested };
     }
     await this.cleanUp();
+    // Output that waited in the capture file for room (a burst, a slow hub) is handed over
+    // before the run counts as ended; the file stays until then.
+    await this.follower.delivered;
+    this.follower.close();
+    if (!this.opts.retainDir) await this.release();
     this.log.info({ exitCode: outcome.exitCode, cancelled: outcome.cancelled, error: outcome.error }, 'run ended');
     this.resolveResult(outcome);
   }
@@ -587,16 +666,15 @@ export class TmuxRun {
     return { exitCode: null, error: 'the run ended without reporting an exit status (its tmux server or wrapper was killed)', cancelled };
   }
 
-  /** Leaves nothing behind: processes, tmux server, capture, directory. Safe to call twice. */
+  /** Leaves no process behind: the run's, its tmux server, its watchdog. Safe to call twice. */
   private async cleanUp(): Promise<void> {
     this.status.dispose();
+    await this.keys.close();
     this.operator = null;
     await this.shell?.close();
     if (this.panePid > 1 && !this.serverGone) await reapRun(this.panePid, 0).catch(() => undefined);
     await tmux(this.opts.tmuxBin, this.socketPath, ['kill-server']);
     await stopWatchdog(this.dir);
-    this.follower.close();
-    if (!this.opts.retainDir) await this.release();
   }
 
   /** Removes the run directory (see `retainDir`): nothing of the run remains. Idempotent. */
@@ -610,6 +688,13 @@ export class TmuxRun {
 function runDir(runsDir: string, runId: string): string {
   if (!/^[A-Za-z0-9][A-Za-z0-9._-]*$/.test(runId)) throw new Error(`run id ${JSON.stringify(runId)} is not a safe directory name`);
   return join(runsDir, runId);
+}
+
+/** `["120", "32"]` → {cols, rows}; null unless both are positive integers. */
+function parseSize([cols, rows]: string[]): { cols: number; rows: number } | null {
+  const c = Number(cols);
+  const r = Number(rows);
+  return Number.isSafeInteger(c) && c > 0 && Number.isSafeInteger(r) && r > 0 ? { cols: c, rows: r } : null;
 }
 
 async function readMeta(dir: string): Promise<RunMeta | null> {
@@ -649,3 +734,6 @@ async function readEnviron(pid: number): Promise<Record<string, string | undefin
 function withoutTmuxVars(env: Record<string, string | undefined>): Record<string, string | undefined> {
   return { ...env, TMUX: undefined, TMUX_PANE: undefined };
 }
+/** TERM inside every run's pane: what the recorded bytes were written for (a player needs it). */
+export const PANE_TERM = 'screen-256color';
+

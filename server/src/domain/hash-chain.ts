@@ -39,3 +39,15 @@ export function chainHash(prevHash: string | null, row: ChainedFields): string {
     .update(canonicalJson(row))
     .digest('hex');
 }
+
+/**
+ * The canonical JSON of a row whose seq is not known yet, cut where the seq goes:
+ * `prefix + String(seq) + suffix === canonicalJson(row)`. Keys sort `…runId < seq < sessionId`,
+ * so the seq is the last member but one, after every key the caller controls (metadata is
+ * one member before it): the cut can be made without searching the text.
+ */
+export function chainHashParts(row: Omit<ChainedFields, 'seq'>): { prefix: string; suffix: string } {
+  const { sessionId, ...rest } = row;
+  const head = canonicalJson(rest);
+  return { prefix: `${head.slice(0, -1)},"seq":`, suffix: `,"sessionId":${JSON.stringify(sessionId)}}` };
+}

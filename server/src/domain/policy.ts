@@ -26,6 +26,8 @@ export const PolicyAction = {
   needsOperatorDismiss: 'needs-operator.dismiss',
   /** An admin ends another operator's takeover (hand back on their behalf). */
   controlHandbackForce: 'control.handback.force',
+  /** Remove one viewer from a run's live view (their connections cut, their write grant ended). */
+  presenceKick: 'presence.kick',
 } as const;
 export type PolicyAction = (typeof PolicyAction)[keyof typeof PolicyAction];
 export const POLICY_ACTIONS = Object.values(PolicyAction) as [PolicyAction, ...PolicyAction[]];

@@ -6,7 +6,7 @@ import type { Logger } from 'pino';
 import { apiRoutes } from '@handoff/shared';
 import { metrics } from '../metrics.js';
 import { requestContext, type RequestContext } from '../request-context.js';
-import type { Principal } from '../services/auth.js';
+import type { Principal } from '../auth/auth-service.js';
 
 /** A client-chosen request id is kept only if it is short and plain (it lands in logs and headers). */
 const SAFE_REQUEST_ID = /^[A-Za-z0-9._:-]{1,64}$/;

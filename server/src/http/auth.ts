@@ -1,9 +1,9 @@
 import type { NextFunction, Request, Response } from 'express';
 import { AppError, ErrorCode, type Role } from '@handoff/shared';
 import { roleAtLeast } from '../domain/roles.js';
-import type { AuthService, Principal } from '../services/auth.js';
-import { userActor, type UserActor } from '../services/policy-gate.js';
-import type { RateLimits } from '../services/rate-limits.js';
+import type { AuthService, Principal } from '../auth/auth-service.js';
+import { userActor, type UserActor } from '../policy/policy-gate.js';
+import type { RateLimits } from '../infra/rate-limits.js';
 import { metrics } from '../metrics.js';
 import { clientIp } from './client-ip.js';
 

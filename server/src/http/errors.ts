@@ -5,7 +5,8 @@ import { toAppError, UNAVAILABLE_RETRY_AFTER_MS } from '../errors.js';
 
 /**
  * The one REST error boundary: `{error: {code, message, details?}}` with the code's status.
- * A database outage (anywhere: the auth lookup, a service, a transaction) is
+ * A database outage (anywhere: the auth lookup, a service, a transaction), or a transaction
+ * the database rolled back for a concurrent one (deadlock, serialization failure), is
  * `503 UNAVAILABLE` with `Retry-After`, so clients retry instead of reporting a bug.
  */
 export function errorBoundary(log: Logger): ErrorRequestHandler {
@@ -22,9 +23,10 @@ export function errorBoundary(log: Logger): ErrorRequestHandler {
     else appErr = toAppError(err);
     if (appErr.code === ErrorCode.INTERNAL) log.error({ err: appErr.cause ?? err, method: req.method, path: req.path }, 'request failed');
     if (appErr.code === ErrorCode.UNAVAILABLE) {
-      // Expected during an outage: one line without a stack, not an error report per request.
-      log.warn({ reason: (appErr.cause as Error | undefined)?.message, method: req.method, path: req.path }, 'request refused: database unavailable');
-      if (!res.hasHeader('retry-after')) res.setHeader('retry-after', String(Math.ceil(UNAVAILABLE_RETRY_AFTER_MS / 1000)));
+      // Expected during an outage or a conflict: one line without a stack, not an error report per request.
+      log.warn({ reason: (appErr.cause as Error | undefined)?.message, method: req.method, path: req.path }, `request refused: ${appErr.message}`);
+      const retryAfterMs = (appErr.details as { retryAfterMs?: number } | undefined)?.retryAfterMs ?? UNAVAILABLE_RETRY_AFTER_MS;
+      if (!res.hasHeader('retry-after')) res.setHeader('retry-after', String(Math.ceil(retryAfterMs / 1000)));
     }
     res.status(httpStatusOf[appErr.code]).json({ error: appErr.toBody() });
   };

@@ -2,7 +2,7 @@ import { timingSafeEqual } from 'node:crypto';
 import type { RequestHandler } from 'express';
 import { AppError, ErrorCode } from '@handoff/shared';
 import { registry, scrape, type GaugeSources } from '../metrics.js';
-import type { AuthService } from '../services/auth.js';
+import type { AuthService } from '../auth/auth-service.js';
 import { bearerToken } from './auth.js';
 
 function sameSecret(a: string, b: string): boolean {

@@ -2,12 +2,15 @@ import { metrics, secondsSince } from '../metrics.js';
 import type { Logger } from 'pino';
 import { AppError, dashboardClientEvents as events, ErrorCode, rooms, type Role } from '@handoff/shared';
 import { roleAtLeast } from '../domain/roles.js';
-import type { AuthService } from '../services/auth.js';
-import type { RunService } from '../services/runs.js';
-import type { RateLimiter } from '../services/rate-limiter.js';
-import type { TerminalService } from '../services/terminal.js';
-import type { WriteGrantService } from '../services/write-grants.js';
-import { userActor } from '../services/policy-gate.js';
+import type { AuthService } from '../auth/auth-service.js';
+import type { LiveSessionService } from '../sessions/live-session-service.js';
+import type { PresenceService } from '../presence/presence-service.js';
+import type { RunService } from '../runs/run-service.js';
+import type { RateLimiter } from '../infra/rate-limiter.js';
+import type { TerminalService } from '../terminal/terminal-service.js';
+import { CoalescedReads } from '../infra/coalesced-reads.js';
+import type { WriteGrantService } from '../grants/write-grant-service.js';
+import { userActor } from '../policy/policy-gate.js';
 import type { DashboardNamespace } from './namespaces.js';
 import { authenticateHandshake, type HandshakeThrottle, handshakeError, on } from './on.js';
 
@@ -16,8 +19,11 @@ export interface DashboardDeps {
   /** Per-IP budgets of the handshake. */
   throttle: HandshakeThrottle;
   runs: RunService;
+  sessions: LiveSessionService;
   terminal: TerminalService;
   grants: WriteGrantService;
+  /** Who watches each run (joined on run:subscribe, left on unsubscribe or disconnect). */
+  presence: PresenceService;
   log: Logger;
   limiter: RateLimiter;
   /** Browser origins allowed besides the hub's own host. */
@@ -36,30 +42,46 @@ export function setupDashboardNamespace(nsp: DashboardNamespace, deps: Dashboard
   });
   nsp.use(authenticateHandshake(deps.auth, 'user', log, deps.throttle));
 
+  // A burst of term:subscribe (a thousand dashboards opening one run) costs a couple of
+  // database reads per run, not one per dashboard: see CoalescedReads.
+  const watchChecks = new CoalescedReads<void>();
+
   // Other nodes ask for the frames this node broadcast but has not recorded yet.
   nsp.on('term:pending', (runId, reply) => reply(deps.terminal.pendingFrames(runId)));
 
   nsp.on('connection', (socket) => {
     const limit = () => deps.limiter.check(socket.id);
-    socket.on('disconnect', () => deps.limiter.forget(socket.id));
+    const user = socket.data.principal as { id: string; name: string; role: Role };
+    socket.on('disconnect', () => {
+      deps.limiter.forget(socket.id);
+      void deps.presence.disconnected(socket.id);
+    });
     on(socket, events, 'runs:subscribe', log, async () => {
       await socket.join(rooms.runs);
       return {};
     }, limit);
     on(socket, events, 'run:subscribe', log, async ({ runId }) => {
       const run = await deps.runs.view(runId);
+      await deps.presence.assertMayWatch(runId, user.id);
       await socket.join(rooms.run(runId));
+      await deps.presence.join(runId, socket.id, user);
       return { run };
     }, limit);
     on(socket, events, 'run:unsubscribe', log, async ({ runId }) => {
       await socket.leave(rooms.run(runId));
+      await deps.presence.leave(runId, socket.id);
       return {};
     }, limit);
-    on(socket, events, 'term:subscribe', log, async ({ runId, afterSeq }) => {
-      await deps.runs.sessions.assertCanWatch(runId);
+    on(socket, events, 'term:subscribe', log, async ({ runId, afterSeq, tailFrames }) => {
+      // Subscribers of one run asking at once share the check (one that started after they asked).
+      await watchChecks.read(runId, () => deps.sessions.assertCanWatch(runId));
+      await deps.presence.assertMayWatch(runId, user.id);
       // Join first, then read: every frame is either live after the join or in the scrollback.
       await socket.join(rooms.term(runId));
-      return deps.terminal.scrollback(runId, afterSeq);
+      const scrollback = await deps.terminal.scrollback(runId, afterSeq);
+      // A bounded subscriber (a wall tile) gets the newest frames only: what it sends stays small.
+      if (tailFrames === undefined || scrollback.frames.length <= tailFrames) return scrollback;
+      return { frames: scrollback.frames.slice(-tailFrames), truncated: true };
     }, limit);
     on(socket, events, 'term:input', log, async (input) => {
       // Everyone may try; only a live grant's holder gets through (others: FORBIDDEN, audited).

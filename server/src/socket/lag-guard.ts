@@ -1,3 +1,4 @@
+import type { Clock, TimerHandle } from '@handoff/shared';
 import type { Logger } from 'pino';
 import type { Socket } from 'socket.io';
 import { rooms } from '@handoff/shared';
@@ -10,7 +11,6 @@ export interface LagGuardOptions {
   stuckAfterMs: number;
   /** How often this node looks at its dashboards' queues, ms. Default 250. */
   checkEveryMs?: number;
-  now?: () => number;
 }
 
 /** What engine.io holds for one connection: packets not handed to the transport yet, and the websocket's unsent bytes. */
@@ -30,30 +30,27 @@ function queuedBytes(socket: Socket): number {
  */
 export class LagGuard {
   private readonly since = new Map<string, number>();
-  private timer: ReturnType<typeof setInterval> | null = null;
-  private readonly now: () => number;
+  private timer: TimerHandle | null = null;
 
   constructor(
     private readonly nsp: DashboardNamespace,
     private readonly log: Logger,
+    private readonly clock: Clock,
     private readonly options: LagGuardOptions,
-  ) {
-    this.now = options.now ?? Date.now;
-  }
+  ) {}
 
   start(): void {
-    this.timer ??= setInterval(() => this.check(), this.options.checkEveryMs ?? 250);
-    this.timer.unref();
+    this.timer ??= this.clock.setInterval(() => this.check(), this.options.checkEveryMs ?? 250).unref();
   }
 
   stop(): void {
-    if (this.timer) clearInterval(this.timer);
+    this.timer?.cancel();
     this.timer = null;
   }
 
   /** One look at every dashboard socket of this node. */
   check(): void {
-    const now = this.now();
+    const now = this.clock.now();
     for (const [id, socket] of this.nsp.sockets) {
       const lagging = queuedBytes(socket) > this.options.maxBufferedBytes;
       const since = this.since.get(id);
@@ -68,6 +65,8 @@ export class LagGuard {
       } else if (!lagging && since !== undefined) {
         this.since.delete(id);
         void socket.leave(rooms.lagging);
+        // It cannot tell on its own: the output it missed may have been the run's last.
+        socket.emit('term:resume', {});
         this.log.info({ socketId: id, laggingMs: now - since }, 'dashboard drained: live frames resume (it resyncs the gap)');
       }
     }

@@ -1,11 +1,11 @@
 import type { Socket } from 'socket.io';
-import type { AuthService, Principal } from '../services/auth.js';
+import type { AuthService, Principal } from '../auth/auth-service.js';
 import type { Logger } from 'pino';
 import type { z } from 'zod';
 import { AppError, assertSafeText, ErrorCode, validationError, type Ack } from '@handoff/shared';
 import { toAppError } from '../errors.js';
 import { metrics } from '../metrics.js';
-import type { RateLimits } from '../services/rate-limits.js';
+import type { RateLimits } from '../infra/rate-limits.js';
 import { clientIp } from '../http/client-ip.js';
 
 type Table = Record<string, { payload: z.ZodType; response: z.ZodType }>;
@@ -27,7 +27,9 @@ export function on<T extends Table, K extends keyof T & string>(
 ): void {
   // Every line a handler writes names the socket and who is on it (never the token).
   const principal = socket.data.principal as Principal | undefined;
-  const slog = log.child({ socketId: socket.id, nsp: socket.nsp.name, ...(principal ? { principalKind: principal.kind, principalId: principal.id } : {}) });
+  // Made on first use: a child logger per event and socket is memory every idle worker would hold.
+  let child: Logger | undefined;
+  const slog = () => (child ??= log.child({ socketId: socket.id, nsp: socket.nsp.name, ...(principal ? { principalKind: principal.kind, principalId: principal.id } : {}) }));
   const listener = (async (...args: unknown[]) => {
     const last = args[args.length - 1];
     const ack = typeof last === 'function' ? (last as (r: Ack<unknown>) => void) : () => {};
@@ -41,14 +43,14 @@ export function on<T extends Table, K extends keyof T & string>(
       if (!parsed.success) throw validationError(parsed.error, `${event} payload`);
       const started = performance.now();
       const data = await handler(parsed.data as z.output<T[K]['payload']>);
-      slog.trace({ event, ms: Math.round(performance.now() - started) }, 'socket event');
+      if (log.isLevelEnabled('trace')) slog().trace({ event, ms: Math.round(performance.now() - started) }, 'socket event');
       ack({ ok: true, data });
     } catch (err) {
-      // A database outage acks UNAVAILABLE (the worker retries it); only the unknown is logged as a failure.
+      // A database outage or a transaction lost to a concurrent one acks UNAVAILABLE (the worker retries it); only the unknown is logged as a failure.
       const appErr = toAppError(err);
-      if (appErr.code === ErrorCode.INTERNAL) slog.error({ err, event }, 'socket handler failed');
-      else if (appErr.code === ErrorCode.UNAVAILABLE) slog.warn({ reason: (err as Error).message, event }, 'socket event refused: database unavailable');
-      else slog.debug({ event, code: appErr.code }, 'socket event refused');
+      if (appErr.code === ErrorCode.INTERNAL) slog().error({ err, event }, 'socket handler failed');
+      else if (appErr.code === ErrorCode.UNAVAILABLE) slog().warn({ reason: (err as Error).message, event }, `socket event refused: ${appErr.message}`);
+      else slog().debug({ event, code: appErr.code }, 'socket event refused');
       ack({ ok: false, error: appErr.toBody() });
     }
   }) as (...args: unknown[]) => void;

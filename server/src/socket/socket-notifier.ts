@@ -1,5 +1,5 @@
 import { AppError, ErrorCode, rooms, type ApprovalRequest, type ControlApply, type ErrorBody, type Frame, type LiveSession, type OperatorMessage, type Run, type RunMessage, type ShareStart, type TermInput, type WriteGrant } from '@handoff/shared';
-import type { Notifier } from '../services/notifier.js';
+import type { Notifier } from '../hooks/notifier.js';
 import { observeFanout } from '../metrics.js';
 import type { DashboardNamespace, WorkerNamespace } from './namespaces.js';
 
@@ -20,7 +20,8 @@ export class SocketNotifier implements Notifier {
   }
 
   sessionUpdated(session: LiveSession): void {
-    this.dashboard.to(rooms.run(session.runId)).emit('session:updated', session);
+    // The runs list too: its share badges (provider, time left) follow extends, revokes and expiry.
+    this.dashboard.to([rooms.runs, rooms.run(session.runId)]).emit('session:updated', session);
   }
 
   termFrames(runId: string, frames: Frame[]): void {

@@ -1,21 +1,24 @@
 import type { Logger } from 'pino';
-import { AppError, ErrorCode, rooms, workerClientEvents as events, type Ack, type RunAssignment } from '@handoff/shared';
-import type { AuthService } from '../services/auth.js';
-import type { AssignOutcome } from '../services/notifier.js';
-import type { RunService } from '../services/runs.js';
-import type { Scheduler } from '../services/scheduler.js';
-import type { ControlService } from '../services/control.js';
-import type { MessageService } from '../services/messages.js';
-import { RecordingRefused, type TerminalService } from '../services/terminal.js';
-import type { WorkerPresence } from '../services/worker-presence.js';
+import { AppError, ErrorCode, rooms, workerClientEvents as events, type Ack, type Clock, type RunAssignment } from '@handoff/shared';
+import type { AuthService } from '../auth/auth-service.js';
+import type { AssignOutcome } from '../hooks/notifier.js';
+import type { LiveSessionService } from '../sessions/live-session-service.js';
+import type { RunService } from '../runs/run-service.js';
+import type { Scheduler } from '../workers/scheduler.js';
+import type { ControlService } from '../control/control-service.js';
+import type { MessageService } from '../messages/message-service.js';
+import { RecordingRefused, type TerminalService } from '../terminal/terminal-service.js';
+import type { WorkerPresence } from '../workers/worker-presence.js';
 import { authenticateHandshake, type HandshakeThrottle, on } from './on.js';
 import type { WorkerNamespace } from './namespaces.js';
+import { Semaphore } from './semaphore.js';
 
 export interface WorkerNamespaceDeps {
   auth: AuthService;
   /** Per-IP budgets of the handshake. */
   throttle: HandshakeThrottle;
   runs: RunService;
+  sessions: LiveSessionService;
   presence: WorkerPresence;
   scheduler: Scheduler;
   control: ControlService;
@@ -23,6 +26,11 @@ export interface WorkerNamespaceDeps {
   terminal: TerminalService;
   log: Logger;
   heartbeatIntervalMs: number;
+  /** WORKER_LOST_AFTER: a heartbeat after this long a silence on its socket is written at once (the worker may have been declared lost). */
+  workerLostAfterMs: number;
+  clock: Clock;
+  /** HELLO_CONCURRENCY: hellos handled at once on this node; the others wait their turn (never refused). */
+  helloConcurrency: number;
   /** WORKER_LOST_AFTER + WORKER_RECLAIM_GRACE: told to the worker for its dead-man switch. */
   abandonAfterMs: number;
   assignAckTimeoutMs: number;
@@ -32,15 +40,25 @@ export interface WorkerNamespaceDeps {
 export function setupWorkerNamespace(nsp: WorkerNamespace, deps: WorkerNamespaceDeps): void {
   const log = deps.log.child({ module: 'worker-socket' });
 
-  nsp.use(authenticateHandshake(deps.auth, 'worker', log, deps.throttle));
+  // A fleet reconnecting at once (a node restart moves thousands of workers) is let in a few
+  // at a time: each handshake and each hello is a few queries, and an unbounded burst would
+  // starve the database pool that run reports and recordings need (its waits time out as
+  // UNAVAILABLE). Handshakes and hellos share the bound; heartbeats do not wait for it.
+  const hellos = new Semaphore(deps.helloConcurrency);
+  const authenticate = authenticateHandshake(deps.auth, 'worker', log, deps.throttle);
+  nsp.use((socket, next) => void hellos.run(() => new Promise<void>((done) => authenticate(socket, (err) => (next(err), done())))));
 
-  // Another node created a run or freed capacity: try to place work on our workers.
-  nsp.on('scheduler:kick', () => void deps.scheduler.kick());
+  // Another node created or requeued a run (or freed capacity): the queue may hold work for our workers.
+  nsp.on('scheduler:kick', () => void deps.scheduler.queued());
 
   nsp.on('connection', (socket) => {
     const worker = socket.data.principal as { id: string; name: string };
     const wlog = log.child({ workerId: worker.id, worker: worker.name, socketId: socket.id });
     let helloAt: Date | null = null;
+    /** Whether this worker may have external shares to reconcile (asked at hello, inside the admission bound; kept up by each check). */
+    let watchShares = false;
+    /** When this socket was last heard (hello or heartbeat), clock ms. */
+    let lastBeatAt = 0;
     /** Runs whose refused reports were audited on this socket: once per run and socket. */
     const refusedAudited = new Set<string>();
     const requireHello = () => {
@@ -67,8 +85,10 @@ export function setupWorkerNamespace(nsp: WorkerNamespace, deps: WorkerNamespace
       throw new AppError({ code: ErrorCode.FORBIDDEN, message: `run ${runId} is not (any more) this worker's: stop it` });
     };
 
-    on(socket, events, 'worker:hello', wlog, async ({ capacity, runs, version }) => {
-      const connectedAt = new Date();
+    on(socket, events, 'worker:hello', wlog, ({ capacity, runs, version }) => hellos.run(async () => {
+      // Gone while waiting for its turn: nothing to do.
+      if (!socket.connected) throw new AppError({ code: ErrorCode.UNAVAILABLE, message: 'disconnected before hello' });
+      const connectedAt = deps.clock.date();
       await socket.join(rooms.worker(worker.id));
       // A worker has one live connection: its older sockets, on any node, are dropped (through the adapter).
       nsp.in(rooms.worker(worker.id)).except(socket.id).disconnectSockets(true);
@@ -84,7 +104,10 @@ export function setupWorkerNamespace(nsp: WorkerNamespace, deps: WorkerNamespace
       }
       // Gone while saying hello: nothing to register (its disconnect already ran).
       if (!socket.connected) throw new AppError({ code: ErrorCode.UNAVAILABLE, message: 'disconnected during hello' });
+      watchShares = await deps.sessions.hasExternalShares(worker.id);
       helloAt = connectedAt;
+      lastBeatAt = deps.clock.now();
+      const kept = verdicts.filter((v) => v.keep).length;
       deps.scheduler.addWorker({
         id: worker.id,
         socketId: socket.id,
@@ -97,29 +120,38 @@ export function setupWorkerNamespace(nsp: WorkerNamespace, deps: WorkerNamespace
               else resolve('accepted');
             });
           }),
-      });
+      }, kept);
       // What it missed while away: the desired control state and undelivered messages.
       await deps.control.resync(worker.id);
       await deps.messages.redeliver(worker.id);
       wlog.info({ capacity, version, runs: runs.length }, 'worker connected');
       return { workerId: worker.id, name: worker.name, heartbeatIntervalMs: deps.heartbeatIntervalMs, abandonAfterMs: deps.abandonAfterMs, runs: verdicts };
-    });
+    }));
 
-    on(socket, events, 'worker:heartbeat', wlog, async ({ shares }) => {
+    on(socket, events, 'worker:heartbeat', wlog, async ({ activeRuns, shares }) => {
       requireHello();
-      // A worker frozen past WORKER_LOST_AFTER whose socket never dropped is heard again here.
-      if (await deps.presence.heartbeat(worker.id)) {
+      // In a steady stream, noted in memory and acked at once: the node writes every
+      // heartbeat it heard in one statement per flush. After a silence long enough for the
+      // worker to have been declared lost (frozen with its socket up), written at once and
+      // its runs reclaimed before the ack.
+      const now = deps.clock.now();
+      const silentFor = now - lastBeatAt;
+      lastBeatAt = now;
+      if (silentFor < deps.workerLostAfterMs) deps.presence.heartbeat(worker.id);
+      else if (await deps.presence.heardAfterSilence(worker.id)) {
         const kept = await deps.runs.reclaim(worker.id, 'heartbeat');
         wlog.warn({ reclaimed: kept }, 'lost worker heard again within the reclaim grace');
       }
-      await deps.runs.sessions.onHeartbeat(worker.id, shares);
+      deps.scheduler.activeRuns(socket.id, activeRuns);
+      if (watchShares || shares.length) watchShares = await deps.sessions.onHeartbeat(worker.id, shares);
       return {};
     });
 
     on(socket, events, 'control:applied', wlog, async ({ runId, seq, effective, appliedAt, handoff }) => {
       requireHello();
-      await guard(runId, 'control:applied');
-      await deps.control.onApplied(worker.id, runId, seq, effective, appliedAt, handoff);
+      // The report's own transaction reads the run under its lock: that is the ownership check.
+      const outcome = await deps.control.onApplied(worker.id, runId, seq, effective, appliedAt, handoff);
+      if (outcome) await refuse(runId, 'control:applied', outcome.refused);
       return {};
     });
 
@@ -132,7 +164,8 @@ export function setupWorkerNamespace(nsp: WorkerNamespace, deps: WorkerNamespace
 
     on(socket, events, 'share:ready', wlog, async ({ sessionId, attachRo, attachRw }) => {
       requireHello();
-      await deps.runs.sessions.onShareReady(worker.id, sessionId, attachRo, attachRw);
+      await deps.sessions.onShareReady(worker.id, sessionId, attachRo, attachRw);
+      watchShares = true;
       // Only the provider and id: attach data (RW above all) never reaches a log line.
       wlog.info({ sessionId }, 'share ready');
       return {};
@@ -140,17 +173,19 @@ export function setupWorkerNamespace(nsp: WorkerNamespace, deps: WorkerNamespace
 
     on(socket, events, 'share:failed', wlog, async ({ sessionId, message }) => {
       requireHello();
-      await deps.runs.sessions.onShareFailed(worker.id, sessionId, message);
+      await deps.sessions.onShareFailed(worker.id, sessionId, message);
       return {};
     });
 
-    on(socket, events, 'run:started', wlog, async ({ runId }) => {
+    on(socket, events, 'run:started', wlog, async ({ runId, pane, sinceMs }) => {
       requireHello();
       await guard(runId, 'run:started');
-      await deps.runs.reportStarted(worker.id, runId);
+      const started = await deps.runs.reportStarted(worker.id, runId, pane, sinceMs);
+      // Before the ack (after which the worker sends output): a dashboard that sees `running`
+      // finds the run's web share READY, and sees it before the first frame.
+      if (started) await deps.runs.announceStarted(started);
       // Paused or messaged while still assigned: deliver now that the run exists.
-      await deps.control.resync(worker.id);
-      await deps.messages.redeliver(worker.id);
+      await Promise.all([deps.control.resync(worker.id), deps.messages.redeliver(worker.id)]);
       return {};
     });
 
@@ -171,6 +206,7 @@ export function setupWorkerNamespace(nsp: WorkerNamespace, deps: WorkerNamespace
       // The exit of a run the hub gave up on is still taken (a cancelled run keeps its real exit code).
       await guard(runId, 'run:exited', true);
       await deps.runs.reportExited(worker.id, runId, exitCode, error);
+      deps.scheduler.runEnded(socket.id);
       await deps.terminal.close(runId);
       return {};
     });

@@ -11,7 +11,9 @@ export interface ObserversParams {
   sockets: number;
   /**
    * `latency`: lines `ts <epoch ns> <i>` until `<i> = lines`; each line's print → receipt time.
-   * `throughput`: bytes until the text `BULK-END`; bytes / (last − first frame time).
+   * `throughput`: bytes from the line `BULK-START <epoch ns>` (printed by the sender as it
+   * starts) until the text `BULK-END`; bytes / (receipt of BULK-END − that start). Timed from
+   * the sender's start, not from the first frame: a burst may arrive in one event.
    */
   mode: 'latency' | 'throughput';
   lines: number;
@@ -44,11 +46,20 @@ serveClient<ObserversParams, ObserversResult>(async (p, ctx) => {
       let done = false;
       let tail = '';
       let bytes = 0;
-      let first = 0;
-      s.on('term:frame', ({ runId, frames }: { runId: string; frames: Frame[] }) => {
-        if (runId !== p.runId || done) return;
+      let startMs = 0;
+      let firstText = '';
+      // As the dashboard does: frames deduplicated by seq; on `term:resume` (the hub's lag
+      // guard skipped this socket and it drained) resubscribe after the last seq it has,
+      // holding live frames back until that answer is in.
+      let lastSeq = 0;
+      let held: Frame[] | null = null;
+      const take = (frames: Frame[]) => {
+        if (done) return;
+        const fresh = frames.filter((f) => f.seq > lastSeq).sort((a, b) => a.seq - b.seq);
+        if (fresh.length === 0) return;
+        lastSeq = fresh[fresh.length - 1]!.seq;
         const now = nowEpochMs();
-        const text = frames.map((f) => f.data).join('');
+        const text = fresh.map((f) => f.data).join('');
         const all = tail + text;
         if (p.mode === 'latency') {
           for (const m of all.matchAll(/ts (\d{13,}) (\d+)\r?\n/g)) {
@@ -60,15 +71,38 @@ serveClient<ObserversParams, ObserversResult>(async (p, ctx) => {
           }
           tail = all.slice(all.lastIndexOf('\n') + 1);
         } else {
-          if (!first) first = now;
+          if (firstText.length < 300) firstText += text;
           bytes += Buffer.byteLength(text);
+          if (!startMs) startMs = Number(/BULK-START (\d{13,})\r?\n/.exec(all)?.[1] ?? 0) / 1e6;
           if (all.includes('BULK-END')) {
             done = true;
-            values.push(bytes / 2 ** 20 / ((now - first) / 1000));
+            if (startMs) values.push(bytes / 2 ** 20 / (Math.max(1, now - startMs) / 1000));
+            else console.error(`observers: BULK-END without a BULK-START stamp after ${bytes} bytes: ${JSON.stringify(firstText.slice(0, 120))}`);
             oneDone();
           }
-          tail = all.slice(-16);
+          tail = all.slice(-64);
         }
+      };
+      s.on('term:frame', ({ runId, frames }: { runId: string; frames: Frame[] }) => {
+        if (runId !== p.runId) return;
+        if (held) held.push(...frames);
+        else take(frames);
+      });
+      s.on('term:resume', () => {
+        if (held || done) return;
+        held = [];
+        void (async () => {
+          // A long gap comes in pages (`truncated`): ask again after the last seq taken.
+          for (;;) {
+            const ack = await emitAck<{ frames: Frame[]; truncated?: boolean }>(s, 'term:subscribe', { runId: p.runId, afterSeq: lastSeq });
+            if (!ack.ok) break;
+            take(ack.data.frames);
+            if (!ack.data.truncated || ack.data.frames.length === 0) break;
+          }
+          const live = held ?? [];
+          held = null;
+          take(live);
+        })();
       });
       const ack = p.token ? await emitAck(s, 'term:subscribe', { runId: p.runId }) : await emitAck(s, 'join', p.runId);
       if (!ack.ok) throw new Error(`subscribe: ${ack.error.message}`);

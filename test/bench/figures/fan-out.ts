@@ -42,7 +42,7 @@ async function handoffPass(cluster: BenchCluster, mode: ObserversParams['mode'],
   const hub = cluster.nodes[0]!;
   const body = mode === 'latency'
     ? `for i in $(seq 1 ${lines}); do echo "ts $(date +%s%N) $i"; sleep ${LINE_INTERVAL_MS / 1000}; done`
-    : `head -c ${bytes * 0.75} /dev/urandom | base64 -w 100; echo BULK-END`;
+    : `echo "BULK-START $(date +%s%N)"; head -c ${bytes * 0.75} /dev/urandom | base64 -w 100; echo BULK-END`;
   const runId = await cluster.startRun(waitForGo(body));
   try {
     const collect = await observers({ url: hub.url, token: cluster.operator, runId, total, mode, lines });
@@ -66,7 +66,8 @@ async function barePass(bare: BareServer, mode: ObserversParams['mode'], total: 
       await new Promise((r) => setTimeout(r, LINE_INTERVAL_MS));
     }
   } else {
-    const text = (randomBytes(bytes * 0.75).toString('base64').match(/.{1,100}/g) ?? []).join('\r\n') + '\r\nBULK-END\r\n';
+    const body = (randomBytes(bytes * 0.75).toString('base64').match(/.{1,100}/g) ?? []).join('\r\n') + '\r\nBULK-END\r\n';
+    const text = `BULK-START ${Math.round((performance.timeOrigin + performance.now()) * 1e6)}\r\n${body}`;
     for (let at = 0; at < text.length; at += 32 * 1024) {
       emit(text.slice(at, at + 32 * 1024));
       await new Promise((r) => setImmediate(r));
@@ -114,7 +115,7 @@ export const fanOut: Figure = {
         ],
         notes: [
           `Latency: the run prints ${lines} lines \`ts <date +%s%N> <i>\`, one every ${LINE_INTERVAL_MS} ms, once all ${n} observers (${Math.ceil(n / PER_PROCESS)} client process(es), ${PER_PROCESS} sockets at most each) have subscribed; each observer computes receipt − printed time for every line (the batching window of the worker included).`,
-          `Throughput: the run prints ${(bytes / 2 ** 20).toFixed(0)} MiB of base64 (100-column lines) as fast as it can; each of 10 observers divides the bytes it received by the time from its first to its last frame.`,
+          `Throughput: the run prints ${(bytes / 2 ** 20).toFixed(0)} MiB of base64 (100-column lines) as fast as it can; each of 10 observers divides the bytes it received by the time from the sender's \`BULK-START <ns>\` stamp to the frame with \`BULK-END\`. An observer the hub's lag guard skipped (its socket's queue past the bound) resyncs the gap on \`term:resume\` as the dashboard does; the resynced bytes count, and so does the time they took.`,
           `Observers that did not see everything within 120 s (latency Handoff/floor, throughput Handoff/floor), per repeat: ${incomplete.join('; ')}.`,
         ],
       };

@@ -1,7 +1,8 @@
+import { systemClock } from '@handoff/shared';
 import { tmpdir } from 'node:os';
 import pg from 'pg';
-import { openDatabase } from '../../../server/src/db/orm.js';
-import { AuthService } from '../../../server/src/services/auth.js';
+import { openDatabase } from '../../../server/src/infra/db/orm.js';
+import { AuthService } from '../../../server/src/auth/auth-service.js';
 import { createTestDatabase } from '../../support/db.js';
 import { startClient } from '../lib/child.js';
 import { repeat, type BenchContext, type Figure } from '../lib/figure.js';
@@ -64,7 +65,7 @@ async function hubPass(n: number, holdMs: number): Promise<Pass> {
   try {
     // Worker identities and tokens first, in the bench process (the hub process is then started on a migrated database).
     const orm = await openDatabase({ databaseUrl: db.url, dataDir: tmpdir() });
-    const auth = new AuthService(orm);
+    const auth = new AuthService(orm, systemClock);
     const tokens = new Array<string>(n);
     let next = 0;
     await Promise.all(Array.from({ length: 8 }, async () => {
@@ -113,15 +114,17 @@ async function barePass(n: number, holdMs: number, intervalMs: number): Promise<
 export const workersPerNode: Figure = {
   name: 'workers-per-node',
   async run(ctx: BenchContext): Promise<FigureResult> {
-    const sizes = ctx.quick ? [200] : [500, 1000];
-    // With the connect phase, longer than WORKER_LOST_AFTER (9 s by default): a busy hub must not declare live workers lost.
-    const holdMs = ctx.quick ? 6000 : 20_000;
+    // BENCH_WORKERS=5000 (comma-separated sizes) measures chosen sizes only, e.g. the heavy one once: `BENCH_WORKERS=5000 pnpm bench --quick workers-per-node`.
+    const chosen = (process.env.BENCH_WORKERS ?? '').split(',').map(Number).filter((n) => Number.isInteger(n) && n > 1);
+    const sizes = chosen.length ? chosen : ctx.quick ? [200] : [500, 1000, 2000, 5000];
+    // Longer than WORKER_LOST_AFTER (9 s by default) from 2,000 up, and in full runs: a busy hub must not declare live workers lost.
+    const holdFor = (n: number) => (ctx.quick && n < 2000 ? 6000 : 20_000);
     // The floor only needs its RSS and a few pings per client.
-    const bareHoldMs = ctx.quick ? 3000 : holdMs;
+    const bareHoldFor = (n: number) => (ctx.quick ? 3000 : holdFor(n));
     const intervalMs = 3000; // HEARTBEAT_INTERVAL's default, which the hub's hello answer carries
     const results = await repeat(ctx, 'workers-per-node', async () => {
       const out: Array<{ n: number; hub: Pass; bare: Pass }> = [];
-      for (const n of sizes) out.push({ n, hub: await hubPass(n, holdMs), bare: await barePass(n, bareHoldMs, intervalMs) });
+      for (const n of sizes) out.push({ n, hub: await hubPass(n, holdFor(n)), bare: await barePass(n, bareHoldFor(n), intervalMs) });
       return out;
     });
     const stats: Stat[] = [];
@@ -138,8 +141,9 @@ export const workersPerNode: Figure = {
         `${n} workers, per repeat — connected ${at.map((r) => `${r.hub.connected}/${n} in ${(r.hub.connectMs / 1000).toFixed(1)} s`).join(', ')}; marked lost ${at.map((r) => r.hub.lost).join(', ')}; heartbeats unanswered ${at.map((r) => r.hub.unanswered).join(', ')}; disconnects ${at.map((r) => r.hub.disconnects).join(', ')}. Floor connected ${at.map((r) => r.bare.connected).join(', ')}.`,
       );
     });
+    for (const note of notes) ctx.log(note);
     notes.unshift(
-      `The hub runs as its own process (\`node --import tsx server/src/main.ts\`, PostgreSQL, default heartbeat interval 3 s); the scripted workers run in one client process, 20 handshakes at a time, first heartbeats jittered over one interval. RSS per worker = the slope between two steady states: (median hub RSS over 2 s with all workers, at the end of a ${holdMs / 1000} s hold − the same with half of them) / the other half (a value ≤ 0 is noise and never counts as the goal met); CPU = the hub's user+system time over the hold. The bare floor holds its clients ${bareHoldMs / 1000} s. At a few hundred clients the slope is still close to the heap's own noise: read it at 500 and 1,000 (full run).`,
+      `The hub runs as its own process (\`node --import tsx server/src/main.ts\`, PostgreSQL, default heartbeat interval 3 s); the scripted workers run in one client process, 20 handshakes at a time, first heartbeats jittered over one interval. RSS per worker = the slope between two steady states: (median hub RSS over 2 s with all workers, at the end of a ${sizes.map((n) => holdFor(n) / 1000).join(' / ')} s hold − the same with half of them) / the other half (a value ≤ 0 is noise and never counts as the goal met); CPU = the hub's user+system time over the hold. The bare floor holds its clients ${sizes.map((n) => bareHoldFor(n) / 1000).join(' / ')} s. At a few hundred clients the slope is still close to the heap's own noise: read it from 500 up (full run: 500 / 1,000 / 2,000 / 5,000). The hub batches heartbeat writes (HEARTBEAT_FLUSH 1 s) and lets 8 hellos in at a time (HELLO_CONCURRENCY).`,
     );
     return {
       name: 'workers-per-node',

@@ -40,7 +40,8 @@ export function startClient<R>(name: string, params: unknown): ClientProcess<R> 
         else events.push(m.value);
       }
     });
-    proc.once('exit', (code, signal) => reject(new Error(`client ${name} exited (${code ?? signal}) without a result`)));
+    // 'close', not 'exit': a message sent just before exiting may still be on its way when 'exit' fires.
+    proc.once('close', (code, signal) => reject(new Error(`client ${name} exited (${code ?? signal}) without a result`)));
   });
   result.catch(() => undefined); // observed by the caller; never an unhandled rejection
   proc.send({ type: 'params', value: params });

@@ -13,6 +13,8 @@ export class ApprovalsStore {
   /** Every known request, newest first. */
   approvals = $state<ApprovalRequest[]>([]);
   loading = $state(false);
+  /** The list was read at least once (until then, an empty list means "not known yet"). */
+  loaded = $state(false);
   /** Why the list or the live updates are unavailable. */
   error = $state<string | null>(null);
   /** The request being approved or denied. */
@@ -53,6 +55,7 @@ export class ApprovalsStore {
       off();
       unregister();
       this.approvals = [];
+      this.loaded = false;
       this.error = null;
       this.failures = {};
     };
@@ -68,6 +71,7 @@ export class ApprovalsStore {
         api('/approvals', { token, schema: approvalListSchema }),
       ]);
       for (const approval of [...recent.approvals, ...pending.approvals]) this.#apply(approval);
+      this.loaded = true;
       this.error = null;
     } catch (error) {
       this.error = errorMessage(error);

@@ -18,7 +18,7 @@ function session(revision: number, status: LiveSession['status']): LiveSession {
 function run(revision: number, over: Partial<Run> = {}): Run {
   return {
     id: RUN_ID, revision, title: 't', command: { script: 'true' }, cwd: null, env: {}, labels: {}, status: 'running',
-    createdBy: 'u', workerId: 'w', exitCode: null, errorMessage: null,
+    createdBy: 'u', createdByName: 'ursula', workerId: 'w', workerName: 'worker-1', exitCode: null, errorMessage: null,
     control: { state: 'agent', seq: 0, appliedSeq: 0, mode: null, controllerId: null, by: null },
     writeGrants: [], needsOperator: null, liveSessionEnabled: true,
     createdAt: '2026-01-01T00:00:00Z', assignedAt: null, startedAt: null, endedAt: null, sessions: [],

@@ -14,9 +14,10 @@ class FakeHub {
   #onConnect = new Set<() => void>();
   #onFrame = new Set<(push: { runId: string; frames: Frame[] }) => void>();
   #onClosed = new Set<(push: { runId: string; reason: string }) => void>();
+  #onResume = new Set<() => void>();
 
-  on(event: 'term:frame' | 'term:closed', handler: (push: never) => void) {
-    const set: Set<(push: never) => void> = event === 'term:frame' ? this.#onFrame : this.#onClosed;
+  on(event: 'term:frame' | 'term:closed' | 'term:resume', handler: (push: never) => void) {
+    const set: Set<(push: never) => void> = event === 'term:frame' ? this.#onFrame : event === 'term:resume' ? this.#onResume : this.#onClosed;
     set.add(handler);
     return () => set.delete(handler);
   }
@@ -33,6 +34,9 @@ class FakeHub {
   }
   close(reason: string, runId = RUN) {
     for (const handler of this.#onClosed) handler({ runId, reason });
+  }
+  resume() {
+    for (const handler of this.#onResume) handler();
   }
   reconnect() {
     for (const fn of this.#onConnect) fn();
@@ -95,6 +99,15 @@ describe('followTerminal', () => {
     expect(hub.subscribes()).toEqual([{ runId: RUN, afterSeq: 3 }]);
     await hub.answer(frames(4, 6));
     expect(written).toBe('1;2;3;4;5;6;');
+  });
+
+  it('resyncs when the hub says it skipped this page while it lagged, though no later frame shows a gap', async () => {
+    await hub.answer(frames(1, 2));
+    // Frames 3 and 4 (the run's last output) were skipped; nothing follows them.
+    hub.resume();
+    expect(hub.subscribes()).toEqual([{ runId: RUN, afterSeq: 2 }]);
+    await hub.answer(frames(3, 4));
+    expect(written).toBe('1;2;3;4;');
   });
 
   it('resubscribes after a reconnect from the last written frame', async () => {

@@ -13,6 +13,8 @@ export interface TerminalFeedOptions {
   onClosed?: (reason: string) => void;
   /** Minimum time between two gap resyncs, in ms. Default 1000. */
   resyncIntervalMs?: number;
+  /** At most this many frames of scrollback per subscribe (`term:subscribe` tailFrames). Default: the hub's tail. */
+  tailFrames?: number;
 }
 
 /**
@@ -39,7 +41,8 @@ export function followTerminal(options: TerminalFeedOptions): () => void {
   const fetchFrames = async () => {
     const afterSeq = sequencer.afterSeq;
     try {
-      const answer = await hub.request('term:subscribe', afterSeq === undefined ? { runId } : { runId, afterSeq });
+      const bound = options.tailFrames === undefined ? {} : { tailFrames: options.tailFrames };
+      const answer = await hub.request('term:subscribe', afterSeq === undefined ? { runId, ...bound } : { runId, afterSeq, ...bound });
       if (stopped) return null;
       onError?.(null);
       return answer.frames;
@@ -79,12 +82,15 @@ export function followTerminal(options: TerminalFeedOptions): () => void {
   const offFrame = hub.on('term:frame', (push) => {
     if (push.runId === runId) apply(sequencer.live(push.frames));
   });
+  // The hub skipped this page while it lagged: what it missed may have no later frame to reveal it.
+  const offResume = hub.on('term:resume', () => scheduleResync());
   const unregister = hub.whileConnected(() => void subscribe());
 
   const halt = (): void => {
     stopped = true;
     clearTimeout(resyncTimer);
     offFrame();
+    offResume();
     offClosed();
     unregister();
   };

@@ -1,0 +1,67 @@
+import type { RunRow } from '../infra/db/entities.js';
+import type { Em } from '../infra/db/orm.js';
+import type { AuditAppendCall } from '../audit/audit-append.js';
+
+// Control changes as single statements: the run's update and its audit row together, the
+// audit call (prepared with `c.id` as its run id) running once per changed row — no change,
+// no audit row.
+
+/** What a control command writes to the run. */
+export interface ControlChange {
+  controlState: string;
+  controlMode: string | null;
+  controlSeq: number;
+  controlChangedAt: Date;
+  controlBy: { id: string; name: string };
+  controlCorrelationId: string;
+  controllerId: string | null;
+  handback: RunRow['handback'];
+}
+
+/** The run's new revision and where its audit row went in the chain. */
+export type WrittenWithAudit = { revision: number } & Parameters<AuditAppendCall['row']>[0];
+
+/**
+ * Applies `change` (and, with `clearNeedsOperator`, ends the run's needs-operator request)
+ * with its audit row, conditional on the control seq the caller read under the run's lock:
+ * concurrent commands on any node apply one at a time, even against a writer that does not
+ * lock. Undefined when the seq moved meanwhile (nothing written).
+ */
+export async function writeControlChange(
+  tx: Em,
+  runId: string,
+  expectedSeq: number,
+  change: ControlChange,
+  clearNeedsOperator: boolean,
+  audit: AuditAppendCall,
+): Promise<WrittenWithAudit | undefined> {
+  const [written] = await tx.execute<WrittenWithAudit[]>(
+    `with c as (
+       update runs set control_state = ?, control_mode = ?, control_seq = ?, control_changed_at = ?, control_by = ?::jsonb,
+              control_correlation_id = ?, controller_id = ?, handback = ?::jsonb
+              ${clearNeedsOperator ? ', needs_operator_reason = null, needs_operator_at = null' : ''}
+        where id = ? and control_seq = ?
+       returning id, revision
+     )
+     select c.revision, a.chain_seq, a.chain_prev_hash, a.chain_hash from c cross join lateral ${audit.sql} a`,
+    [
+      change.controlState, change.controlMode, change.controlSeq, change.controlChangedAt, JSON.stringify(change.controlBy), change.controlCorrelationId, change.controllerId,
+      change.handback ? JSON.stringify(change.handback) : null,
+      runId, expectedSeq, ...audit.params,
+    ],
+  );
+  return written;
+}
+
+/**
+ * Records that the worker applied control `seq` (with its audit row) if the run's applied seq
+ * is behind it and its control seq has reached it; undefined when not (nothing written).
+ */
+export async function advanceAppliedSeq(tx: Em, runId: string, seq: number, audit: AuditAppendCall): Promise<WrittenWithAudit | undefined> {
+  const [written] = await tx.execute<WrittenWithAudit[]>(
+    `with c as (update runs set control_applied_seq = ? where id = ? and control_applied_seq < ? and control_seq >= ? returning id, revision)
+     select c.revision, a.chain_seq, a.chain_prev_hash, a.chain_hash from c cross join lateral ${audit.sql} a`,
+    [seq, runId, seq, seq, ...audit.params],
+  );
+  return written;
+}

@@ -1,0 +1,178 @@
+import { AppError, ErrorCode, type ListRunsQuery, type RunStatus } from '@handoff/shared';
+import { LiveSessionSchema, RunSchema, WriteGrantSchema, type LiveSessionRow, type RunRow, type WriteGrantRow } from '../infra/db/entities.js';
+import type { Em } from '../infra/db/orm.js';
+import { runStatesAllowing, runTransition, type RunEvent } from '../domain/run-machine.js';
+import { appendAudit } from '../audit/audit-append.js';
+import type { RunNames } from '../views.js';
+
+// The run queries every feature shares (runs, sessions, grants, control, messages, the
+// scheduler): kept out of the run service so none of them depends on it for a lookup. Below
+// them, the run service's own SQL: the runs list page, adoption and reclaim lookups.
+
+function notFound(id: string): AppError {
+  return new AppError({ code: ErrorCode.NOT_FOUND, message: `run ${id} not found` });
+}
+
+/** The run's row, or NOT_FOUND: the one way services look a run up by id. */
+export async function requireRun(tx: Em, runId: string, opts: { refresh?: boolean } = {}): Promise<RunRow> {
+  const row = await tx.findOne(RunSchema, { id: runId }, opts.refresh ? { refresh: true } : {});
+  if (!row) throw notFound(runId);
+  return row;
+}
+
+/**
+ * Locks the run (`for update`) and reads what its view needs — its sessions and live grants —
+ * in the same round trip, so a command can decide on the row, change it and answer without
+ * reading it again. NOT_FOUND when there is no such run.
+ */
+export async function lockRunForView(tx: Em, runId: string): Promise<{ run: RunRow; sessions: LiveSessionRow[]; grants: WriteGrantRow[]; names: RunNames }> {
+  const [raw] = await tx.execute<Array<Record<string, unknown> & { view_sessions: object[]; view_grants: object[]; view_creator: string | null; view_worker: string | null }>>(
+    `select r.*,
+            (select coalesce(json_agg(s order by s.created_at), '[]'::json) from live_sessions s where s.run_id = r.id) as view_sessions,
+            (select coalesce(json_agg(g order by g.created_at), '[]'::json) from write_grants g where g.run_id = r.id and g.status = 'active') as view_grants,
+            (select u.name from users u where u.id = (case when r.created_by ~* '^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$' then r.created_by::uuid end)) as view_creator,
+            (select w.name from workers w where w.id = r.worker_id) as view_worker
+       from runs r where r.id = ? for update of r`,
+    [runId],
+  );
+  if (!raw) throw notFound(runId);
+  const { view_sessions: sessions, view_grants: grants, view_creator: creator, view_worker: worker, ...row } = raw;
+  const run = { ...tx.map(RunSchema, row) };
+  const names: RunNames = {
+    users: new Map(creator ? [[run.createdBy, creator]] : []),
+    workers: new Map(worker && run.workerId ? [[run.workerId, worker]] : []),
+  };
+  // Copies: the managed entities stay as read, so the transaction's flush writes nothing twice.
+  return {
+    names,
+    run,
+    sessions: sessions.map((s) => ({ ...tx.map(LiveSessionSchema, s as Record<string, unknown>) })),
+    grants: grants.map((g) => ({ ...tx.map(WriteGrantSchema, g as Record<string, unknown>) })),
+  };
+}
+
+/**
+ * Applies a run event as a conditional update (`WHERE status IN <states allowing it>`),
+ * so concurrent hub nodes can never double-apply. Returns the updated row, or null
+ * when the run was not in a state that allows the event.
+ */
+export async function applyRunEvent(
+  tx: Em,
+  runId: string,
+  event: RunEvent,
+  changes: Partial<RunRow>,
+  extraWhere: Record<string, unknown> = {},
+): Promise<RunRow | null> {
+  const from = runStatesAllowing(event);
+  const row = await tx.findOne(RunSchema, { id: runId, status: { $in: from }, ...extraWhere });
+  if (!row) return null;
+  const next = runTransition(row.status as RunStatus, event);
+  // The extra conditions (e.g. the reporting worker) hold in the UPDATE itself: a run
+  // requeued and given to another worker between the read and the write is not touched.
+  const updated = await tx.nativeUpdate(RunSchema, { id: runId, status: row.status, ...extraWhere }, { ...changes, status: next });
+  if (updated !== 1) return null;
+  Object.assign(row, changes, { status: next });
+  return row;
+}
+
+/**
+ * FORBIDDEN unless `runId` is assigned to `workerId` (a worker acts only for its own
+ * runs); every refused attempt is audited on the targeted run's chain (dated `at`).
+ */
+export async function assertRunOwned(tx: Em, workerId: string, runId: string, what: string, at: Date): Promise<RunRow> {
+  const row = await requireRun(tx, runId);
+  if (row.workerId !== workerId) {
+    await appendAudit(tx, { runId, actor: { type: 'worker', id: workerId }, action: 'worker.forbidden', result: 'denied', metadata: { attempted: what, assignedTo: row.workerId ?? null } }, at);
+    throw new AppError({ code: ErrorCode.FORBIDDEN, message: `run ${runId} is not assigned to this worker` });
+  }
+  return row;
+}
+
+// ── the run service's own ─────────────────────────────────────────────────────
+
+/** The list cursor after run `r` (opaque to clients; `decodeCursor` reads it). */
+export function encodeCursor(r: RunRow): string {
+  return Buffer.from(`${r.createdAt.toISOString()}|${r.id}`).toString('base64url');
+}
+
+/** The list position a cursor names; VALIDATION when it names none. */
+function decodeCursor(cursor: string): { createdAt: Date; id: string } {
+  const [at, id] = Buffer.from(cursor, 'base64url').toString().split('|');
+  const createdAt = new Date(at ?? '');
+  if (!id || Number.isNaN(createdAt.getTime())) {
+    throw new AppError({ code: ErrorCode.VALIDATION, message: 'invalid cursor' });
+  }
+  return { createdAt, id };
+}
+
+/** `%`, `_` and the escape character itself match literally in a LIKE pattern. */
+function likeContaining(text: string): string {
+  return `%${text.replace(/[\\%_]/g, (c) => `\\${c}`)}%`;
+}
+
+/**
+ * The ids of one page of `GET /api/task-runs` (limit + 1, to know whether a next page exists),
+ * newest first. Every filter is a bound parameter. The walk follows runs_created_idx (or
+ * runs_status_created_idx for a status filter, runs_needs_operator_idx for needs-operator) and
+ * stops after limit + 1 matches; the text search is a filter on that walk, not an index of its
+ * own — it is typed by a person, not polled.
+ */
+export function listRunsSql(query: ListRunsQuery): { sql: string; params: unknown[] } {
+  const where: string[] = [];
+  const params: unknown[] = [];
+  const list = (values: readonly string[]) => {
+    params.push(...values);
+    return values.map(() => '?').join(', ');
+  };
+  if (query.status) where.push(`r.status in (${list(query.status)})`);
+  if (query.control) where.push(`r.control_state in (${list(query.control)})`);
+  if (query.needsOperator !== undefined) where.push(`r.needs_operator_at is ${query.needsOperator ? 'not ' : ''}null`);
+  if (query.share) {
+    const provider = query.share === 'any' || query.share === 'none' ? '' : ' and s.provider = ?';
+    if (provider) params.push(query.share);
+    // live_sessions_one_active_idx (run_id, provider) where status in (STARTING, READY) serves it.
+    where.push(`${query.share === 'none' ? 'not ' : ''}exists (select 1 from live_sessions s where s.run_id = r.id and s.status = 'READY'${provider})`);
+  }
+  const text = query.q?.trim();
+  if (text) {
+    const like = likeContaining(text);
+    where.push(`(r.title ilike ? escape '\\'
+      or exists (select 1 from jsonb_each_text(r.labels) l where l.key ilike ? escape '\\' or l.value ilike ? escape '\\' or (l.key || ':' || l.value) ilike ? escape '\\')
+      or r.created_by in (select u.id::text from users u where u.name ilike ? escape '\\')
+      or r.worker_id in (select w.id from workers w where w.name ilike ? escape '\\')
+      or r.id::text like ? escape '\\')`);
+    params.push(like, like, like, like, like, like, `${like.slice(1, -1).toLowerCase()}%`);
+  }
+  if (query.cursor) {
+    const c = decodeCursor(query.cursor);
+    where.push('(r.created_at < ? or (r.created_at = ? and r.id < ?))');
+    params.push(c.createdAt, c.createdAt, c.id);
+  }
+  params.push(query.limit + 1);
+  const sql = `select r.id from runs r${where.length ? ` where ${where.join(' and ')}` : ''} order by r.created_at desc, r.id desc limit ?`;
+  return { sql, params };
+}
+
+/** The ids of one page of the runs list (`listRunsSql`): limit + 1 of them when a next page exists. */
+export async function listRunIds(tx: Em, query: ListRunsQuery): Promise<string[]> {
+  const { sql, params } = listRunsSql(query);
+  return (await tx.execute<{ id: string }[]>(sql, params)).map((r) => r.id);
+}
+
+/** By run id: the highest recorded frame seq of each of the runs that exist (0 when nothing is recorded). */
+export async function lastRecordedSeqs(tx: Em, runIds: string[]): Promise<Map<string, number>> {
+  const seqs = await tx.execute<{ run_id: string; last: number | null }[]>(
+    `select r.id as run_id, (select max(seq) from recording_chunks c where c.run_id = r.id) as last from runs r where r.id in (${runIds.map(() => '?').join(', ')})`,
+    runIds,
+  );
+  return new Map(seqs.map((s) => [s.run_id, Number(s.last ?? 0)]));
+}
+
+/** The worker's runs the hub declared lost within the last hour. */
+export async function recentlyLostRunIds(tx: Em, workerId: string, endedAfter: Date): Promise<string[]> {
+  const given = await tx.execute<{ id: string }[]>(
+    `select id from runs where worker_id = ? and status = 'lost' and ended_at > ?`,
+    [workerId, endedAfter],
+  );
+  return given.map((r) => r.id);
+}

@@ -1,0 +1,44 @@
+import type { Frame } from '@handoff/shared';
+import type { Em } from '../infra/db/orm.js';
+
+// A run's recording: its terminal frames in `recording_chunks`, one row per frame, keyed by
+// (run_id, seq).
+
+/** The highest recorded frame seq of the run, or null when nothing is recorded yet. */
+export async function lastRecordedSeq(tx: Em, runId: string): Promise<number | null> {
+  const [row] = await tx.execute<{ last: number | null }[]>('select max(seq) as last from recording_chunks where run_id = ?', [runId]);
+  return row?.last ?? null;
+}
+
+/**
+ * Records `frames` only if the run is still `workerId`'s and active; true when it is (whether
+ * or not the frames were new). `for share` orders the insert against a concurrent
+ * loss/cancel/requeue of the run: either the frames commit before it, or the insert sees the
+ * run given up and writes nothing. `on conflict do nothing` keeps a resend from duplicating.
+ */
+export async function insertFramesIfOwned(tx: Em, runId: string, workerId: string, frames: Frame[]): Promise<boolean> {
+  const rows = await tx.execute<{ owned: boolean }[]>(
+    `with owner as (
+       select 1 from runs where id = ? and worker_id = ? and status in ('assigned','running') for share
+     ), written as (
+       insert into recording_chunks (run_id, seq, t, data)
+       select ?::uuid, f.seq, f.t, f.data from json_to_recordset(?::json) as f(seq int, t int, data text)
+        where exists (select 1 from owner)
+       on conflict do nothing
+       returning 1
+     )
+     select exists (select 1 from owner) as owned, (select count(*) from written) as n`,
+    [runId, workerId, runId, JSON.stringify(frames.map((f) => ({ seq: f.seq, t: f.t, data: f.data })))],
+  );
+  return !!rows[0]?.owned;
+}
+
+/** The run's newest `count` recorded frames, in seq order. */
+export async function newestFrames(tx: Em, runId: string, count: number): Promise<Frame[]> {
+  return (await tx.execute<Frame[]>('select seq, t, data from recording_chunks where run_id = ? order by seq desc limit ?', [runId, count])).reverse();
+}
+
+/** The run's first `count` recorded frames after `afterSeq`, in seq order. */
+export async function framesAfter(tx: Em, runId: string, afterSeq: number, count: number): Promise<Frame[]> {
+  return tx.execute<Frame[]>('select seq, t, data from recording_chunks where run_id = ? and seq > ? order by seq limit ?', [runId, afterSeq, count]);
+}
