@@ -1,5 +1,5 @@
 import type { Frame } from '@handoff/shared';
-import type { Em } from '../infra/db/orm.js';
+import { executeBound, type Em } from '../infra/db/orm.js';
 
 // A run's recording: its terminal frames in `recording_chunks`, one row per frame, keyed by
 // (run_id, seq).
@@ -17,18 +17,20 @@ export async function lastRecordedSeq(tx: Em, runId: string): Promise<number | n
  * run given up and writes nothing. `on conflict do nothing` keeps a resend from duplicating.
  */
 export async function insertFramesIfOwned(tx: Em, runId: string, workerId: string, frames: Frame[]): Promise<boolean> {
-  const rows = await tx.execute<{ owned: boolean }[]>(
+  // Bind parameters: a batch carries up to a megabyte of output (see `executeBound`).
+  const rows = await executeBound<{ owned: boolean }>(
+    tx,
     `with owner as (
-       select 1 from runs where id = ? and worker_id = ? and status in ('assigned','running') for share
+       select 1 from runs where id = $1 and worker_id = $2 and status in ('assigned','running') for share
      ), written as (
        insert into recording_chunks (run_id, seq, t, data)
-       select ?::uuid, f.seq, f.t, f.data from json_to_recordset(?::json) as f(seq int, t int, data text)
+       select $1::uuid, f.seq, f.t, f.data from json_to_recordset($3::json) as f(seq int, t int, data text)
         where exists (select 1 from owner)
        on conflict do nothing
        returning 1
      )
      select exists (select 1 from owner) as owned, (select count(*) from written) as n`,
-    [runId, workerId, runId, JSON.stringify(frames.map((f) => ({ seq: f.seq, t: f.t, data: f.data })))],
+    [runId, workerId, JSON.stringify(frames.map((f) => ({ seq: f.seq, t: f.t, data: f.data })))],
   );
   return !!rows[0]?.owned;
 }
