@@ -7,7 +7,7 @@ import { isUser, type CommandOptions, type PolicyGate } from '../policy/policy-g
 import { uuidv7 } from '../infra/ids.js';
 import type { HubEvents } from '../hooks/hub-events.js';
 import type { Notifier } from '../hooks/notifier.js';
-import { applyRunEvent, assertRunOwned, encodeCursor, lastRecordedSeqs, listRunIds, recentlyLostRunIds, requireRun } from './run-queries.js';
+import { applyRunEvent, assertRunOwned, encodeCursor, lastRecordedSeqs, listRunIds, readRunForView, recentlyLostRunIds, requireRun } from './run-queries.js';
 import { runView, type RunNames } from '../views.js';
 
 export interface RunServiceOptions {
@@ -39,10 +39,8 @@ export class RunService {
   ) {}
 
   async view(runId: string, tx: Em = em(this.orm)): Promise<Run> {
-    const row = await requireRun(tx, runId);
-    const sessions = await tx.find(LiveSessionSchema, { runId }, { orderBy: { createdAt: 'asc' } });
-    const grants = await tx.find(WriteGrantSchema, { runId, status: 'active' }, { orderBy: { createdAt: 'asc' } });
-    return runView(row, sessions, grants, await namesOf(tx, [row]));
+    const { run, sessions, grants, names } = await readRunForView(tx, runId);
+    return runView(run, sessions, grants, names);
   }
 
   async publish(runId: string): Promise<Run> {

@@ -132,7 +132,9 @@ export class LiveSessionService {
       if (FINISHED_RUN_STATUSES.includes(run.status as RunStatus)) {
         throw new AppError({ code: ErrorCode.STATE_CONFLICT, message: `run ${runId} is ${run.status}: it cannot be shared` });
       }
-      const active = await tx.find(LiveSessionSchema, { runId, status: { $in: ACTIVE } });
+      // The active shares and the DISABLED row (a run started without one) in one read.
+      const current = await tx.find(LiveSessionSchema, { runId, status: { $in: [...ACTIVE, 'DISABLED'] } });
+      const active = current.filter((s) => s.status !== 'DISABLED');
       const existing = active.find((s) => s.provider === provider);
       if (existing) {
         await appendAudit(tx, { runId, sessionId: existing.id, correlationId: existing.correlationId, actor, action: 'session.reuse', metadata: { provider } }, this.clock.date());
@@ -155,7 +157,7 @@ export class LiveSessionService {
       const now = this.clock.date();
       // Asked of the worker right after commit (else when the run starts): the start timeout counts from then.
       const startRequestedAt = isExternal(provider) && run.workerId && run.status === 'running' ? now : null;
-      const disabled = await tx.findOne(LiveSessionSchema, { runId, status: 'DISABLED' });
+      const disabled = current.find((s) => s.status === 'DISABLED');
       let row: LiveSessionRow;
       if (disabled) {
         // The run's live session was off: enabling it is this session's DISABLED → STARTING.
@@ -278,8 +280,10 @@ export class LiveSessionService {
    * waiting for the run. A share that cannot start goes ERROR; the run goes on headless.
    */
   async onRunStarted(run: RunRow): Promise<void> {
+    // Shares asked for before the run started (one read): the web one, and those still STARTING.
+    const active = await em(this.orm).find(LiveSessionSchema, { runId: run.id, status: { $in: ACTIVE } });
     if (run.liveSessionEnabled) {
-      const waiting = await em(this.orm).findOne(LiveSessionSchema, { runId: run.id, provider: 'web', status: { $in: ACTIVE } });
+      const waiting = active.find((s) => s.provider === 'web');
       if (!waiting) await this.create(SYSTEM, run.id, { provider: 'web' }).catch((err) => this.log.warn({ err, runId: run.id }, 'default web session not created'));
       const configured = this.options.defaultProvider;
       if (this.options.enabledByDefault && isExternal(configured)) {
@@ -289,8 +293,8 @@ export class LiveSessionService {
           .catch((err) => this.log.warn({ err, runId: run.id, provider: configured }, 'the configured share was not started'));
       }
     }
-    const starting = await em(this.orm).find(LiveSessionSchema, { runId: run.id, status: 'STARTING' });
-    for (const s of starting) {
+    // Created above, a share is already READY (web) or already asked of the worker (external).
+    for (const s of active.filter((a) => a.status === 'STARTING')) {
       if (s.provider === 'web') {
         const row = await em(this.orm).transactional((t) => this.transitionIn(t, s, SessionEvent.ready, { readyAt: this.clock.date(), lastHeartbeatAt: this.clock.date(), workerId: run.workerId ?? null }, SYSTEM, 'session.ready'));
         if (row) this.notifier.sessionUpdated(sessionView(row));
