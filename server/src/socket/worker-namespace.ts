@@ -179,8 +179,11 @@ export function setupWorkerNamespace(nsp: WorkerNamespace, deps: WorkerNamespace
 
     on(socket, events, 'run:started', wlog, async ({ runId, pane, sinceMs }) => {
       requireHello();
-      await guard(runId, 'run:started');
+      // The report's update is conditional on the run being this worker's and assigned, so
+      // the verdict is read only when it changed nothing (a repeat, or a run no longer its):
+      // one round trip less before the first frame.
       const started = await deps.runs.reportStarted(worker.id, runId, pane, sinceMs);
+      if (!started) await guard(runId, 'run:started');
       // Before the ack (after which the worker sends output): a dashboard that sees `running`
       // finds the run's web share READY, and sees it before the first frame.
       if (started) await deps.runs.announceStarted(started);
