@@ -1,7 +1,7 @@
 import { requestContext } from '../request-context.js';
 import type { Logger } from 'pino';
 import type { Clock } from '@handoff/shared';
-import { RunSchema, type RunRow } from '../infra/db/entities.js';
+import type { RunRow } from '../infra/db/entities.js';
 import { em, type Orm } from '../infra/db/orm.js';
 import { RunEvent } from '../domain/run-machine.js';
 import { appendAudit, SYSTEM } from '../audit/audit-append.js';
@@ -162,10 +162,10 @@ export class Scheduler {
   private async claim(worker: LocalWorker): Promise<{ queued: boolean; run: RunRow | null }> {
     return em(this.orm).transactional(async (tx) => {
       // The oldest queued run, if the database agrees the worker has room: one statement (see `claimOldestQueued`).
-      const row = await claimOldestQueued(tx, worker.id, worker.capacity);
-      if (!row?.id) return { queued: !!row?.queued, run: null };
-      await appendAudit(tx, { runId: row.id, actor: SYSTEM, action: 'run.assign', metadata: { workerId: worker.id } }, this.clock.date());
-      return { queued: true, run: await tx.findOneOrFail(RunSchema, { id: row.id }, { refresh: true }) };
+      const { run, queued } = await claimOldestQueued(tx, worker.id, worker.capacity);
+      if (!run) return { queued, run: null };
+      await appendAudit(tx, { runId: run.id, actor: SYSTEM, action: 'run.assign', metadata: { workerId: worker.id } }, this.clock.date());
+      return { queued: true, run };
     });
   }
 
