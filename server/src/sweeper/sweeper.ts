@@ -240,17 +240,17 @@ export class Sweeper {
     // conditional update below judges on what was received.
     await this.options.flushHeard?.();
     const lost = await loseSilentWorkers(em(this.orm), cutoff);
-    for (const { id: workerId } of lost) {
-      this.log.warn({ workerId }, 'worker lost: no heartbeat; its runs wait for it for WORKER_RECLAIM_GRACE');
-      const sessions = await em(this.orm).find(LiveSessionSchema, { workerId, status: { $in: ['STARTING', 'READY'] } });
-      for (const s of sessions) {
-        const row = await em(this.orm).transactional(async (tx) => {
-          // Heard again meanwhile (its reclaim may already have checked the run's shares): leave them.
-          if (!(await lockWorkerIfLost(tx, workerId))) return null;
-          return this.sessions.transitionIn(tx, s, SessionEvent.fail, { errorMessage: 'worker lost', endReason: 'worker-lost' }, SYSTEM, 'session.error', { message: 'worker lost' });
-        });
-        if (row) this.sessions.afterEnd(row, 'worker lost');
-      }
+    if (!lost.length) return;
+    for (const { id: workerId } of lost) this.log.warn({ workerId }, 'worker lost: no heartbeat; its runs wait for it for WORKER_RECLAIM_GRACE');
+    // Their active shares in one read: a fleet lost at once (a network split) is not a query per worker.
+    const shares = await em(this.orm).find(LiveSessionSchema, { workerId: { $in: lost.map((w) => w.id) }, status: { $in: ['STARTING', 'READY'] } });
+    for (const s of shares) {
+      const row = await em(this.orm).transactional(async (tx) => {
+        // Heard again meanwhile (its reclaim may already have checked the run's shares): leave them.
+        if (!(await lockWorkerIfLost(tx, s.workerId!))) return null;
+        return this.sessions.transitionIn(tx, s, SessionEvent.fail, { errorMessage: 'worker lost', endReason: 'worker-lost' }, SYSTEM, 'session.error', { message: 'worker lost' });
+      });
+      if (row) this.sessions.afterEnd(row, 'worker lost');
     }
   }
 

@@ -18,6 +18,8 @@ export interface ScriptedWorkersResult {
   /** Heartbeats sent but never answered (or answered with an error). */
   unanswered: number;
   disconnects: number;
+  /** Hub only: when each worker's hello was answered (epoch ms), by worker id. */
+  helloAt: Record<string, number>;
 }
 
 /** At most this many handshakes at once (like a fleet of workers starting, not one burst). */
@@ -33,6 +35,7 @@ serveClient<ScriptedWorkersParams, ScriptedWorkersResult>(async (p, ctx) => {
   let unanswered = 0;
   let disconnects = 0;
   let measuring = true;
+  const helloAt: Record<string, number> = {};
   try {
     let intervalMs = p.intervalMs;
     let next = 0;
@@ -50,10 +53,20 @@ serveClient<ScriptedWorkersParams, ScriptedWorkersResult>(async (p, ctx) => {
         },
       );
     };
-    /** Connects (and says hello) up to `upTo` sockets in all, then starts their heartbeats. */
+    /** Heartbeats from now on, the first one jittered over one interval (a fleet's beats spread out). */
+    const startBeating = (s: Socket) => {
+      timers.push(setTimeout(() => {
+        beat(s);
+        timers.push(setInterval(() => beat(s), intervalMs));
+      }, Math.random() * intervalMs));
+    };
+    /**
+     * Connects (and says hello) up to `upTo` sockets in all. Each starts heartbeating as soon as
+     * its own hello is answered, as a worker does: one that waited for the whole batch would be
+     * silent — and rightly declared lost — for as long as the batch takes.
+     */
     const connectUpTo = async (upTo: number) => {
       const t0 = performance.now();
-      const fresh: Socket[] = [];
       await Promise.all(
         Array.from({ length: CONNECT_CONCURRENCY }, async () => {
           while (next < upTo) {
@@ -61,22 +74,17 @@ serveClient<ScriptedWorkersParams, ScriptedWorkersResult>(async (p, ctx) => {
             const s = await connect(p.url, p.tokens ? '/worker' : '/', p.tokens?.[i]);
             s.on('disconnect', () => (disconnects += 1));
             sockets.push(s);
-            fresh.push(s);
             if (p.tokens) {
-              const hello = await emitAck<{ heartbeatIntervalMs: number }>(s, 'worker:hello', { capacity: 1, runs: [], version: 'bench' });
+              const hello = await emitAck<{ heartbeatIntervalMs: number; workerId: string }>(s, 'worker:hello', { capacity: 1, runs: [], version: 'bench' });
               if (!hello.ok) throw new Error(`worker:hello: ${hello.error.message}`);
               intervalMs = hello.data.heartbeatIntervalMs;
+              helloAt[hello.data.workerId] = Date.now();
             }
+            startBeating(s);
           }
         }),
       );
       connectMs += performance.now() - t0;
-      for (const s of fresh) {
-        timers.push(setTimeout(() => {
-          beat(s);
-          timers.push(setInterval(() => beat(s), intervalMs));
-        }, Math.random() * intervalMs));
-      }
     };
     // Two phases (half, then all) so the runner can compare two steady states of the server.
     await connectUpTo(Math.floor(p.sockets / 2));
@@ -86,7 +94,7 @@ serveClient<ScriptedWorkersParams, ScriptedWorkersResult>(async (p, ctx) => {
     ctx.event({ connected: sockets.length, intervalMs });
     await ctx.message();
     measuring = false;
-    return { connected: sockets.length, connectMs, acks, unanswered, disconnects };
+    return { connected: sockets.length, connectMs, acks, unanswered, disconnects, helloAt };
   } finally {
     for (const t of timers) clearTimeout(t);
     for (const s of sockets) s.close();

@@ -23,7 +23,11 @@ interface Pass {
   connectMs: number;
   unanswered: number;
   disconnects: number;
-  /** Hub only: workers the hub marked lost while they were connected and heartbeating. */
+  /**
+   * Hub only: times the hub declared a connected, heartbeating worker lost (see
+   * `lostWhileConnected`; each counts, even if the next beat brought the worker back), plus
+   * workers still lost at the end.
+   */
   lost: number;
 }
 
@@ -40,7 +44,7 @@ async function rssSamples(pid: number, ms: number): Promise<number[]> {
  * median of 2 s of RSS samples with heartbeats flowing; a single before/after difference is
  * dominated by what the garbage collector happens to return (start-up garbage, heap slack).
  */
-async function hold(serverPid: number, p: ScriptedWorkersParams, holdMs: number, lostCount?: () => Promise<number>): Promise<Pass> {
+async function hold(serverPid: number, p: ScriptedWorkersParams, holdMs: number, lostCount?: (helloAt: Record<string, number>) => Promise<number>): Promise<Pass> {
   const clients = startClient<ScriptedWorkersResult>('scripted-workers', p);
   try {
     const half = await Promise.race([clients.nextEvent<{ connected: number }>(), clients.result.then(() => ({ connected: 0 }))]);
@@ -51,13 +55,36 @@ async function hold(serverPid: number, p: ScriptedWorkersParams, holdMs: number,
     await settle(holdMs - 2000);
     const rssAll = median(await rssSamples(serverPid, 2000));
     const cpuPct = ((cpuMs(serverPid) - cpu0) / holdMs) * 100;
-    const lost = lostCount ? await lostCount() : 0;
     clients.send('stop');
     const r = await clients.result;
+    const lost = lostCount ? await lostCount(r.helloAt) : 0;
     return { rssPerClient: (rssAll - rssHalf) / (r.connected - half.connected), ackP99: percentile(r.acks, 99), cpuPct, connected: r.connected, connectMs: r.connectMs, unanswered: r.unanswered, disconnects: r.disconnects, lost };
   } finally {
     await clients.kill();
   }
+}
+
+/**
+ * Connected workers the hub declared lost: per worker that said hello, the sweeper's `worker
+ * lost` lines beyond those its hello found (a hello that finds the worker lost logs `lost
+ * worker came back`: that loss came before it, while the worker was still waiting for its turn
+ * to connect — silent, as far as the hub knows — even when the sweeper's line about it is
+ * written after the hello). A connected worker that heartbeats must never be declared lost,
+ * not even for one sweep.
+ */
+function lostWhileConnected(hubOutput: string, helloAt: Record<string, number>): number {
+  const losses = new Map<string, number>();
+  for (const line of hubOutput.split('\n')) {
+    const lost = line.includes('"worker lost: no heartbeat');
+    const cameBack = line.includes('"lost worker came back');
+    if (!lost && !cameBack) continue;
+    const { workerId } = JSON.parse(line) as { workerId: string };
+    if (helloAt[workerId] === undefined) continue;
+    losses.set(workerId, (losses.get(workerId) ?? 0) + (lost ? 1 : -1));
+  }
+  let n = 0;
+  for (const extra of losses.values()) n += Math.max(0, extra);
+  return n;
 }
 
 async function hubPass(n: number, holdMs: number): Promise<Pass> {
@@ -74,14 +101,16 @@ async function hubPass(n: number, holdMs: number): Promise<Pass> {
     await orm.close();
     const hub = await startHubProcess({ databaseUrl: db.url });
     try {
-      const lostCount = async () => {
+      const lostCount = async (helloAt: Record<string, number>) => {
         const c = new pg.Client({ connectionString: db.url });
         await c.connect();
+        let lostAtEnd: number;
         try {
-          return Number((await c.query(`select count(*) as n from workers where status = 'lost'`)).rows[0].n);
+          lostAtEnd = Number((await c.query(`select count(*) as n from workers where status = 'lost'`)).rows[0].n);
         } finally {
           await c.end();
         }
+        return lostAtEnd + lostWhileConnected(hub.output(), helloAt);
       };
       return await hold(hub.proc.pid!, { url: hub.url, tokens, sockets: n, intervalMs: 0 }, holdMs, lostCount);
     } finally {
@@ -138,12 +167,12 @@ export const workersPerNode: Figure = {
         { label: `wrongly lost + unanswered, ${n}`, unit: 'workers/beats', handoff: at.map((r) => r.hub.lost + r.hub.unanswered), floor: at.map((r) => r.bare.unanswered), goal: { text: 'none lost, every heartbeat answered', met: (h) => h === 0 } },
       );
       notes.push(
-        `${n} workers, per repeat — connected ${at.map((r) => `${r.hub.connected}/${n} in ${(r.hub.connectMs / 1000).toFixed(1)} s`).join(', ')}; marked lost ${at.map((r) => r.hub.lost).join(', ')}; heartbeats unanswered ${at.map((r) => r.hub.unanswered).join(', ')}; disconnects ${at.map((r) => r.hub.disconnects).join(', ')}. Floor connected ${at.map((r) => r.bare.connected).join(', ')}.`,
+        `${n} workers, per repeat — connected ${at.map((r) => `${r.hub.connected}/${n} in ${(r.hub.connectMs / 1000).toFixed(1)} s`).join(', ')}; marked lost while connected ${at.map((r) => r.hub.lost).join(', ')}; heartbeats unanswered ${at.map((r) => r.hub.unanswered).join(', ')}; disconnects ${at.map((r) => r.hub.disconnects).join(', ')}. Floor connected ${at.map((r) => r.bare.connected).join(', ')}.`,
       );
     });
     for (const note of notes) ctx.log(note);
     notes.unshift(
-      `The hub runs as its own process (\`node --import tsx server/src/main.ts\`, PostgreSQL, default heartbeat interval 3 s); the scripted workers run in one client process, 20 handshakes at a time, first heartbeats jittered over one interval. RSS per worker = the slope between two steady states: (median hub RSS over 2 s with all workers, at the end of a ${sizes.map((n) => holdFor(n) / 1000).join(' / ')} s hold − the same with half of them) / the other half (a value ≤ 0 is noise and never counts as the goal met); CPU = the hub's user+system time over the hold. The bare floor holds its clients ${sizes.map((n) => bareHoldFor(n) / 1000).join(' / ')} s. At a few hundred clients the slope is still close to the heap's own noise: read it from 500 up (full run: 500 / 1,000 / 2,000 / 5,000). The hub batches heartbeat writes (HEARTBEAT_FLUSH 1 s) and lets 8 hellos in at a time (HELLO_CONCURRENCY).`,
+      `The hub runs as its own process (\`node --import tsx server/src/main.ts\`, PostgreSQL, default heartbeat interval 3 s); the scripted workers run in one client process, 20 handshakes at a time, each heartbeating from its own hello on, the first beat jittered over one interval. RSS per worker = the slope between two steady states: (median hub RSS over 2 s with all workers, at the end of a ${sizes.map((n) => holdFor(n) / 1000).join(' / ')} s hold − the same with half of them) / the other half (a value ≤ 0 is noise and never counts as the goal met); CPU = the hub's user+system time over the hold. The bare floor holds its clients ${sizes.map((n) => bareHoldFor(n) / 1000).join(' / ')} s. At a few hundred clients the slope is still close to the heap's own noise: read it from 500 up (full run: 500 / 1,000 / 2,000 / 5,000). The hub batches heartbeat writes (HEARTBEAT_FLUSH 1 s) and lets 8 hellos in at a time (HELLO_CONCURRENCY).`,
     );
     return {
       name: 'workers-per-node',
