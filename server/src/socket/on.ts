@@ -25,12 +25,10 @@ export function on<T extends Table, K extends keyof T & string>(
   /** Rate limit: returns 0 to proceed, else the ms until the client may retry. */
   limit?: () => number,
 ): void {
-  // Every line a handler writes names the socket and who is on it (never the token).
-  const principal = socket.data.principal as Principal | undefined;
-  // Made on first use: a child logger per event and socket is memory every idle worker would hold.
-  let child: Logger | undefined;
-  const slog = () => (child ??= log.child({ socketId: socket.id, nsp: socket.nsp.name, ...(principal ? { principalKind: principal.kind, principalId: principal.id } : {}) }));
-  const listener = (async (...args: unknown[]) => {
+  // Per socket and event only the listener itself: the logger is per socket and made on first
+  // use, and the listener is passed inline (a named closure would carry a property array in
+  // the dev runtime, whose transpiler keeps function names) — memory every idle worker holds.
+  socket.on(event as string, (async (...args: unknown[]) => {
     const last = args[args.length - 1];
     const ack = typeof last === 'function' ? (last as (r: Ack<unknown>) => void) : () => {};
     const payload = args.length > 1 || typeof last !== 'function' ? args[0] : undefined;
@@ -43,18 +41,29 @@ export function on<T extends Table, K extends keyof T & string>(
       if (!parsed.success) throw validationError(parsed.error, `${event} payload`);
       const started = performance.now();
       const data = await handler(parsed.data as z.output<T[K]['payload']>);
-      if (log.isLevelEnabled('trace')) slog().trace({ event, ms: Math.round(performance.now() - started) }, 'socket event');
+      if (log.isLevelEnabled('trace')) socketLog(socket, log).trace({ event, ms: Math.round(performance.now() - started) }, 'socket event');
       ack({ ok: true, data });
     } catch (err) {
       // A database outage or a transaction lost to a concurrent one acks UNAVAILABLE (the worker retries it); only the unknown is logged as a failure.
       const appErr = toAppError(err);
-      if (appErr.code === ErrorCode.INTERNAL) slog().error({ err, event }, 'socket handler failed');
-      else if (appErr.code === ErrorCode.UNAVAILABLE) slog().warn({ reason: (err as Error).message, event }, `socket event refused: ${appErr.message}`);
-      else slog().debug({ event, code: appErr.code }, 'socket event refused');
+      if (appErr.code === ErrorCode.INTERNAL) socketLog(socket, log).error({ err, event }, 'socket handler failed');
+      else if (appErr.code === ErrorCode.UNAVAILABLE) socketLog(socket, log).warn({ reason: (err as Error).message, event }, `socket event refused: ${appErr.message}`);
+      else socketLog(socket, log).debug({ event, code: appErr.code }, 'socket event refused');
       ack({ ok: false, error: appErr.toBody() });
     }
-  }) as (...args: unknown[]) => void;
-  socket.on(event as string, listener);
+  }) as (...args: unknown[]) => void);
+}
+
+/** One child logger per socket, made on first use: every line names the socket and who is on it (never the token). */
+const socketLogs = new WeakMap<Socket, Logger>();
+function socketLog(socket: Socket, log: Logger): Logger {
+  let child = socketLogs.get(socket);
+  if (!child) {
+    const principal = socket.data.principal as Principal | undefined;
+    child = log.child({ socketId: socket.id, nsp: socket.nsp.name, ...(principal ? { principalKind: principal.kind, principalId: principal.id } : {}) });
+    socketLogs.set(socket, child);
+  }
+  return child;
 }
 
 /** Handshake auth failures carry the error code for the client (`err.data.code`). */
