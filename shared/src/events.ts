@@ -41,6 +41,8 @@ export const controlApplySchema = z.object({
   by: z.object({ id: z.string(), name: z.string() }).nullable(),
   /** The control change's correlation id (a takeover and its hand-back share one). */
   correlationId: z.uuid().optional(),
+  /** When the hub recorded the change (hub clock, ms since the epoch): echoed in `control:applied`. */
+  changedAt: z.number().int().optional(),
   /**
    * With `state: agent` after a takeover: the operator hands the run back. The worker
    * captures the context, appends the hand-back packet to the inbox, then resumes the agent.
@@ -171,6 +173,12 @@ export const workerClientEvents = {
       appliedAt: z.number().int(),
       /** After a hand-back: what the worker captured and put in the agent's hand-back packet. */
       handoff: handoffContextSchema.optional(),
+      /**
+       * The push's `changedAt` and `correlationId`, echoed: the hub records a report that names
+       * the run's current change in one statement (checked against the row, never trusted).
+       */
+      changedAt: z.number().int().optional(),
+      correlationId: z.uuid().optional(),
     }),
     response: z.object({}),
   },

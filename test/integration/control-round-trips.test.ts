@@ -14,7 +14,9 @@ import { ScriptedWorker } from '../support/scripted-worker.js';
  * push → worker applied → `control:applied` → dashboard. Every statement any pg client of this
  * process sends while a control call runs is counted (the hub is in this process); the
  * bounds fail if a pre-read, a re-read or a separate audit statement comes back.
- * Before this change: 12 for the REST pause (a pre-read, the locked-less read, the update, three audit statements, a second UPDATE from the flush, three re-reads after the push), 10 for `control:applied`.
+ * Before issue 10: 12 for the REST pause (a pre-read, the locked-less read, the update, three audit statements, a second UPDATE from the flush, three re-reads after the push), 10 for `control:applied`.
+ * Then 4 and 4 (BEGIN, locked read, change + audit, COMMIT). Now a pause or resume is 2 (a read,
+ * the change + audit conditional on the seq read) and the report of the current change 1.
  */
 describe('control change: SQL round trips', () => {
   let hub: TestHub;
@@ -59,7 +61,7 @@ describe('control change: SQL round trips', () => {
     operator = await hub.token('operator');
     viewer = await Viewer.connect(hub.url, await hub.token('observer'));
     worker = await ScriptedWorker.connect(hub.url, await hub.workerToken(`rt-${randomBytes(3).toString('hex')}`));
-    await worker.hello([], 2);
+    await worker.hello([], 4);
   });
   afterAll(async () => {
     for (const restore of originals.reverse()) restore();
@@ -68,20 +70,37 @@ describe('control change: SQL round trips', () => {
     await hub?.stop();
   });
 
-  it('a pause is ≤ 4 round trips (BEGIN, locked read, change + audit, COMMIT), pushed right after COMMIT; control:applied ≤ 4', async () => {
+  /** A running run on the scripted worker, watched by the viewer. */
+  const startRun = async () => {
     const created = await api(hub.url, operator, 'POST', '/api/task-runs', { command: { script: 'sleep 600' } });
     const runId = created.body.id as string;
     const deadline = Date.now() + 10_000;
     while (!worker.assigned.some((a) => a.runId === runId) && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20));
     expect((await worker.started(runId)).ok).toBe(true);
     await emitAck(viewer.socket, 'run:subscribe', { runId });
-    // The worker applies what it is pushed at once and reports it, as the real one does.
-    const pushes: number[] = [];
-    worker.socket.on('control:apply', (p: { runId: string; seq: number; state: string }, ack: (a: unknown) => void) => {
+    return runId;
+  };
+
+  type Push = { runId: string; seq: number; state: string; changedAt?: number; correlationId?: string };
+  /** How the scripted worker answers pushes: what it reports for each (null: nothing). */
+  let report: (p: Push) => Record<string, unknown> | null = () => null;
+  const pushes: number[] = [];
+  beforeAll(() => {
+    worker.socket.on('control:apply', (p: Push, ack: (a: unknown) => void) => {
       pushes.push(p.seq);
       ack({ ok: true, data: {} });
-      worker.socket.emit('control:applied', { runId: p.runId, seq: p.seq, effective: p.state === 'paused' ? 'paused-hard' : 'agent', appliedAt: Date.now() }, () => {});
+      const payload = report(p);
+      if (payload) worker.socket.emit('control:applied', payload, () => {});
     });
+  });
+  /** The report the real worker sends: the push's `changedAt` and `correlationId` echoed. */
+  const echoing = (p: Push) => ({ runId: p.runId, seq: p.seq, effective: p.state === 'paused' ? 'paused-hard' : 'agent', appliedAt: Date.now(), changedAt: p.changedAt, correlationId: p.correlationId });
+
+  it('a pause is 2 round trips (read, change + audit), pushed right after the write; control:applied of the current change is 1', async () => {
+    const runId = await startRun();
+    // The worker applies what it is pushed at once and reports it, as the real one does.
+    report = echoing;
+    pushes.length = 0;
     const applied = (seq: number) => viewer.until(`seq ${seq} applied`, () => { const r = viewer.runs.get(runId); return r && r.control.appliedSeq >= seq ? r : undefined; });
 
     // Warm-up (token cache, prepared connections), then one measured pause and resume.
@@ -107,17 +126,93 @@ describe('control change: SQL round trips', () => {
       expect(seen.sessions.length).toBe(res.body.sessions.length);
 
       const statements = applyTrace.filter((t) => t !== 'apply: PUSH');
-      expect(statements.length).toBeLessThanOrEqual(4);
-      // Pushed right after COMMIT: nothing is read again before the worker hears of it.
+      expect(statements).toEqual(['apply: select r.*, (select', 'apply: with c as']);
+      // Pushed right after the write: nothing is read again before the worker hears of it.
       expect(applyTrace.at(-1)).toBe('apply: PUSH');
-      expect(applyTrace.at(-2)).toMatch(/^apply: commit/i);
-      expect(appliedTrace.length).toBeLessThanOrEqual(4);
-      expect(appliedTrace.at(-1)).toMatch(/^onApplied: commit/i);
+      expect(appliedTrace).toEqual(['onApplied: with c as']);
     }
     expect(pushes).toEqual([1, 2, 3, 4]);
     // Every change and every applied report is in one intact chain.
     const actions = await em(hub.orm).execute<{ action: string }[]>(`select action from audit_events where run_id = ? and action like 'control.%' order by seq`, [runId]);
     expect(actions.map((a) => a.action)).toEqual(['control.pause', 'control.applied', 'control.resume', 'control.applied', 'control.pause', 'control.applied', 'control.resume', 'control.applied']);
+    expect((await verifyAudit(em(hub.orm), runId)).ok).toBe(true);
+    // The one-statement report writes the row the locked path would: the change's correlation, the delay from its push.
+    const rows = await em(hub.orm).execute<{ action: string; correlation_id: string; metadata: { seq: number; delayMs: number | null; advanced: boolean; effective: string } }[]>(
+      `select action, correlation_id, metadata from audit_events where run_id = ? and action like 'control.%' order by seq`, [runId]);
+    for (let i = 0; i < rows.length; i += 2) {
+      const [change, applied] = [rows[i]!, rows[i + 1]!];
+      expect(applied.correlation_id).toBe(change.correlation_id);
+      expect(applied.metadata).toMatchObject({ seq: i / 2 + 1, advanced: true, effective: i % 4 === 0 ? 'paused-hard' : 'agent' });
+      expect(applied.metadata.delayMs).toEqual(expect.any(Number));
+    }
+    await api(hub.url, operator, 'POST', `/api/task-runs/${runId}/cancel`, {});
+  });
+
+  it('a report that does not echo the push (an older worker), or echoes it wrong, is decided under the lock: the row names the change the database holds', async () => {
+    const runId = await startRun();
+    const applied = (seq: number) => viewer.until(`seq ${seq} applied`, () => { const r = viewer.runs.get(runId); return r && r.control.appliedSeq >= seq ? r : undefined; });
+    const forged = '01890000-0000-7000-8000-000000000000';
+    const cases: Array<[string, (p: Push) => Record<string, unknown>]> = [
+      ['no echo', (p) => ({ runId: p.runId, seq: p.seq, effective: p.state === 'paused' ? 'paused-hard' : 'agent', appliedAt: Date.now() })],
+      ['a foreign correlation id', (p) => ({ ...echoing(p), correlationId: forged })],
+      ['another change time', (p) => ({ ...echoing(p), changedAt: (p.changedAt ?? 0) - 1 })],
+    ];
+    let seq = 0;
+    for (const [what, reply] of cases) {
+      report = reply;
+      trace.length = 0;
+      const body = seq % 2 === 0 ? { action: 'pause', mode: 'hard' } : { action: 'resume' };
+      const res = await api(hub.url, operator, 'POST', `/api/task-runs/${runId}/control`, body);
+      expect(res.status, what).toBe(200);
+      seq += 1;
+      await applied(seq);
+      const appliedTrace = trace.filter((t) => t.startsWith('onApplied:'));
+      // The locked path: BEGIN, locked read, advance + audit, COMMIT — after the one statement
+      // found nothing to change when the report named a change (a report without one skips it).
+      const locked = what === 'no echo' ? appliedTrace : appliedTrace.slice(1);
+      if (what !== 'no echo') expect(appliedTrace[0], what).toBe('onApplied: with c as');
+      expect(locked, what).toHaveLength(4);
+      expect(locked[0], what).toMatch(/^onApplied: begin/i);
+      expect(locked.at(-1), what).toMatch(/^onApplied: commit/i);
+    }
+    const rows = await em(hub.orm).execute<{ action: string; correlation_id: string; metadata: { seq: number } }[]>(
+      `select action, correlation_id, metadata from audit_events where run_id = ? and action like 'control.%' order by seq`, [runId]);
+    expect(rows.map((r) => r.action)).toEqual(['control.pause', 'control.applied', 'control.resume', 'control.applied', 'control.pause', 'control.applied']);
+    for (let i = 0; i < rows.length; i += 2) expect(rows[i + 1]!.correlation_id).toBe(rows[i]!.correlation_id);
+    expect(rows.some((r) => r.correlation_id === forged)).toBe(false);
+    expect((await verifyAudit(em(hub.orm), runId)).ok).toBe(true);
+    await api(hub.url, operator, 'POST', `/api/task-runs/${runId}/cancel`, {});
+  });
+
+  it('concurrent pauses and resumes without a lock: each seq is written once, losers read again, the chain stays whole', async () => {
+    const runId = await startRun();
+    report = echoing;
+    const n = 12;
+    let applied = 0;
+    let raced = false;
+    // Until a round shows the race (HTTP may deliver a round one by one): at most 10 rounds.
+    for (let round = 0; round < 10 && !raced; round++) {
+      trace.length = 0;
+      const before = applied;
+      const answers = await Promise.all(Array.from({ length: n }, (_, i) =>
+        api(hub.url, operator, 'POST', `/api/task-runs/${runId}/control`, i % 2 === 0 ? { action: 'pause', mode: 'hard' } : { action: 'resume' })));
+      const writes = trace.filter((t) => t === 'apply: with c as').length;
+      const ok = answers.filter((a) => a.status === 200);
+      console.log(`round ${round}: ${n} concurrent commands, ${ok.length} applied, ${writes} conditional writes`);
+      // The race happened when more conditional writes were sent than changes were made.
+      raced = writes > ok.length;
+      // The others were refused as the lock would have had them: a pause while paused, a resume while running (or, after three lost races, `changed meanwhile`).
+      for (const a of answers) if (a.status !== 200) expect(a.body.error.code).toBe('STATE_CONFLICT');
+      // Each seq was written once: the answers' seqs are the next ones, without a gap or a repeat.
+      const seqs = ok.map((a) => a.body.control.seq as number).sort((a, b) => a - b);
+      applied += ok.length;
+      expect(seqs).toEqual(Array.from({ length: ok.length }, (_, i) => before + i + 1));
+      const [db] = await em(hub.orm).execute<{ control_seq: number }[]>('select control_seq from runs where id = ?', [runId]);
+      expect(db!.control_seq).toBe(applied);
+    }
+    expect(raced).toBe(true);
+    const changes = await em(hub.orm).execute<{ n: number }[]>(`select count(*)::int as n from audit_events where run_id = ? and action in ('control.pause', 'control.resume')`, [runId]);
+    expect(changes[0]!.n).toBe(applied);
     expect((await verifyAudit(em(hub.orm), runId)).ok).toBe(true);
     await api(hub.url, operator, 'POST', `/api/task-runs/${runId}/cancel`, {});
   });

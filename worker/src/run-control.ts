@@ -242,7 +242,7 @@ export class RunControl {
       this.frozen = false;
     }
     void target.status.setBanner(null);
-    this.report(change.seq, 'agent', handoff);
+    this.report(change, 'agent', handoff);
     this.refreshProcesses();
   }
 
@@ -273,10 +273,10 @@ export class RunControl {
   private halted(change: ControlApply, how: 'paused-soft' | 'paused-hard'): void {
     if (change.state === 'operator') {
       void this.target?.status.setBanner(operatorBanner(change.by?.name ?? 'an operator', true));
-      this.report(change.seq, 'operator');
+      this.report(change, 'operator');
       return;
     }
-    this.report(change.seq, how);
+    this.report(change, how);
   }
 
   /** SIGSTOPs the run unless a newer change or the run's end came first. Returns whether it still applies. */
@@ -358,10 +358,15 @@ export class RunControl {
     this.softWait = null;
   }
 
-  private report(seq: number, effective: EffectiveControl, handoff?: HandoffContext): void {
+  /** Reports `change` applied; its `changedAt` and `correlationId` go back as the hub sent them. */
+  private report(change: ControlApply, effective: EffectiveControl, handoff?: HandoffContext): void {
     if (this.closed) return;
+    const { seq, changedAt, correlationId } = change;
     this.log.info({ seq, effective }, 'control applied');
-    const report = { runId: this.runId, seq, effective, appliedAt: Math.floor(this.now()) };
+    const report = {
+      runId: this.runId, seq, effective, appliedAt: Math.floor(this.now()),
+      ...(changedAt !== undefined ? { changedAt } : {}), ...(correlationId ? { correlationId } : {}),
+    };
     this.onApplied(handoff ? { ...report, handoff } : report);
   }
 }

@@ -1,11 +1,9 @@
 import type { Logger } from './logger.js';
-import { tmux } from './tmux.js';
+import type { TmuxControlClient } from './tmux-control-client.js';
 
 export interface StatusLineOptions {
-  /** Absolute path of tmux. */
-  tmuxBin: string;
-  /** The run's private tmux server socket. */
-  socket: string;
+  /** The run's persistent tmux control client: a status change is a pipe write, not a tmux process. */
+  tmux: Pick<TmuxControlClient, 'run'>;
   /** The run's tmux session. */
   session: string;
   logger: Logger;
@@ -30,8 +28,6 @@ export class StatusLine {
   private banner: string | null = null;
   private message: string | null = null;
   private flashTimer: ReturnType<typeof setTimeout> | null = null;
-  /** tmux calls run one after another, so the last state set is the one shown. */
-  private queue: Promise<void> = Promise.resolve();
   private disposed = false;
 
   constructor(opts: StatusLineOptions) {
@@ -65,32 +61,34 @@ export class StatusLine {
     this.flashTimer = null;
   }
 
+  /**
+   * Sends the current state. The control client runs commands in the order written, so the
+   * last state set is the one shown; a failure is logged, and the next change sends the whole
+   * state again.
+   */
   private render(): Promise<void> {
-    const { banner, message } = this;
-    this.queue = this.queue.then(async () => {
-      if (this.disposed) return;
-      const result = await tmux(this.opts.tmuxBin, this.opts.socket, statusCommands(this.opts.session, banner, message));
-      if (result.code !== 0) this.log.warn({ error: result.stderr.trim() }, 'could not update the run’s status line');
+    if (this.disposed) return Promise.resolve();
+    return this.opts.tmux.run(statusCommands(this.opts.session, this.banner, this.message)).catch((err: unknown) => {
+      if (!this.disposed) this.log.warn({ error: (err as Error).message }, 'could not update the run’s status line');
     });
-    return this.queue;
   }
 }
 
-/** The tmux commands (one client call, `;`-separated) that show `banner` and `message`. */
-export function statusCommands(session: string, banner: string | null, message: string | null): string[] {
-  const set = (name: string, value: string) => ['set-option', '-t', session, name, value, ';'];
-  if (banner === null && message === null) return set('status', 'off');
+/** The tmux commands that show `banner` and `message`. */
+export function statusCommands(session: string, banner: string | null, message: string | null): string[][] {
+  const set = (name: string, value: string) => ['set-option', '-t', session, name, value];
+  if (banner === null && message === null) return [set('status', 'off')];
   return [
-    ...set('status', 'on'),
-    ...set('status-style', 'bg=colour236,fg=colour252'),
-    ...set('status-left-length', String(MAX_SIDE_CHARS + 4)),
-    ...set('status-right-length', String(MAX_SIDE_CHARS + 4)),
+    set('status', 'on'),
+    set('status-style', 'bg=colour236,fg=colour252'),
+    set('status-left-length', String(MAX_SIDE_CHARS + 4)),
+    set('status-right-length', String(MAX_SIDE_CHARS + 4)),
     // No window list: the banner says whose window is shown (the agent's, or a takeover's
     // operator shell); global, so every window of the run's private server has none.
-    ...['set-option', '-g', '-w', 'window-status-format', '', ';'],
-    ...['set-option', '-g', '-w', 'window-status-current-format', '', ';'],
-    ...set('status-left', banner === null ? '' : `#[bg=colour160,fg=colour231,bold] ${statusText(banner)} #[default] `),
-    ...set('status-right', message === null ? '' : `#[fg=colour229] ${statusText(message)} #[default] `),
+    ['set-option', '-g', '-w', 'window-status-format', ''],
+    ['set-option', '-g', '-w', 'window-status-current-format', ''],
+    set('status-left', banner === null ? '' : `#[bg=colour160,fg=colour231,bold] ${statusText(banner)} #[default] `),
+    set('status-right', message === null ? '' : `#[fg=colour229] ${statusText(message)} #[default] `),
   ];
 }
 

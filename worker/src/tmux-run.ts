@@ -136,8 +136,8 @@ export class TmuxRun {
   private readonly capture: string;
   private readonly follower: OutputFollower;
   private readonly journal: FrameJournal;
-  /** Types keystrokes: one persistent control-mode client, started at the first keystroke. */
-  private readonly keys: TmuxControlClient;
+  /** The run's persistent control-mode client, started at first use: keystrokes and the status line. */
+  private readonly tmuxControl: TmuxControlClient;
   /** The environment the run's command got (and an operator shell gets). */
   private runEnv: Record<string, string | undefined> = {};
   private commandEnded: Promise<void> = Promise.resolve();
@@ -183,14 +183,8 @@ export class TmuxRun {
       logger: opts.logger,
     });
     this.log = opts.logger;
-    this.status = new StatusLine({
-      tmuxBin: opts.tmuxBin,
-      socket: this.socketPath,
-      session: SESSION,
-      logger: opts.logger,
-      flashMs: opts.messageFlashMs,
-    });
-    this.keys = new TmuxControlClient({ tmuxBin: opts.tmuxBin, socket: this.socketPath, session: SESSION, logger: opts.logger.child({ module: 'tmux-input' }) });
+    this.tmuxControl = new TmuxControlClient({ tmuxBin: opts.tmuxBin, socket: this.socketPath, session: SESSION, logger: opts.logger.child({ module: 'tmux-control' }) });
+    this.status = new StatusLine({ tmux: this.tmuxControl, session: SESSION, logger: opts.logger, flashMs: opts.messageFlashMs });
     this.result = new Promise((resolve) => (this.resolveResult = resolve));
   }
 
@@ -411,13 +405,13 @@ export class TmuxRun {
       if (this.ending) throw new AppError({ code: 'NOT_FOUND', message: `run ${this.runId} is ending: its terminal takes no input` });
       let target = this.agentPane;
       if (this.operator) target = (await this.ensureShell('paused')).paneId;
-      await this.keys.run(sendKeysCommands(target, data));
+      await this.tmuxControl.run(sendKeysCommands(target, data));
     });
   }
 
-  /** The keystroke client's process id (null until the first keystroke, or while none runs): for tests. */
+  /** The control client's process id (null until its first use — a keystroke or a status change — or while none runs): for tests. */
   get inputClientPid(): number | null {
-    return this.keys.pid;
+    return this.tmuxControl.pid;
   }
 
   /** The operator's open shell; opens a new one if there is none or the operator ended it. */
@@ -616,7 +610,7 @@ export class TmuxRun {
     this.follower.close();
     this.status.dispose();
     this.waiter?.kill('SIGKILL');
-    void this.keys.close();
+    void this.tmuxControl.close();
   }
 
   private async supervise(): Promise<void> {
@@ -669,7 +663,7 @@ export class TmuxRun {
   /** Leaves no process behind: the run's, its tmux server, its watchdog. Safe to call twice. */
   private async cleanUp(): Promise<void> {
     this.status.dispose();
-    await this.keys.close();
+    await this.tmuxControl.close();
     this.operator = null;
     await this.shell?.close();
     if (this.panePid > 1 && !this.serverGone) await reapRun(this.panePid, 0).catch(() => undefined);

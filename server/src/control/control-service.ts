@@ -1,5 +1,5 @@
 import { metrics } from '../metrics.js';
-import { AppError, ErrorCode, type Clock, type ControlBody, type ControlState, type HandoffContext, type Run } from '@handoff/shared';
+import { AppError, ErrorCode, type Clock, type ControlBody, type ControlState, type Run, type WorkerToHub } from '@handoff/shared';
 import { RunSchema, WriteGrantSchema, type RunRow, type WriteGrantRow } from '../infra/db/entities.js';
 import { em, type Em, type Orm } from '../infra/db/orm.js';
 import { ControlEvent, controlTransition } from '../domain/control-machine.js';
@@ -9,11 +9,14 @@ import { appendAudit, auditAppendCall, runAuditAppendCall } from '../audit/audit
 import { uuidv7 } from '../infra/ids.js';
 import type { Notifier } from '../hooks/notifier.js';
 import type { CommandOptions, GateContext, PolicyGate, UserActor } from '../policy/policy-gate.js';
-import { lockRunForView } from '../runs/run-queries.js';
+import { lockRunForView, readRunForView } from '../runs/run-queries.js';
 import type { RunService } from '../runs/run-service.js';
 import { grantView, runView } from '../views.js';
 import type { WriteGrantService } from '../grants/write-grant-service.js';
-import { advanceAppliedSeq, writeControlChange } from './control-queries.js';
+import { advanceAppliedSeq, recordAppliedIfCurrent, writeControlChange } from './control-queries.js';
+
+/** A worker's `control:applied` report. */
+export type AppliedReport = Parameters<WorkerToHub['control:applied']>[0];
 
 export interface ControlOptions {
   /** PAUSE_SOFT_GRACE: a soft pause escalates to hard after this long without a checkpoint. */
@@ -37,6 +40,16 @@ class Refused extends Error {
     super(`${action} refused by the policy`);
   }
 }
+
+/** The run's control seq or status moved between the command's read and its write: nothing was written. */
+class SeqMoved extends AppError {
+  constructor() {
+    super({ code: ErrorCode.STATE_CONFLICT, message: 'the run\'s control changed meanwhile; retry' });
+  }
+}
+
+/** How often a pause or resume reads again after losing a race (see `applyAlone`). */
+const ALONE_ATTEMPTS = 3;
 
 /** What one control command changed, besides the control state itself. */
 interface Changed {
@@ -74,9 +87,11 @@ export class ControlService {
     const grantTtlMs = event === ControlEvent.takeover ? this.grants.requestedTtl(body.ttlMinutes) : 0;
     let changed: Changed;
     try {
-      changed = await em(this.orm).transactional((tx) => this.applyIn(tx, actor, runId, body, event, grantTtlMs, opts));
+      changed = event === ControlEvent.pause || event === ControlEvent.resume
+        ? await this.applyAlone(actor, runId, body, event, opts)
+        : await em(this.orm).transactional((tx) => this.applyIn(tx, actor, runId, body, event, grantTtlMs, opts, true));
     } catch (err) {
-      // Refused by the policy on the row the transaction locked: nothing was written; the
+      // Refused by the policy on the row the command read: nothing was written; the
       // denial's audit row (or the approval request) is written on its own, as before.
       if (err instanceof Refused) return this.gate.refuse(err.action, actor, err.ctx, err.decision, { ...body });
       throw err;
@@ -95,12 +110,28 @@ export class ControlService {
   }
 
   /**
-   * The command's transaction: the run locked with what its view needs (one round trip), the
-   * policy and the transition decided on it, then the change and its audit row in one
-   * statement — no audit row, no change.
+   * A pause or a resume writes nothing but the change and its audit row, in one statement
+   * conditional on the control seq it read: no transaction is needed around the read and the
+   * write (two round trips, not four). When another command moved the seq in between, it reads
+   * again and decides on the new state, a few times, as the lock would have had it wait.
    */
-  private async applyIn(tx: Em, actor: UserActor, runId: string, body: ControlBody, event: ControlEvent, grantTtlMs: number, opts: CommandOptions): Promise<Changed> {
-    const locked = await lockRunForView(tx, runId);
+  private async applyAlone(actor: UserActor, runId: string, body: ControlBody, event: ControlEvent, opts: CommandOptions): Promise<Changed> {
+    for (let attempt = 1; ; attempt++) {
+      try {
+        return await this.applyIn(em(this.orm), actor, runId, body, event, 0, opts, false);
+      } catch (err) {
+        if (!(err instanceof SeqMoved) || attempt === ALONE_ATTEMPTS) throw err;
+      }
+    }
+  }
+
+  /**
+   * The command: the run read with what its view needs (one round trip; `lock`: under the
+   * command's transaction, `for update`), the policy and the transition decided on it, then
+   * the change and its audit row in one statement — no audit row, no change.
+   */
+  private async applyIn(tx: Em, actor: UserActor, runId: string, body: ControlBody, event: ControlEvent, grantTtlMs: number, opts: CommandOptions, lock: boolean): Promise<Changed> {
+    const locked = await readRunForView(tx, runId, lock);
     const { run } = locked;
     // Handing back someone else's takeover is its own privilege (admins, by default).
     const forced = event === ControlEvent.handback && body.force === true && run.controllerId !== null && run.controllerId !== actor.id;
@@ -142,7 +173,7 @@ export class ControlService {
     }, now, 'c.id');
     // Conditional on the seq read under the lock (see `writeControlChange`).
     const written = await writeControlChange(tx, runId, run.controlSeq, changes, event === ControlEvent.takeover, audit);
-    if (!written) throw new AppError({ code: ErrorCode.STATE_CONFLICT, message: 'the run\'s control changed meanwhile; retry' });
+    if (!written) throw new SeqMoved();
     audit.row(written);
     const row: RunRow = Object.assign(run, changes, { revision: written.revision });
     const result: Changed = { row, view: runView(row, locked.sessions, locked.grants, locked.names), grants: [], ended: [] };
@@ -158,12 +189,16 @@ export class ControlService {
   /**
    * The worker applied `seq` (`effective`: how it took hold). Audits the push → applied
    * delay; after a hand-back, also the context it captured for the agent (`handoff.completed`).
-   * One transaction: the run locked with its view, then the advance and its audit row in one
-   * statement; dashboards get the view from memory. The locked row is also the report's
+   * The common report — the run's current change, named as the push named it — is one
+   * statement (`appliedCurrent`). Any other: one transaction, the run locked with its view,
+   * then the advance and its audit row in one statement; dashboards get the view from memory
+   * either way. The locked row is also the report's
    * verdict (no read before it): a run that is not this worker's, or lost or cancelled, is
    * returned untouched for the caller to refuse (`worker.forbidden`, `run:cancel`).
    */
-  async onApplied(workerId: string, runId: string, seq: number, effective: string, appliedAt: number, handoff?: HandoffContext): Promise<{ refused: RunRow } | undefined> {
+  async onApplied(workerId: string, report: AppliedReport): Promise<{ refused: RunRow } | undefined> {
+    if (await this.appliedCurrent(workerId, report)) return undefined;
+    const { runId, seq, effective, appliedAt, handoff } = report;
     const actor = { type: 'worker' as const, id: workerId };
     const outcome = await em(this.orm).transactional(async (tx): Promise<{ refused: RunRow } | { view: Run | null }> => {
       const locked = await lockRunForView(tx, runId);
@@ -199,6 +234,27 @@ export class ControlService {
     return undefined;
   }
 
+  /**
+   * The common report, one autocommit statement: the run's current change (the one the push
+   * named, echoed back), applied by its worker, without a hand-back's context. The audit row
+   * is built from the echoed values, which the statement checks against the row; when they do
+   * not match (a stale or unknown change, or not this worker's run) nothing is written and
+   * `onApplied` decides under the run's lock. False when it did not apply.
+   */
+  private async appliedCurrent(workerId: string, report: AppliedReport): Promise<boolean> {
+    const { runId, seq, effective, appliedAt, changedAt, correlationId } = report;
+    if (report.handoff || changedAt === undefined || !correlationId) return false;
+    const delayMs = Math.max(0, appliedAt - changedAt);
+    const audit = auditAppendCall({ runId, actor: { type: 'worker', id: workerId }, correlationId, action: 'control.applied', metadata: { seq, effective, delayMs, advanced: true } }, this.clock.date(), 'r.id');
+    const recorded = await recordAppliedIfCurrent(em(this.orm), { runId, workerId, seq, changedAt: new Date(changedAt), correlationId }, audit);
+    if (!recorded) return false;
+    audit.row(recorded.chained);
+    metrics.controlPush.observe({ effective }, delayMs / 1000);
+    const { run, sessions, grants, names } = recorded.view;
+    this.notifier.runUpdated(runView(run, sessions, grants, names));
+    return true;
+  }
+
   /** On (re)connect: re-push the desired state of every run the worker has not applied yet. */
   async resync(workerId: string): Promise<void> {
     const pending = await em(this.orm).find(RunSchema, { workerId, status: { $in: ['assigned', 'running'] }, controlSeq: { $gt: 0 } });
@@ -226,6 +282,7 @@ export class ControlService {
       softGraceMs: this.options.softGraceMs,
       by: run.controlBy ?? null,
       ...(run.controlCorrelationId ? { correlationId: run.controlCorrelationId } : {}),
+      ...(run.controlChangedAt ? { changedAt: run.controlChangedAt.getTime() } : {}),
       handback: run.controlState === 'agent' ? (run.handback ?? null) : null,
     });
   }

@@ -43,16 +43,27 @@ export function lockRunForView(tx: Em, runId: string): Promise<RunForView> {
  * NOT_FOUND when there is no such run.
  */
 export async function readRunForView(tx: Em, runId: string, lock = false): Promise<RunForView> {
-  const [raw] = await tx.execute<Array<Record<string, unknown> & { view_sessions: object[]; view_grants: object[]; view_creator: string | null; view_worker: string | null }>>(
-    `select r.*,
-            (select coalesce(json_agg(s order by s.created_at), '[]'::json) from live_sessions s where s.run_id = r.id) as view_sessions,
-            (select coalesce(json_agg(g order by g.created_at), '[]'::json) from write_grants g where g.run_id = r.id and g.status = 'active') as view_grants,
-            (select u.name from users u where u.id = (case when r.created_by ~* '^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$' then r.created_by::uuid end)) as view_creator,
-            (select w.name from workers w where w.id = r.worker_id) as view_worker
-       from runs r where r.id = ?${lock ? ' for update of r' : ''}`,
-    [runId],
-  );
+  const [raw] = await tx.execute<RawRunForView[]>(`select ${RUN_VIEW_COLUMNS} from runs r where r.id = ?${lock ? ' for update of r' : ''}`, [runId]);
   if (!raw) throw notFound(runId);
+  return mapRunForView(tx, raw);
+}
+
+/**
+ * The select list of a run's view, over a run row named `r` (a table or a statement's
+ * `returning *`): the row, its sessions and live grants, its creator's and worker's names.
+ * `mapRunForView` reads a result row of it.
+ */
+export const RUN_VIEW_COLUMNS = `r.*,
+  (select coalesce(json_agg(s order by s.created_at), '[]'::json) from live_sessions s where s.run_id = r.id) as view_sessions,
+  (select coalesce(json_agg(g order by g.created_at), '[]'::json) from write_grants g where g.run_id = r.id and g.status = 'active') as view_grants,
+  (select u.name from users u where u.id = (case when r.created_by ~* '^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$' then r.created_by::uuid end)) as view_creator,
+  (select w.name from workers w where w.id = r.worker_id) as view_worker`;
+
+/** A result row of `RUN_VIEW_COLUMNS` (plus whatever else the statement selected, ignored by the mapping). */
+export type RawRunForView = Record<string, unknown> & { view_sessions: object[]; view_grants: object[]; view_creator: string | null; view_worker: string | null };
+
+/** What a view needs from a `RUN_VIEW_COLUMNS` row. */
+export function mapRunForView(tx: Em, raw: RawRunForView): RunForView {
   const { view_sessions: sessions, view_grants: grants, view_creator: creator, view_worker: worker, ...row } = raw;
   const run = { ...tx.map(RunSchema, row) };
   const names: RunNames = {

@@ -147,11 +147,11 @@ export function setupWorkerNamespace(nsp: WorkerNamespace, deps: WorkerNamespace
       return {};
     });
 
-    on(socket, events, 'control:applied', wlog, async ({ runId, seq, effective, appliedAt, handoff }) => {
+    on(socket, events, 'control:applied', wlog, async (report) => {
       requireHello();
-      // The report's own transaction reads the run under its lock: that is the ownership check.
-      const outcome = await deps.control.onApplied(worker.id, runId, seq, effective, appliedAt, handoff);
-      if (outcome) await refuse(runId, 'control:applied', outcome.refused);
+      // The report's own statement is the ownership check (see `ControlService.onApplied`).
+      const outcome = await deps.control.onApplied(worker.id, report);
+      if (outcome) await refuse(report.runId, 'control:applied', outcome.refused);
       return {};
     });
 
