@@ -15,6 +15,7 @@ import * as recordingTimeIndex from './0015-recording-time-index.js';
 import * as runsNeedsOperatorIndex from './0016-runs-needs-operator-index.js';
 import * as auditEvents from './0017-audit-events.js';
 import * as shareStartRequested from './0018-share-start-requested.js';
+import * as auditAppendRows from './0019-audit-append-rows.js';
 
 /** Every migration, in order. The server runs the pending ones at start. */
-export const migrations: ReadonlyArray<{ name: string; up: string[] }> = [initial, controlTiming, handoff, revisions, auditIndex, auditNoTruncate, approvalQueues, tokenLifecycle, webhooks, auditCheckpoints, workerLiveness, webhookOutbox, auditAppendFunction, recordingTimeIndex, runsNeedsOperatorIndex, auditEvents, shareStartRequested];
+export const migrations: ReadonlyArray<{ name: string; up: string[] }> = [initial, controlTiming, handoff, revisions, auditIndex, auditNoTruncate, approvalQueues, tokenLifecycle, webhooks, auditCheckpoints, workerLiveness, webhookOutbox, auditAppendFunction, recordingTimeIndex, runsNeedsOperatorIndex, auditEvents, shareStartRequested, auditAppendRows];

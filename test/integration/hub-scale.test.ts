@@ -155,7 +155,7 @@ describe('one node, many workers: work proportional to what changed', () => {
     expect(rows[0].n).toBe(40);
   });
 
-  it('an idle scheduling pass issues no query; a created run is claimed by the worker with room at once, in one claim statement', async () => {
+  it('an idle scheduling pass issues no query; a created run is claimed by the worker with room at once, in one claim (the head of the queue, then one conditional statement)', async () => {
     const full = await worker('full');
     const free = await worker('free');
     await full.hello([], 1);
@@ -193,8 +193,9 @@ describe('one node, many workers: work proportional to what changed', () => {
       await eventually('the free worker got it', async () => idle.assigned.some((a) => a.runId === res.body.id), 2000);
       expect(idle.assignedAt.get(res.body.id)! - t0).toBeLessThan(1000);
       expect(busy.assigned.map((a) => a.runId)).toEqual([first]);
-      // One claim for the one worker with room (the full one is not asked).
-      expect(log.statements.filter((s) => /with next as/.test(s))).toHaveLength(1);
+      // One claim for the one worker with room (the full one is not asked): one read of the queue's head, one conditional claim.
+      expect(log.statements.filter((s) => /from runs where status = 'queued' order by/.test(s))).toHaveLength(1);
+      expect(log.statements.filter((s) => /with room as/.test(s))).toHaveLength(1);
     } finally {
       log.stop();
     }

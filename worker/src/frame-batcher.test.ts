@@ -4,11 +4,13 @@ import { FrameBatcher, type FrameBatcherOptions } from './frame-batcher.js';
 
 const START = 1_000_000;
 
+/** These tests are about batching: the first output is batched like the rest unless a test says otherwise. */
 function batcher(opts: Partial<FrameBatcherOptions> = {}) {
   const frames: Frame[] = [];
   let rooms = 0;
   const b = new FrameBatcher({
     flushMs: 16,
+    firstAtOnce: false,
     startedAt: START,
     onFrame: (f) => frames.push(f),
     onRoom: () => (rooms += 1),
@@ -26,6 +28,19 @@ describe('FrameBatcher', () => {
   });
   afterEach(() => {
     vi.useRealTimers();
+  });
+
+  it('by default seals a run\'s very first output at once, then batches what follows', () => {
+    const { b, frames } = batcher({ firstAtOnce: undefined, idleFlushMs: 0 });
+    vi.advanceTimersByTime(5);
+    b.push('$ ');
+    expect(frames).toEqual([{ seq: 1, t: 5, data: '$ ' }]);
+    b.push('a');
+    vi.advanceTimersByTime(3);
+    b.push('b');
+    expect(frames).toHaveLength(1); // the rest waits for its batch
+    vi.advanceTimersByTime(13);
+    expect(frames).toEqual([{ seq: 1, t: 5, data: '$ ' }, { seq: 2, t: 5, data: 'ab' }]);
   });
 
   it('seals one frame flushMs after the first output, t relative to the run start', () => {

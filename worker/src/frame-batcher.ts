@@ -21,6 +21,8 @@ export interface FrameBatcherOptions {
    * stays batched. Default 100.
    */
   echoWindowMs?: number;
+  /** The run's very first output is sealed at once (a dashboard watching the run start waits for no batch). Default true. */
+  firstAtOnce?: boolean;
   /** A frame is sealed as soon as this many characters wait (UTF-16 units, so 32 KiB of ASCII). Default 32 768. */
   maxFrameChars?: number;
   /**
@@ -68,6 +70,7 @@ export class FrameBatcher {
   private readonly idleFlushMs: number;
   private readonly idleFlushMaxChars: number;
   private readonly echoWindowMs: number;
+  private readonly firstAtOnce: boolean;
   private readonly maxFrameChars: number;
   private readonly roomChars: number;
   private readonly startedAt: number;
@@ -102,6 +105,7 @@ export class FrameBatcher {
     this.idleFlushMs = opts.idleFlushMs ?? 2;
     this.idleFlushMaxChars = opts.idleFlushMaxChars ?? 1024;
     this.echoWindowMs = opts.echoWindowMs ?? 100;
+    this.firstAtOnce = opts.firstAtOnce ?? true;
     this.maxFrameChars = Math.max(2, opts.maxFrameChars ?? 32 * 1024);
     this.roomChars = opts.roomChars ?? 4 * 1024 * 1024;
     this.live = opts.live ?? true;
@@ -164,12 +168,14 @@ export class FrameBatcher {
     this.lastPushAt = now;
     const echo = this.inputAt !== null && now - this.inputAt <= this.echoWindowMs;
     this.inputAt = null;
+    // A run's very first output goes at once too: a dashboard watching it start waits for no batch.
+    const first = this.firstAtOnce && this.seq === 0;
     // Coalescing keeps the chunk count low during an outage; `t` only needs frame precision.
     const last = this.pending[this.pending.length - 1];
     if (last && last.text.length + text.length <= this.maxFrameChars) last.text += text;
     else this.pending.push({ text, t: this.elapsed() });
     this.pendingChars += text.length;
-    if (echo && this.live) this.flush();
+    if ((echo || first) && this.live) this.flush();
     else this.schedule();
   }
 

@@ -1,8 +1,8 @@
 import { AppError, ErrorCode, type ListRunsQuery, type RunStatus } from '@handoff/shared';
 import { LiveSessionSchema, RunSchema, WriteGrantSchema, type LiveSessionRow, type RunRow, type WriteGrantRow } from '../infra/db/entities.js';
 import type { Em } from '../infra/db/orm.js';
-import { runStatesAllowing, runTransition, type RunEvent } from '../domain/run-machine.js';
-import { appendAudit } from '../audit/audit-append.js';
+import { RunEvent, runStatesAllowing, runTransition } from '../domain/run-machine.js';
+import { appendAudit, type AuditAppendCall } from '../audit/audit-append.js';
 import type { RunNames } from '../views.js';
 
 // The run queries every feature shares (runs, sessions, grants, control, messages, the
@@ -196,6 +196,64 @@ export async function lastRecordedSeqs(tx: Em, runIds: string[]): Promise<Map<st
     runIds,
   );
   return new Map(seqs.map((s) => [s.run_id, Number(s.last ?? 0)]));
+}
+
+/** What a new run is created with; everything else starts empty (queued, control with the agent). */
+export interface NewRun {
+  id: string;
+  title: string;
+  command: RunRow['command'];
+  cwd: string | null;
+  env: Record<string, string>;
+  labels: Record<string, string>;
+  createdBy: string;
+  liveSessionEnabled: boolean;
+  createdAt: Date;
+}
+
+/**
+ * Inserts a queued run with its `run.create` audit row (`audit`, prepared with `c.id` as its run
+ * id) in one statement: autocommit on its own, or inside the caller's transaction when other
+ * rows must go with it.
+ */
+export async function insertRun(tx: Em, run: NewRun, audit: AuditAppendCall): Promise<void> {
+  const [chained] = await tx.execute<Array<Parameters<AuditAppendCall['row']>[0]>>(
+    `with c as (
+       insert into runs (id, title, command, cwd, env, labels, status, created_by, worker_id, exit_code, error_message,
+                         control_state, control_mode, control_seq, control_applied_seq, controller_id, control_changed_at, control_by,
+                         control_correlation_id, handback, needs_operator_reason, needs_operator_at, live_session_enabled,
+                         created_at, assigned_at, started_at, ended_at)
+       values (?, ?, ?::jsonb, ?, ?::jsonb, ?::jsonb, 'queued', ?, null, null, null,
+               'agent', null, 0, 0, null, null, null,
+               null, null, null, null, ?,
+               ?, null, null, null)
+       returning id
+     )
+     select a.chain_seq, a.chain_prev_hash, a.chain_hash from c cross join lateral ${audit.sql} a`,
+    [run.id, run.title, JSON.stringify(run.command), run.cwd, JSON.stringify(run.env), JSON.stringify(run.labels), run.createdBy, run.liveSessionEnabled, run.createdAt, ...audit.params],
+  );
+  audit.row(chained!);
+}
+
+/**
+ * The run's worker started it: `assigned` → `running` (started at `startedAt`) with its audit
+ * row (`audit`, prepared with `r.id` as its run id), and the run's view as written, in one
+ * autocommit statement — only when the run is still this worker's and assigned. Null when it
+ * was not (nothing written): a repeated report, or a run no longer the worker's.
+ */
+export async function markStarted(tx: Em, runId: string, workerId: string, startedAt: Date, audit: AuditAppendCall): Promise<RunForView | null> {
+  const from = runStatesAllowing(RunEvent.start);
+  const [raw] = await tx.execute<Array<RawRunForView & Parameters<AuditAppendCall['row']>[0]>>(
+    `with c as (
+       update runs set status = ?, started_at = ? where id = ? and worker_id = ? and status in (${from.map(() => '?').join(', ')}) returning *
+     )
+     select ${RUN_VIEW_COLUMNS}, a.chain_seq, a.chain_prev_hash, a.chain_hash from c r cross join lateral ${audit.sql} a`,
+    [runTransition(from[0]!, RunEvent.start), startedAt, runId, workerId, ...from, ...audit.params],
+  );
+  if (!raw) return null;
+  const { chain_seq, chain_prev_hash, chain_hash, ...row } = raw;
+  audit.row({ chain_seq, chain_prev_hash, chain_hash });
+  return mapRunForView(tx, row as RawRunForView);
 }
 
 /** The worker's runs the hub declared lost within the last hour. */

@@ -2,12 +2,12 @@ import { AppError, ErrorCode, type Clock, type CreateRunBody, type PaneInfo, typ
 import { LiveSessionSchema, RunSchema, UserSchema, WorkerSchema, WriteGrantSchema, type RunRow } from '../infra/db/entities.js';
 import { em, type Em, type Orm } from '../infra/db/orm.js';
 import { exitEvent, RunEvent, runTransition } from '../domain/run-machine.js';
-import { appendAudit, type Actor } from '../audit/audit-append.js';
+import { appendAudit, auditAppendCall, type Actor } from '../audit/audit-append.js';
 import { isUser, type CommandOptions, type PolicyGate } from '../policy/policy-gate.js';
 import { uuidv7 } from '../infra/ids.js';
 import type { HubEvents } from '../hooks/hub-events.js';
 import type { Notifier } from '../hooks/notifier.js';
-import { applyRunEvent, assertRunOwned, encodeCursor, lastRecordedSeqs, listRunIds, readRunForView, recentlyLostRunIds, requireRun } from './run-queries.js';
+import { applyRunEvent, assertRunOwned, encodeCursor, insertRun, lastRecordedSeqs, listRunIds, markStarted, readRunForView, type NewRun, type RunForView, recentlyLostRunIds, requireRun } from './run-queries.js';
 import { runView, type RunNames } from '../views.js';
 
 export interface RunServiceOptions {
@@ -53,30 +53,29 @@ export class RunService {
     if (isUser(actor) && !opts.approved) await this.gate.check('run.create', actor, { runLabels: body.labels ?? {} }, { body });
     const id = uuidv7();
     const title = body.title ?? ('argv' in body.command ? body.command.argv.join(' ') : body.command.script.split('\n')[0]!).slice(0, 200);
-    await em(this.orm).transactional(async (tx) => {
-      tx.create(RunSchema, {
-        id, title, command: body.command, cwd: body.cwd ?? null, env: body.env ?? {}, labels: body.labels ?? {},
-        status: 'queued', createdBy: actor.id, workerId: null, exitCode: null, errorMessage: null,
-        controlState: 'agent', controlMode: null, controlSeq: 0, controlAppliedSeq: 0, controllerId: null, controlChangedAt: null, controlBy: null, controlCorrelationId: null, handback: null,
-        needsOperatorReason: null, needsOperatorAt: null,
-        liveSessionEnabled: body.liveSession ?? this.options.liveSessionDefault,
-        createdAt: this.clock.date(), assignedAt: null, startedAt: null, endedAt: null,
+    const liveSession = body.liveSession ?? this.options.liveSessionDefault;
+    const run: NewRun = {
+      id, title, command: body.command, cwd: body.cwd ?? null, env: body.env ?? {}, labels: body.labels ?? {},
+      createdBy: actor.id, liveSessionEnabled: liveSession, createdAt: this.clock.date(),
+    };
+    // Env values are not recorded: only their names.
+    const audit = auditAppendCall({ runId: id, actor, correlationId: opts.correlationId, action: 'run.create', metadata: { title, envNames: Object.keys(body.env ?? {}), liveSession } }, this.clock.date(), 'c.id');
+    if (liveSession) {
+      // The run and its audit row: one statement on the first frame's path.
+      await insertRun(em(this.orm), run, audit);
+    } else {
+      // Live viewing off: the run's session exists as DISABLED (enabling it is DISABLED → STARTING), in the run's transaction.
+      await em(this.orm).transactional(async (tx) => {
+        await insertRun(tx, run, audit);
+        const disabled = tx.create(LiveSessionSchema, {
+          id: uuidv7(), runId: id, provider: 'web', status: 'DISABLED', workerId: null, correlationId: uuidv7(), createdBy: actor.id,
+          createdAt: this.clock.date(), readyAt: null, endedAt: null, expiresAt: this.clock.date(), graceWarnedAt: null, lastHeartbeatAt: null,
+          endReason: null, errorMessage: null, attachRo: null, attachRwEnc: null,
+        });
+        await tx.flush();
+        await appendAudit(tx, { runId: id, sessionId: disabled.id, correlationId: disabled.correlationId, actor, action: 'session.disabled', metadata: { provider: 'web' } }, this.clock.date());
       });
-      await tx.flush(); // the run row first: its session refers to it
-      const liveSession = body.liveSession ?? this.options.liveSessionDefault;
-      // Live viewing off: the run's session exists as DISABLED (enabling it is DISABLED → STARTING).
-      const disabled = liveSession
-        ? null
-        : tx.create(LiveSessionSchema, {
-            id: uuidv7(), runId: id, provider: 'web', status: 'DISABLED', workerId: null, correlationId: uuidv7(), createdBy: actor.id,
-            createdAt: this.clock.date(), readyAt: null, endedAt: null, expiresAt: this.clock.date(), graceWarnedAt: null, lastHeartbeatAt: null,
-            endReason: null, errorMessage: null, attachRo: null, attachRwEnc: null,
-          });
-      await tx.flush();
-      // Env values are not recorded: only their names.
-      await appendAudit(tx, { runId: id, actor, correlationId: opts.correlationId, action: 'run.create', metadata: { title, envNames: Object.keys(body.env ?? {}), liveSession } }, this.clock.date());
-      if (disabled) await appendAudit(tx, { runId: id, sessionId: disabled.id, correlationId: disabled.correlationId, actor, action: 'session.disabled', metadata: { provider: 'web' } }, this.clock.date());
-    });
+    }
     // Offered to a worker at once (the claim runs beside the publish): the first frame waits on it.
     this.notifier.kickSchedulers();
     return this.publish(id);
@@ -117,18 +116,16 @@ export class RunService {
 
   /**
    * The worker started the run's process: the run is running once this resolves with its row
-   * (null: it was not assigned to this worker, or already past assigned). The pane it
+   * and what its view needs, as written (null: it was not assigned to this worker, or already
+   * past assigned). Dashboards are not told yet: the caller adds the run's web share first. The pane it
    * reports (size, TERM) is recorded with the start: the recording's header is built from it.
    * `sinceMs` (the worker's frame clock at sending) dates the start at the frames' origin, so
    * the timeline links audit rows to the frame on screen at their time.
    */
-  async reportStarted(workerId: string, runId: string, pane?: PaneInfo, sinceMs = 0): Promise<RunRow | null> {
-    // Only the assigned worker's report moves the run (the caller refuses anyone else's first).
-    return em(this.orm).transactional(async (tx) => {
-      const row = await applyRunEvent(tx, runId, RunEvent.start, { startedAt: new Date(this.clock.now() - sinceMs) }, { workerId });
-      if (row) await appendAudit(tx, { runId, actor: { type: 'worker', id: workerId }, action: 'run.start', ...(pane ? { metadata: { pane } } : {}) }, this.clock.date());
-      return row;
-    });
+  async reportStarted(workerId: string, runId: string, pane?: PaneInfo, sinceMs = 0): Promise<RunForView | null> {
+    // Only the assigned worker's report moves the run, with its audit row: one statement on the first frame's path.
+    const audit = auditAppendCall({ runId, actor: { type: 'worker', id: workerId }, action: 'run.start', ...(pane ? { metadata: { pane } } : {}) }, this.clock.date(), 'r.id');
+    return markStarted(em(this.orm), runId, workerId, new Date(this.clock.now() - sinceMs), audit);
   }
 
   /** After `reportStarted` moved the run: its reactions (the default web share), then the dashboards' update with them. */

@@ -15,14 +15,14 @@ import { em, type Em, type Orm } from '../infra/db/orm.js';
 import { syncWithDatabase } from '../infra/db/revisions.js';
 import { SessionEvent, sessionStatesAllowing, sessionTransition } from '../domain/live-session-machine.js';
 import { boundedTtlMs } from '../domain/ttl.js';
-import { appendAudit, SYSTEM, type Actor } from '../audit/audit-append.js';
+import { appendAudit, auditAppendCall, SYSTEM, type Actor } from '../audit/audit-append.js';
 import { isUser, rolesOf, SYSTEM_GATE_ACTOR, type CommandOptions, type PolicyGate } from '../policy/policy-gate.js';
 import { uuidv7 } from '../infra/ids.js';
 import type { Notifier } from '../hooks/notifier.js';
 import type { HubEvents } from '../hooks/hub-events.js';
 import { assertRunOwned, requireRun } from '../runs/run-queries.js';
 import { sessionView } from '../views.js';
-import { activeExternalSharesOf, extendIfLive, lockRunSessions } from './session-queries.js';
+import { activeExternalSharesOf, extendIfLive, insertStartWebShare, lockRunSessions } from './session-queries.js';
 
 /** Encrypts RW attach data at rest, bound to its session id. */
 export interface Sealer {
@@ -279,6 +279,27 @@ export class LiveSessionService {
    * or upterm, that share too (as the hub, through the policy gate), plus any sessions
    * waiting for the run. A share that cannot start goes ERROR; the run goes on headless.
    */
+  /**
+   * The run just started: its default web share, READY at once, in one statement — before the
+   * dashboards hear the run is running, so a run seen `running` has its web share (a takeover
+   * right away finds it). Nothing when the run's live viewing is off or a web share is already
+   * there (`sessions`: the run's sessions as the start read them); `onRunStarted` does the rest.
+   */
+  async openStartWebShare(run: RunRow, sessions: LiveSessionRow[]): Promise<void> {
+    if (!run.liveSessionEnabled || sessions.some((s) => s.provider === 'web' && (ACTIVE as string[]).includes(s.status))) return;
+    const at = this.clock.date();
+    const share = { id: uuidv7(), runId: run.id, correlationId: uuidv7(), createdBy: SYSTEM.id, at, expiresAt: new Date(at.getTime() + this.options.ttlMs) };
+    const entry = { runId: run.id, sessionId: share.id, correlationId: share.correlationId, actor: SYSTEM };
+    const row = await insertStartWebShare(
+      em(this.orm), share,
+      auditAppendCall({ ...entry, action: 'session.create', metadata: { provider: 'web', ttlMs: this.options.ttlMs } }, at, 's.run_id'),
+      auditAppendCall({ ...entry, action: 'session.ready', metadata: { provider: 'web' } }, at),
+    );
+    if (!row) return;
+    this.notifier.sessionUpdated(sessionView(row));
+    void this.events.emit('session.created', { sessionId: row.id });
+  }
+
   async onRunStarted(run: RunRow): Promise<void> {
     // Shares asked for before the run started (one read): the web one, and those still STARTING.
     const active = await em(this.orm).find(LiveSessionSchema, { runId: run.id, status: { $in: ACTIVE } });

@@ -1,4 +1,6 @@
+import { LiveSessionSchema, type LiveSessionRow } from '../infra/db/entities.js';
 import type { Em } from '../infra/db/orm.js';
+import type { AuditAppendCall } from '../audit/audit-append.js';
 
 // Live sessions' raw SQL: the per-run lock of creates, the per-worker share count, and the
 // conditional extension that races the expiry sweep.
@@ -29,4 +31,43 @@ export async function extendIfLive(tx: Em, sessionId: string, ttlMs: number): Pr
     [ttlMs, sessionId],
   );
   return updated.length > 0;
+}
+
+/** The default web share a run gets when it starts. */
+export interface StartWebShare {
+  id: string;
+  runId: string;
+  correlationId: string;
+  createdBy: string;
+  at: Date;
+  expiresAt: Date;
+}
+
+/**
+ * The run's web share, READY at once (the hub itself serves it), with its `session.create` and
+ * `session.ready` audit rows, in one autocommit statement: only while the run is running and
+ * has no active web share (the partial unique index decides a race with a create through the
+ * API). The audit calls are prepared with `s.run_id` and `?` as their run id; the second is
+ * appended after the first (it reads the first's rows), so the chain keeps their order.
+ * Undefined when nothing was written.
+ */
+export async function insertStartWebShare(tx: Em, share: StartWebShare, created: AuditAppendCall, ready: AuditAppendCall): Promise<LiveSessionRow | undefined> {
+  const [row] = await tx.execute<{ session: Record<string, unknown>; created: Parameters<AuditAppendCall['row']>[0]; ready: Parameters<AuditAppendCall['row']>[0] }[]>(
+    `with s as (
+       insert into live_sessions (id, run_id, provider, status, worker_id, correlation_id, created_by, created_at, ready_at, ended_at, expires_at,
+                                  grace_warned_at, last_heartbeat_at, start_requested_at, end_reason, error_message, attach_ro, attach_rw_enc)
+       select ?, r.id, 'web', 'READY', r.worker_id, ?, ?, ?, ?, null, ?, null, ?, null, null, null, null, null
+         from runs r where r.id = ? and r.status = 'running'
+       on conflict (run_id, provider) where status in ('STARTING', 'READY') do nothing
+       returning *
+     ),
+     created as (select a.* from s cross join lateral ${created.sql} a),
+     ready as (select a.* from created cross join lateral ${ready.sql} a)
+     select row_to_json(s) as session, row_to_json(created) as created, row_to_json(ready) as ready from s, created, ready`,
+    [share.id, share.correlationId, share.createdBy, share.at, share.at, share.expiresAt, share.at, share.runId, ...created.params, ...ready.params],
+  );
+  if (!row) return undefined;
+  created.row(row.created);
+  ready.row(row.ready);
+  return { ...tx.map(LiveSessionSchema, row.session) };
 }

@@ -48,6 +48,17 @@ export function setupWorkerNamespace(nsp: WorkerNamespace, deps: WorkerNamespace
   const authenticate = authenticateHandshake(deps.auth, 'worker', log, deps.throttle);
   nsp.use((socket, next) => void hellos.run(() => new Promise<void>((done) => authenticate(socket, (err) => (next(err), done())))));
 
+  /** A run's start reactions in progress on this node (see `run:started`), by run id: its exit report waits for them. */
+  const startsInFlight = new Map<string, Promise<void>>();
+  const afterStart = (runId: string, reactions: () => Promise<void>, wlog: Logger): void => {
+    const done = reactions()
+      .catch((err: unknown) => wlog.error({ err, runId }, 'the run started, but its reactions failed (default share, dashboards, pending control and messages); a reconnect delivers the pending ones'))
+      .finally(() => {
+        if (startsInFlight.get(runId) === done) startsInFlight.delete(runId);
+      });
+    startsInFlight.set(runId, done);
+  };
+
   // Another node created or requeued a run (or freed capacity): the queue may hold work for our workers.
   nsp.on('scheduler:kick', () => void deps.scheduler.queued());
 
@@ -180,15 +191,25 @@ export function setupWorkerNamespace(nsp: WorkerNamespace, deps: WorkerNamespace
     on(socket, events, 'run:started', wlog, async ({ runId, pane, sinceMs }) => {
       requireHello();
       // The report's update is conditional on the run being this worker's and assigned, so
-      // the verdict is read only when it changed nothing (a repeat, or a run no longer its):
-      // one round trip less before the first frame.
+      // the verdict is read only when it changed nothing (a repeat, or a run no longer its).
       const started = await deps.runs.reportStarted(worker.id, runId, pane, sinceMs);
       if (!started) await guard(runId, 'run:started');
-      // Before the ack (after which the worker sends output): a dashboard that sees `running`
-      // finds the run's web share READY, and sees it before the first frame.
-      if (started) await deps.runs.announceStarted(started);
-      // Paused or messaged while still assigned: deliver now that the run exists.
-      await Promise.all([deps.control.resync(worker.id), deps.messages.redeliver(worker.id)]);
+      // Before the ack (after which the worker sends output), in two more round trips: the
+      // default web share, then the dashboards' update — a dashboard sees the run `running`
+      // with its web share READY, and before its first frame. Beside them, the run's output
+      // stream is attached: its first frames need no ownership read of their own.
+      if (started) {
+        const announced = deps.sessions.openStartWebShare(started.run, started.sessions).then(() => deps.runs.publish(runId));
+        await Promise.all([announced, deps.terminal.opened(runId, { workerId: worker.id, socketId: socket.id })]);
+      }
+      // The rest follows at once, off the first frame's path: the run's other reactions (a
+      // share asked for while it was assigned, a configured tmate/upterm share), and what was
+      // pushed while it was assigned. Its exit report waits for them (see `run:exited`).
+      afterStart(runId, async () => {
+        if (started) await deps.runs.announceStarted(started.run);
+        // Paused or messaged while still assigned: deliver now that the run exists.
+        await Promise.all([deps.control.resync(worker.id), deps.messages.redeliver(worker.id)]);
+      }, wlog);
       return {};
     });
 
@@ -206,6 +227,8 @@ export function setupWorkerNamespace(nsp: WorkerNamespace, deps: WorkerNamespace
 
     on(socket, events, 'run:exited', wlog, async ({ runId, exitCode, error }) => {
       requireHello();
+      // After the start's reactions: a run that ends at once does not get its web share after its end.
+      await startsInFlight.get(runId);
       // The exit of a run the hub gave up on is still taken (a cancelled run keeps its real exit code).
       await guard(runId, 'run:exited', true);
       await deps.runs.reportExited(worker.id, runId, exitCode, error);

@@ -127,6 +127,16 @@ export class TerminalService {
     return !!s && !s.closing && s.feeder.socketId === socketId && this.clock.now() - s.verifiedAt < REVERIFY_AFTER_MS;
   }
 
+  /**
+   * The run just started on the feeder's socket (its start report was taken, which checked in
+   * the database that the run is this worker's): its stream is attached and verified now, ahead
+   * of the first frames, which then go out without an ownership read of their own.
+   */
+  async opened(runId: string, feeder: StreamFeeder): Promise<void> {
+    const s = await this.attach(runId, feeder);
+    s.verifiedAt = this.clock.now();
+  }
+
   private async attach(runId: string, feeder: StreamFeeder): Promise<RunStream> {
     for (;;) {
       const s = this.streams.get(runId);

@@ -1,6 +1,7 @@
 import { RunSchema, type RunRow } from '../infra/db/entities.js';
 import type { Em } from '../infra/db/orm.js';
 import { RunEvent, runTransition } from '../domain/run-machine.js';
+import type { AuditAppendCall } from '../audit/audit-append.js';
 
 /** What a claim found. */
 export interface ClaimRow {
@@ -11,22 +12,37 @@ export interface ClaimRow {
 }
 
 /**
- * One statement: the oldest queued run nobody else is claiming, given to the worker (assigned)
- * only if the database agrees it has room (fewer than `capacity` assigned or running runs).
- * The CTE is evaluated once (referenced twice). The claimed row comes back as written (its
+ * The oldest queued run, given to the worker (assigned) only if the database agrees it has room
+ * (fewer than `capacity` assigned or running runs), with its `run.assign` audit row (`auditFor`
+ * prepares it for the run's id; its hash covers the id, so it is known before the write): a read
+ * of the queue's head, then one conditional statement that claims it and appends the row — no
+ * change, no audit row; no transaction around them. A claim another node won in between is
+ * read again (each loss means the queue lost a run). The claimed row comes back as written (its
  * new revision included), so the push needs no second read.
  */
-export async function claimOldestQueued(tx: Em, workerId: string, capacity: number): Promise<ClaimRow> {
-  const [row] = await tx.execute<{ run: Record<string, unknown> | null; queued: boolean }[]>(
-    `with next as (select id from runs where status = 'queued' order by created_at, id limit 1 for update skip locked),
-          claimed as (
-            update runs set status = ?, worker_id = ?, assigned_at = now()
-             where id = (select id from next) and status = 'queued'
-               and (select count(*) from runs where worker_id = ? and status in ('assigned','running')) < ?
-            returning *)
-     select (select row_to_json(claimed) from claimed) as run, exists (select 1 from next) as queued`,
-    [runTransition('queued', RunEvent.assign), workerId, workerId, capacity],
-  );
-  // A copy: nothing for the transaction's flush to write again.
-  return { run: row?.run ? { ...tx.map(RunSchema, row.run) } : null, queued: !!row?.queued };
+export async function claimOldestQueued(tx: Em, workerId: string, capacity: number, auditFor: (runId: string) => AuditAppendCall): Promise<ClaimRow> {
+  for (;;) {
+    // runs_status_created_idx: the head of the queue, not a scan.
+    const [next] = await tx.execute<{ id: string }[]>(`select id from runs where status = 'queued' order by created_at, id limit 1`);
+    if (!next) return { run: null, queued: false };
+    const audit = auditFor(next.id);
+    const [row] = await tx.execute<{ run: Record<string, unknown> | null; room: boolean; chained: Parameters<AuditAppendCall['row']>[0] | null }[]>(
+      `with room as (select (select count(*) from runs where worker_id = ? and status in ('assigned', 'running')) < ? as room),
+            claimed as (
+              update runs set status = ?, worker_id = ?, assigned_at = now()
+               where id = ? and status = 'queued' and (select room from room)
+              returning *)
+       select (select row_to_json(claimed) from claimed) as run, (select room from room) as room,
+              (select row_to_json(a) from claimed c cross join lateral ${audit.sql} a) as chained`,
+      [workerId, capacity, runTransition('queued', RunEvent.assign), workerId, next.id, ...audit.params],
+    );
+    if (row?.run && row.chained) {
+      audit.row(row.chained);
+      // A copy: the managed entity stays as read.
+      return { run: { ...tx.map(RunSchema, row.run) }, queued: true };
+    }
+    // No room on this worker: the run stays queued for another.
+    if (!row?.room) return { run: null, queued: true };
+    // Claimed elsewhere meanwhile: the next one.
+  }
 }

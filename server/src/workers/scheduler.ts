@@ -4,7 +4,7 @@ import type { Clock } from '@handoff/shared';
 import type { RunRow } from '../infra/db/entities.js';
 import { em, type Orm } from '../infra/db/orm.js';
 import { RunEvent } from '../domain/run-machine.js';
-import { appendAudit, SYSTEM } from '../audit/audit-append.js';
+import { appendAudit, auditAppendCall, SYSTEM } from '../audit/audit-append.js';
 import type { LocalWorker, Notifier } from '../hooks/notifier.js';
 import { applyRunEvent } from '../runs/run-queries.js';
 import type { RunService } from '../runs/run-service.js';
@@ -159,14 +159,10 @@ export class Scheduler {
     }
   }
 
-  private async claim(worker: LocalWorker): Promise<{ queued: boolean; run: RunRow | null }> {
-    return em(this.orm).transactional(async (tx) => {
-      // The oldest queued run, if the database agrees the worker has room: one statement (see `claimOldestQueued`).
-      const { run, queued } = await claimOldestQueued(tx, worker.id, worker.capacity);
-      if (!run) return { queued, run: null };
-      await appendAudit(tx, { runId: run.id, actor: SYSTEM, action: 'run.assign', metadata: { workerId: worker.id } }, this.clock.date());
-      return { queued: true, run };
-    });
+  /** The oldest queued run, if the database agrees the worker has room, with its audit row: two round trips, no transaction (see `claimOldestQueued`). */
+  private claim(worker: LocalWorker): Promise<{ queued: boolean; run: RunRow | null }> {
+    const at = this.clock.date();
+    return claimOldestQueued(em(this.orm), worker.id, worker.capacity, (runId) => auditAppendCall({ runId, actor: SYSTEM, action: 'run.assign', metadata: { workerId: worker.id } }, at, 'c.id'));
   }
 
   private async giveBack(workerId: string, runId: string, reason: string): Promise<void> {

@@ -45,6 +45,15 @@ serveClient<FirstFrameParams, FirstFrameResult>(async (p) => {
       await Promise.race([seen, new Promise((_, reject) => setTimeout(() => reject(new Error('no first frame in 20 s')), 20_000))]);
       const t = performance.now() - t0;
       await emitAck(socket, 'term:unsubscribe', { runId: target });
+      // Each run starts on an idle worker: the previous one is cancelled and gone before the next
+      // (otherwise runs pile up to the worker's capacity and a new one waits for a slot).
+      await api(p.hubUrl, p.token, 'POST', `/api/task-runs/${target}/cancel`, {});
+      for (let polls = 0; ; polls++) {
+        const run = await api(p.hubUrl, p.token, 'GET', `/api/task-runs/${target}`);
+        if (['cancelled', 'succeeded', 'failed', 'lost'].includes(run.body.status as string)) break;
+        if (polls > 500) throw new Error(`run ${target} did not end after its cancel`);
+        await new Promise((r) => setTimeout(r, 20));
+      }
       if (i > 0) { // the first of each is a warm-up
         handoff.push(t);
         floor.push(f);
