@@ -107,6 +107,12 @@ export async function createHub(config: ServerConfig, opts: { logger?: Logger; c
   for (const nsp of [dashboardNsp, workerNsp] as const) {
     // Registered before the namespaces' own auth: a refused client tries another node at once.
     nsp.use((_socket, next) => next(draining ? handshakeError(ErrorCode.UNAVAILABLE, 'this hub node is shutting down') : undefined));
+    // Admitted: the upgrade request (an IncomingMessage, ~2 KB with its parser state) is not
+    // needed any more — the handshake kept its headers and address — and an idle worker
+    // socket would hold it for as long as it stays connected.
+    nsp.on('connection', (socket) => {
+      (socket.conn as unknown as { request: unknown }).request = null;
+    });
   }
 
   const secretBox = new SecretBox(loadSecretKey({ configured: config.HANDOFF_SECRET_KEY, dataDir: config.HANDOFF_DATA_DIR }));

@@ -1,5 +1,6 @@
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import type { Frame } from '@handoff/shared';
 import { api, emitAck, eventually, Viewer } from '../support/clients.js';
 import { startTestHub, type TestHub } from '../support/hub.js';
 import { startWorker, type WorkerProcess } from '../support/worker.js';
@@ -82,8 +83,9 @@ describe('audit log: read, export, verify; recording export', () => {
     const viewer = await Viewer.connect(hub.url, admin);
     const id = (await api(hub.url, operator, 'POST', '/api/task-runs', { command: { script: 'printf "first\\n"; sleep 3; printf "second\\n"' } })).body.id as string;
     await viewer.untilStatus(id, ['running']);
-    await emitAck(viewer.socket, 'term:subscribe', { runId: id });
-    const first = await viewer.until('the first frame', () => viewer.live.get(id)?.find((f) => f.data.includes('first')));
+    // The first frame may come with the subscription's scrollback (it can be out before the subscribe is in), or live.
+    const sub = await emitAck<{ frames: Frame[] }>(viewer.socket, 'term:subscribe', { runId: id });
+    const first = sub.ok && sub.data.frames.find((f) => f.data.includes('first')) || await viewer.until('the first frame', () => viewer.live.get(id)?.find((f) => f.data.includes('first')));
     expect((await api(hub.url, operator, 'POST', `/api/task-runs/${id}/operator-messages`, { message: 'seen it' })).status).toBe(201);
     await viewer.untilStatus(id, ['succeeded']);
     viewer.close();

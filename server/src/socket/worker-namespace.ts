@@ -52,7 +52,7 @@ export function setupWorkerNamespace(nsp: WorkerNamespace, deps: WorkerNamespace
   const startsInFlight = new Map<string, Promise<void>>();
   const afterStart = (runId: string, reactions: () => Promise<void>, wlog: Logger): void => {
     const done = reactions()
-      .catch((err: unknown) => wlog.error({ err, runId }, 'the run started, but its reactions failed (default share, dashboards, pending control and messages); a reconnect delivers the pending ones'))
+      .catch((err: unknown) => wlog.error({ err, runId }, 'the run started, but its reactions failed (shares asked for before it started)'))
       .finally(() => {
         if (startsInFlight.get(runId) === done) startsInFlight.delete(runId);
       });
@@ -202,14 +202,13 @@ export function setupWorkerNamespace(nsp: WorkerNamespace, deps: WorkerNamespace
         const announced = deps.sessions.openStartWebShare(started.run, started.sessions).then(() => deps.runs.publish(runId));
         await Promise.all([announced, deps.terminal.opened(runId, { workerId: worker.id, socketId: socket.id })]);
       }
-      // The rest follows at once, off the first frame's path: the run's other reactions (a
-      // share asked for while it was assigned, a configured tmate/upterm share), and what was
-      // pushed while it was assigned. Its exit report waits for them (see `run:exited`).
-      afterStart(runId, async () => {
-        if (started) await deps.runs.announceStarted(started.run);
-        // Paused or messaged while still assigned: deliver now that the run exists.
-        await Promise.all([deps.control.resync(worker.id), deps.messages.redeliver(worker.id)]);
-      }, wlog);
+      // Paused or messaged while still assigned: deliver now that the run exists (a failure
+      // refuses the report, which the worker sends again).
+      await Promise.all([deps.control.resync(worker.id), deps.messages.redeliver(worker.id)]);
+      // The run's other reactions follow at once, off the first frame's path: a share asked for
+      // while it was assigned, a configured tmate/upterm share. Its exit report waits for them
+      // (see `run:exited`).
+      if (started) afterStart(runId, () => deps.runs.announceStarted(started.run), wlog);
       return {};
     });
 
