@@ -542,7 +542,6 @@ export class TmuxRun {
     }
     const meta: RunMeta = { startedAt: opts.startedAt ?? Date.now(), panePid: this.panePid, paneId: this.agentPane };
     await writeFile(join(dir, RunFiles.meta), JSON.stringify(meta), { mode: 0o600 });
-    this.waitForDone(env);
     // The command starts at `go`; its watchdog starts meanwhile, not before it (its spawn is
     // on the first frame's path). Either failing fails the start, which leaves nothing behind.
     const [go] = await Promise.all([
@@ -550,6 +549,9 @@ export class TmuxRun {
       opts.watchdog !== false ? ensureWatchdog({ tmuxBin: opts.tmuxBin, dir, runsDir: opts.runsDir, killGraceMs: opts.killGraceMs }) : null,
     ]);
     if (go.code !== 0) throw new Error(`tmux could not start the run: ${go.stderr.trim() || `exit code ${go.code}`}`);
+    // After `go`, off the first frame's path: a `done` the command signals before this waiter
+    // starts is remembered by tmux.
+    this.waitForDone(env);
     this.log.debug({ panePid: this.panePid, dir }, 'run started in tmux');
   }
 

@@ -64,14 +64,15 @@ export function setupWorkerNamespace(nsp: WorkerNamespace, deps: WorkerNamespace
 
   nsp.on('connection', (socket) => {
     const worker = socket.data.principal as { id: string; name: string };
-    const wlog = log.child({ workerId: worker.id, worker: worker.name, socketId: socket.id });
+    // Made for each line, not kept: an idle worker socket holds no logger of its own (its lines are few: connect, disconnect, warnings).
+    const wlog = () => log.child({ workerId: worker.id, worker: worker.name, socketId: socket.id });
     let helloAt: Date | null = null;
     /** Whether this worker may have external shares to reconcile (asked at hello, inside the admission bound; kept up by each check). */
     let watchShares = false;
     /** When this socket was last heard (hello or heartbeat), clock ms. */
     let lastBeatAt = 0;
-    /** Runs whose refused reports were audited on this socket: once per run and socket. */
-    const refusedAudited = new Set<string>();
+    /** Runs whose refused reports were audited on this socket: once per run and socket (made at the first refusal). */
+    let refusedAudited: Set<string> | null = null;
     const requireHello = () => {
       if (!helloAt) throw new AppError({ code: ErrorCode.STATE_CONFLICT, message: 'send worker:hello first' });
     };
@@ -88,6 +89,7 @@ export function setupWorkerNamespace(nsp: WorkerNamespace, deps: WorkerNamespace
     };
     const refuse = async (runId: string, what: string, run?: Awaited<ReturnType<RunService['reportVerdict']>>['run']): Promise<never> => {
       socket.emit('run:cancel', { runId });
+      refusedAudited ??= new Set();
       if (!refusedAudited.has(runId)) {
         refusedAudited.add(runId);
         const row = run ?? (await deps.runs.reportVerdict(worker.id, runId)).run;
@@ -96,7 +98,7 @@ export function setupWorkerNamespace(nsp: WorkerNamespace, deps: WorkerNamespace
       throw new AppError({ code: ErrorCode.FORBIDDEN, message: `run ${runId} is not (any more) this worker's: stop it` });
     };
 
-    on(socket, events, 'worker:hello', wlog, ({ capacity, runs, version }) => hellos.run(async () => {
+    on(socket, events, 'worker:hello', log, ({ capacity, runs, version }) => hellos.run(async () => {
       // Gone while waiting for its turn: nothing to do.
       if (!socket.connected) throw new AppError({ code: ErrorCode.UNAVAILABLE, message: 'disconnected before hello' });
       const connectedAt = deps.clock.date();
@@ -105,13 +107,13 @@ export function setupWorkerNamespace(nsp: WorkerNamespace, deps: WorkerNamespace
       nsp.in(rooms.worker(worker.id)).except(socket.id).disconnectSockets(true);
       const wasLost = await deps.presence.hello(worker.id, capacity, version, connectedAt);
       const lost = await deps.runs.reconcileWorker(worker.id, runs);
-      if (lost.length) wlog.warn({ lost }, 'worker no longer has these runs; marked lost');
+      if (lost.length) wlog().warn({ lost }, 'worker no longer has these runs; marked lost');
       // lastSeq must be what is recorded: this node's unrecorded frames of those runs are written first.
       await Promise.all(runs.map((runId) => deps.terminal.close(runId)));
       const verdicts = await deps.runs.adoptionVerdicts(worker.id, runs);
       if (wasLost) {
         const kept = await deps.runs.reclaim(worker.id, 'hello', verdicts.filter((v) => v.keep).map((v) => v.runId));
-        wlog.warn({ reclaimed: kept }, 'lost worker came back within the reclaim grace');
+        wlog().warn({ reclaimed: kept }, 'lost worker came back within the reclaim grace');
       }
       // Gone while saying hello: nothing to register (its disconnect already ran).
       if (!socket.connected) throw new AppError({ code: ErrorCode.UNAVAILABLE, message: 'disconnected during hello' });
@@ -135,11 +137,11 @@ export function setupWorkerNamespace(nsp: WorkerNamespace, deps: WorkerNamespace
       // What it missed while away: the desired control state and undelivered messages.
       await deps.control.resync(worker.id);
       await deps.messages.redeliver(worker.id);
-      wlog.info({ capacity, version, runs: runs.length }, 'worker connected');
+      wlog().info({ capacity, version, runs: runs.length }, 'worker connected');
       return { workerId: worker.id, name: worker.name, heartbeatIntervalMs: deps.heartbeatIntervalMs, abandonAfterMs: deps.abandonAfterMs, runs: verdicts };
     }));
 
-    on(socket, events, 'worker:heartbeat', wlog, async ({ activeRuns, shares }) => {
+    on(socket, events, 'worker:heartbeat', log, async ({ activeRuns, shares }) => {
       requireHello();
       // In a steady stream, noted in memory and acked at once: the node writes every
       // heartbeat it heard in one statement per flush. After a silence long enough for the
@@ -151,14 +153,14 @@ export function setupWorkerNamespace(nsp: WorkerNamespace, deps: WorkerNamespace
       if (silentFor < deps.workerLostAfterMs) deps.presence.heartbeat(worker.id);
       else if (await deps.presence.heardAfterSilence(worker.id)) {
         const kept = await deps.runs.reclaim(worker.id, 'heartbeat');
-        wlog.warn({ reclaimed: kept }, 'lost worker heard again within the reclaim grace');
+        wlog().warn({ reclaimed: kept }, 'lost worker heard again within the reclaim grace');
       }
       deps.scheduler.activeRuns(socket.id, activeRuns);
       if (watchShares || shares.length) watchShares = await deps.sessions.onHeartbeat(worker.id, shares);
       return {};
     });
 
-    on(socket, events, 'control:applied', wlog, async (report) => {
+    on(socket, events, 'control:applied', log, async (report) => {
       requireHello();
       // The report's own statement is the ownership check (see `ControlService.onApplied`).
       const outcome = await deps.control.onApplied(worker.id, report);
@@ -166,29 +168,29 @@ export function setupWorkerNamespace(nsp: WorkerNamespace, deps: WorkerNamespace
       return {};
     });
 
-    on(socket, events, 'run:needs-operator', wlog, async ({ runId, reason }) => {
+    on(socket, events, 'run:needs-operator', log, async ({ runId, reason }) => {
       requireHello();
       await guard(runId, 'run:needs-operator');
       await deps.runs.needsOperator(worker.id, runId, reason);
       return {};
     });
 
-    on(socket, events, 'share:ready', wlog, async ({ sessionId, attachRo, attachRw }) => {
+    on(socket, events, 'share:ready', log, async ({ sessionId, attachRo, attachRw }) => {
       requireHello();
       await deps.sessions.onShareReady(worker.id, sessionId, attachRo, attachRw);
       watchShares = true;
       // Only the provider and id: attach data (RW above all) never reaches a log line.
-      wlog.info({ sessionId }, 'share ready');
+      wlog().info({ sessionId }, 'share ready');
       return {};
     });
 
-    on(socket, events, 'share:failed', wlog, async ({ sessionId, message }) => {
+    on(socket, events, 'share:failed', log, async ({ sessionId, message }) => {
       requireHello();
       await deps.sessions.onShareFailed(worker.id, sessionId, message);
       return {};
     });
 
-    on(socket, events, 'run:started', wlog, async ({ runId, pane, sinceMs }) => {
+    on(socket, events, 'run:started', log, async ({ runId, pane, sinceMs }) => {
       requireHello();
       // The report's update is conditional on the run being this worker's and assigned, so
       // the verdict is read only when it changed nothing (a repeat, or a run no longer its).
@@ -208,11 +210,11 @@ export function setupWorkerNamespace(nsp: WorkerNamespace, deps: WorkerNamespace
       // The run's other reactions follow at once, off the first frame's path: a share asked for
       // while it was assigned, a configured tmate/upterm share. Its exit report waits for them
       // (see `run:exited`).
-      if (started) afterStart(runId, () => deps.runs.announceStarted(started.run), wlog);
+      if (started) afterStart(runId, () => deps.runs.announceStarted(started.run), wlog());
       return {};
     });
 
-    on(socket, events, 'run:output', wlog, async ({ runId, frames }) => {
+    on(socket, events, 'run:output', log, async ({ runId, frames }) => {
       requireHello();
       // Ownership is checked when this socket's stream of the run is attached (and after a
       // silence); every recording insert re-checks it in the database (a requeue or a loss ends it).
@@ -224,7 +226,7 @@ export function setupWorkerNamespace(nsp: WorkerNamespace, deps: WorkerNamespace
       }
     });
 
-    on(socket, events, 'run:exited', wlog, async ({ runId, exitCode, error }) => {
+    on(socket, events, 'run:exited', log, async ({ runId, exitCode, error }) => {
       requireHello();
       // After the start's reactions: a run that ends at once does not get its web share after its end.
       await startsInFlight.get(runId);
@@ -238,13 +240,13 @@ export function setupWorkerNamespace(nsp: WorkerNamespace, deps: WorkerNamespace
 
     socket.on('disconnect', (reason) => {
       deps.scheduler.removeWorker(socket.id);
-      wlog.info({ reason }, 'worker disconnected');
+      wlog().info({ reason }, 'worker disconnected');
       void (async () => {
         // Recorded what it fed through this node, then forgotten: its next node reads the database.
         await deps.terminal.closeSocket(socket.id);
         // Offline only if no newer hello (on any node) replaced this connection.
         if (helloAt) await deps.presence.left(worker.id, helloAt);
-      })().catch((err) => wlog.error({ err }, 'worker disconnect cleanup failed'));
+      })().catch((err) => wlog().error({ err }, 'worker disconnect cleanup failed'));
     });
   });
 }
