@@ -59,7 +59,7 @@ export const RUN_VIEW_COLUMNS = `r.*,
   (select u.name from users u where u.id = (case when r.created_by ~* '^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$' then r.created_by::uuid end)) as view_creator,
   (select w.name from workers w where w.id = r.worker_id) as view_worker`;
 
-/** A result row of `RUN_VIEW_COLUMNS` (plus whatever else the statement selected, ignored by the mapping). */
+/** A result row of `RUN_VIEW_COLUMNS` (a caller whose statement selects more takes its own columns out before mapping). */
 export type RawRunForView = Record<string, unknown> & { view_sessions: object[]; view_grants: object[]; view_creator: string | null; view_worker: string | null };
 
 /** What a view needs from a `RUN_VIEW_COLUMNS` row. */

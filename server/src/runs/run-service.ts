@@ -128,7 +128,7 @@ export class RunService {
     return markStarted(em(this.orm), runId, workerId, new Date(this.clock.now() - sinceMs), audit);
   }
 
-  /** After `reportStarted` moved the run: its reactions (the default web share), then the dashboards' update with them. */
+  /** After `reportStarted` moved the run: its reactions (the shares asked for before it started, a configured tmate/upterm share), then the dashboards' update with them. */
   async announceStarted(started: RunRow): Promise<void> {
     await this.events.emit('run.started', started);
     await this.publish(started.id);

@@ -275,11 +275,6 @@ export class LiveSessionService {
   // ── run lifecycle ──────────────────────────────────────────────────────────
 
   /**
-   * The run started: its default web session and, when LIVE_SESSION_PROVIDER names tmate
-   * or upterm, that share too (as the hub, through the policy gate), plus any sessions
-   * waiting for the run. A share that cannot start goes ERROR; the run goes on headless.
-   */
-  /**
    * The run just started: its default web share, READY at once, in one statement — before the
    * dashboards hear the run is running, so a run seen `running` has its web share (a takeover
    * right away finds it). Nothing when the run's live viewing is off or a web share is already
@@ -300,6 +295,11 @@ export class LiveSessionService {
     void this.events.emit('session.created', { sessionId: row.id });
   }
 
+  /**
+   * The run started: its default web session and, when LIVE_SESSION_PROVIDER names tmate
+   * or upterm, that share too (as the hub, through the policy gate), plus any sessions
+   * waiting for the run. A share that cannot start goes ERROR; the run goes on headless.
+   */
   async onRunStarted(run: RunRow): Promise<void> {
     // Shares asked for before the run started (one read): the web one, and those still STARTING.
     const active = await em(this.orm).find(LiveSessionSchema, { runId: run.id, status: { $in: ACTIVE } });

@@ -25,7 +25,7 @@ export const firstFrame: Figure = {
           goal: { text: '≤ floor + 30 ms', met: (h, f) => f !== null && h <= f + 30 },
         },
       ],
-      notes: [`${n} runs per repeat (after one warm-up), one at a time, alternating with the tmux floor; the dashboard subscribes to the run's terminal right after the REST answer.`],
+      notes: [`${n} runs per repeat (after one warm-up), one at a time, alternating with the tmux floor; the dashboard subscribes to the run's terminal right after the REST answer; each run is cancelled and gone before the next, so every run starts on a worker with a free slot.`],
     };
   },
 };
