@@ -48,6 +48,11 @@ export class AuthService {
     private readonly clock: Clock,
   ) {}
 
+  /** How many token lookups are held for reuse (for tests and diagnostics). */
+  get cachedLookups(): number {
+    return this.cache.size;
+  }
+
   /**
    * Resolves a bearer token to its principal, or null (unknown, revoked, expired, or its
    * user disabled). Lookup is by hash (an indexed equality on a digest), so timing reveals
@@ -60,7 +65,15 @@ export class AuthService {
     const hit = this.cache.get(hash);
     if (hit && hit.until > now) return hit.principal;
     const principal = await this.lookup(hash, now);
+    // Every entry lives LOOKUP_CACHE_MS and goes in at the end, so the expired ones are at the
+    // front: dropped here, a few at a time. A node holding 5,000 workers does not keep 5,000
+    // lookups it will never reuse (they only come back at a reconnect).
+    for (const [key, entry] of this.cache) {
+      if (entry.until > now) break;
+      this.cache.delete(key);
+    }
     if (this.cache.size >= 10_000) this.cache.clear();
+    this.cache.delete(hash);
     this.cache.set(hash, { principal, until: now + LOOKUP_CACHE_MS });
     return principal;
   }
