@@ -23,8 +23,8 @@ export interface AuditEntry {
   metadata?: Record<string, unknown>;
 }
 
-/** The chain position `audit_append` gave a row. */
-interface Chained {
+/** The chain position `audit_append` gave a row (the columns a statement selects from the call). */
+export interface Chained {
   chain_seq: number;
   chain_prev_hash: string | null;
   chain_hash: string;
@@ -64,6 +64,12 @@ export function auditAppendCall(entry: AuditEntry, at: Date, runIdSql = '?') {
       metrics.auditAppend.observe(secondsSince(started));
       requestContext.getStore()?.correlationIds.add(fields.correlationId);
       return { ...fields, seq: chained.chain_seq, at, prevHash: chained.chain_prev_hash, hash: chained.chain_hash } as AuditEventRow;
+    },
+    /** The appended row from a result row of the caller's statement that also carries the call's columns: the rest of that row. */
+    take<R extends object>(raw: R & Chained): Omit<R, keyof Chained> {
+      const { chain_seq, chain_prev_hash, chain_hash, ...rest } = raw;
+      this.row({ chain_seq, chain_prev_hash, chain_hash });
+      return rest;
     },
   };
 }

@@ -1,6 +1,6 @@
 import type { RunRow } from '../infra/db/entities.js';
 import type { Em } from '../infra/db/orm.js';
-import type { AuditAppendCall } from '../audit/audit-append.js';
+import type { AuditAppendCall, Chained } from '../audit/audit-append.js';
 import { mapRunForView, RUN_VIEW_COLUMNS, type RawRunForView, type RunForView } from '../runs/run-queries.js';
 
 // Control changes as single statements: the run's update and its audit row together, the
@@ -20,7 +20,7 @@ export interface ControlChange {
 }
 
 /** The run's new revision and where its audit row went in the chain. */
-export type WrittenWithAudit = { revision: number } & Parameters<AuditAppendCall['row']>[0];
+export type WrittenWithAudit = { revision: number } & Chained;
 
 /**
  * Applies `change` (and, with `clearNeedsOperator`, ends the run's needs-operator request)
@@ -85,8 +85,8 @@ export interface PushedChange {
  * change's (so the audit row, built from them, says what the locked read would have said).
  * Undefined otherwise, and nothing written: the caller decides under the run's lock.
  */
-export async function recordAppliedIfCurrent(tx: Em, pushed: PushedChange, audit: AuditAppendCall): Promise<{ view: RunForView; chained: Parameters<AuditAppendCall['row']>[0] } | undefined> {
-  const [raw] = await tx.execute<Array<RawRunForView & Parameters<AuditAppendCall['row']>[0]>>(
+export async function recordAppliedIfCurrent(tx: Em, pushed: PushedChange, audit: AuditAppendCall): Promise<RunForView | undefined> {
+  const [raw] = await tx.execute<Array<RawRunForView & Chained>>(
     `with c as (
        update runs set control_applied_seq = ?
         where id = ? and worker_id = ? and status in ('assigned', 'running') and control_seq = ? and control_applied_seq < ?
@@ -96,7 +96,5 @@ export async function recordAppliedIfCurrent(tx: Em, pushed: PushedChange, audit
      select ${RUN_VIEW_COLUMNS}, a.chain_seq, a.chain_prev_hash, a.chain_hash from c r cross join lateral ${audit.sql} a`,
     [pushed.seq, pushed.runId, pushed.workerId, pushed.seq, pushed.seq, pushed.changedAt, pushed.correlationId, ...audit.params],
   );
-  if (!raw) return undefined;
-  const { chain_seq, chain_prev_hash, chain_hash, ...row } = raw;
-  return { view: mapRunForView(tx, row as RawRunForView), chained: { chain_seq, chain_prev_hash, chain_hash } };
+  return raw && mapRunForView(tx, audit.take(raw) as RawRunForView);
 }

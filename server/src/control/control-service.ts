@@ -248,9 +248,8 @@ export class ControlService {
     const audit = auditAppendCall({ runId, actor: { type: 'worker', id: workerId }, correlationId, action: 'control.applied', metadata: { seq, effective, delayMs, advanced: true } }, this.clock.date(), 'r.id');
     const recorded = await recordAppliedIfCurrent(em(this.orm), { runId, workerId, seq, changedAt: new Date(changedAt), correlationId }, audit);
     if (!recorded) return false;
-    audit.row(recorded.chained);
     metrics.controlPush.observe({ effective }, delayMs / 1000);
-    const { run, sessions, grants, names } = recorded.view;
+    const { run, sessions, grants, names } = recorded;
     this.notifier.runUpdated(runView(run, sessions, grants, names));
     return true;
   }

@@ -2,7 +2,7 @@ import { AppError, ErrorCode, type ListRunsQuery, type RunStatus } from '@handof
 import { LiveSessionSchema, RunSchema, WriteGrantSchema, type LiveSessionRow, type RunRow, type WriteGrantRow } from '../infra/db/entities.js';
 import type { Em } from '../infra/db/orm.js';
 import { RunEvent, runStatesAllowing, runTransition } from '../domain/run-machine.js';
-import { appendAudit, type AuditAppendCall } from '../audit/audit-append.js';
+import { appendAudit, type AuditAppendCall, type Chained } from '../audit/audit-append.js';
 import type { RunNames } from '../views.js';
 
 // The run queries every feature shares (runs, sessions, grants, control, messages, the
@@ -217,7 +217,7 @@ export interface NewRun {
  * rows must go with it.
  */
 export async function insertRun(tx: Em, run: NewRun, audit: AuditAppendCall): Promise<void> {
-  const [chained] = await tx.execute<Array<Parameters<AuditAppendCall['row']>[0]>>(
+  const [chained] = await tx.execute<Array<Chained>>(
     `with c as (
        insert into runs (id, title, command, cwd, env, labels, status, created_by, worker_id, exit_code, error_message,
                          control_state, control_mode, control_seq, control_applied_seq, controller_id, control_changed_at, control_by,
@@ -243,17 +243,14 @@ export async function insertRun(tx: Em, run: NewRun, audit: AuditAppendCall): Pr
  */
 export async function markStarted(tx: Em, runId: string, workerId: string, startedAt: Date, audit: AuditAppendCall): Promise<RunForView | null> {
   const from = runStatesAllowing(RunEvent.start);
-  const [raw] = await tx.execute<Array<RawRunForView & Parameters<AuditAppendCall['row']>[0]>>(
+  const [raw] = await tx.execute<Array<RawRunForView & Chained>>(
     `with c as (
        update runs set status = ?, started_at = ? where id = ? and worker_id = ? and status in (${from.map(() => '?').join(', ')}) returning *
      )
      select ${RUN_VIEW_COLUMNS}, a.chain_seq, a.chain_prev_hash, a.chain_hash from c r cross join lateral ${audit.sql} a`,
     [runTransition(from[0]!, RunEvent.start), startedAt, runId, workerId, ...from, ...audit.params],
   );
-  if (!raw) return null;
-  const { chain_seq, chain_prev_hash, chain_hash, ...row } = raw;
-  audit.row({ chain_seq, chain_prev_hash, chain_hash });
-  return mapRunForView(tx, row as RawRunForView);
+  return raw ? mapRunForView(tx, audit.take(raw) as RawRunForView) : null;
 }
 
 /** The worker's runs the hub declared lost within the last hour. */

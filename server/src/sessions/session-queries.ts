@@ -1,6 +1,6 @@
 import { LiveSessionSchema, type LiveSessionRow } from '../infra/db/entities.js';
 import type { Em } from '../infra/db/orm.js';
-import type { AuditAppendCall } from '../audit/audit-append.js';
+import type { AuditAppendCall, Chained } from '../audit/audit-append.js';
 
 // Live sessions' raw SQL: the per-run lock of creates, the per-worker share count, and the
 // conditional extension that races the expiry sweep.
@@ -52,7 +52,7 @@ export interface StartWebShare {
  * Undefined when nothing was written.
  */
 export async function insertStartWebShare(tx: Em, share: StartWebShare, created: AuditAppendCall, ready: AuditAppendCall): Promise<LiveSessionRow | undefined> {
-  const [row] = await tx.execute<{ session: Record<string, unknown>; created: Parameters<AuditAppendCall['row']>[0]; ready: Parameters<AuditAppendCall['row']>[0] }[]>(
+  const [row] = await tx.execute<{ session: Record<string, unknown>; created: Chained; ready: Chained }[]>(
     `with s as (
        insert into live_sessions (id, run_id, provider, status, worker_id, correlation_id, created_by, created_at, ready_at, ended_at, expires_at,
                                   grace_warned_at, last_heartbeat_at, start_requested_at, end_reason, error_message, attach_ro, attach_rw_enc)

@@ -1,7 +1,7 @@
 import { RunSchema, type RunRow } from '../infra/db/entities.js';
 import type { Em } from '../infra/db/orm.js';
 import { RunEvent, runTransition } from '../domain/run-machine.js';
-import type { AuditAppendCall } from '../audit/audit-append.js';
+import type { AuditAppendCall, Chained } from '../audit/audit-append.js';
 
 /** What a claim found. */
 export interface ClaimRow {
@@ -26,7 +26,7 @@ export async function claimOldestQueued(tx: Em, workerId: string, capacity: numb
     const [next] = await tx.execute<{ id: string }[]>(`select id from runs where status = 'queued' order by created_at, id limit 1`);
     if (!next) return { run: null, queued: false };
     const audit = auditFor(next.id);
-    const [row] = await tx.execute<{ run: Record<string, unknown> | null; room: boolean; chained: Parameters<AuditAppendCall['row']>[0] | null }[]>(
+    const [row] = await tx.execute<{ run: Record<string, unknown> | null; room: boolean; chained: Chained | null }[]>(
       `with room as (select (select count(*) from runs where worker_id = ? and status in ('assigned', 'running')) < ? as room),
             claimed as (
               update runs set status = ?, worker_id = ?, assigned_at = now()
