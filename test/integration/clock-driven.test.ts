@@ -2,7 +2,7 @@ import { randomBytes } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { ManualClock, type LiveSession } from '@handoff/shared';
 import { api, eventually } from '../support/clients.js';
-import { stepClock } from '../support/clock.js';
+import { advanceAndSweep } from '../support/clock.js';
 import { startTestHub, type TestHub } from '../support/hub.js';
 import { ScriptedWorker } from '../support/scripted-worker.js';
 import { startWorker, type WorkerProcess } from '../support/worker.js';
@@ -29,8 +29,8 @@ describe('time-driven transitions on a controllable clock (default durations, mi
   let worker: WorkerProcess;
   let runId: string;
 
-  /** Moves the hub's clock by `ms`, one sweep interval at a time (each step may fire a sweep). */
-  const advance = (ms: number) => stepClock(clock, ms, SWEEP);
+  /** Moves the hub's clock by `ms`, one sweep interval at a time, then waits for a sweep judging at the clock's time. */
+  const advance = (ms: number) => advanceAndSweep(clock, ms, SWEEP, hub);
 
   beforeAll(async () => {
     hub = await startTestHub({ clock, env: WORKER_KEPT });
@@ -88,7 +88,7 @@ describe('a live share’s TTL and grace warning on a controllable clock (LIVE_S
   let worker: WorkerProcess;
   const runs: string[] = [];
 
-  const advance = (ms: number) => stepClock(clock, ms, SWEEP);
+  const advance = (ms: number) => advanceAndSweep(clock, ms, SWEEP, hub);
   const webShare = async (runId: string) =>
     ((await api(hub.url, admin, 'GET', `/api/task-runs/${runId}`)).body.sessions as LiveSession[]).find((s) => s.provider === 'web');
   const startRun = async () => {
@@ -143,10 +143,7 @@ describe('a share the worker never answers for, on a controllable clock (LIVE_PR
   let runId: string;
 
   /** Moves the clock by `ms`, one sweep interval at a time, then waits for a sweep judging at the clock's time. */
-  const advance = async (ms: number) => {
-    await stepClock(clock, ms, SWEEP);
-    await hub.sweeper.tick();
-  };
+  const advance = (ms: number) => advanceAndSweep(clock, ms, SWEEP, hub);
   const tmateShare = async () => ((await api(hub.url, admin, 'GET', `/api/task-runs/${runId}`)).body.sessions as LiveSession[]).find((s) => s.provider === 'tmate');
 
   beforeAll(async () => {

@@ -4,7 +4,7 @@ import { ManualClock, type AuditEvent, type LiveSession, type Run } from '@hando
 import { loadConfig } from '../../server/src/config.js';
 import { em } from '../../server/src/infra/db/orm.js';
 import { api, eventually } from '../support/clients.js';
-import { stepClock } from '../support/clock.js';
+import { advanceAndSweep } from '../support/clock.js';
 import { startTestHub, type TestHub } from '../support/hub.js';
 import { ScriptedWorker } from '../support/scripted-worker.js';
 
@@ -27,15 +27,8 @@ describe('worker loss on a controllable clock (default durations, milliseconds o
   const workers: ScriptedWorker[] = [];
   const runs: string[] = [];
 
-  /**
-   * Moves the clock to `at`, one sweep interval at a time (each step may fire a sweep), then
-   * waits for a sweep judging at exactly `at`: a timer tick that found a sweep running was
-   * skipped, so the steps alone do not say which clock time the last judgment saw.
-   */
-  const advanceTo = async (at: number) => {
-    await stepClock(clock, at - clock.now(), SWEEP);
-    await hub.sweeper.tick();
-  };
+  /** Moves the clock to `at`, one sweep interval at a time, then waits for a sweep judging at exactly `at`. */
+  const advanceTo = (at: number) => advanceAndSweep(clock, at - clock.now(), SWEEP, hub);
   const workerRow = async (name: string) =>
     (await em(hub.orm).execute<{ status: string; last_heartbeat_at: Date | string }[]>('select status, last_heartbeat_at from workers where name = ?', [name]))[0]!;
   const run = async (runId: string) => (await api(hub.url, admin, 'GET', `/api/task-runs/${runId}`)).body as Run;
