@@ -1,5 +1,6 @@
 import { metrics, secondsSince } from '../metrics.js';
 import type { Logger } from 'pino';
+import type { Socket } from 'socket.io';
 import { AppError, dashboardClientEvents as events, ErrorCode, rooms, type Role } from '@handoff/shared';
 import { roleAtLeast } from '../domain/roles.js';
 import type { AuthService } from '../auth/auth-service.js';
@@ -12,7 +13,7 @@ import { CoalescedReads } from '../infra/coalesced-reads.js';
 import type { WriteGrantService } from '../grants/write-grant-service.js';
 import { userActor } from '../policy/policy-gate.js';
 import type { DashboardNamespace } from './namespaces.js';
-import { authenticateHandshake, type HandshakeThrottle, handshakeError, on } from './on.js';
+import { authenticateHandshake, type HandshakeThrottle, handshakeError, socketEvents } from './on.js';
 
 export interface DashboardDeps {
   auth: AuthService;
@@ -49,58 +50,61 @@ export function setupDashboardNamespace(nsp: DashboardNamespace, deps: Dashboard
   // Other nodes ask for the frames this node broadcast but has not recorded yet.
   nsp.on('term:pending', (runId, reply) => reply(deps.terminal.pendingFrames(runId)));
 
-  nsp.on('connection', (socket) => {
-    const limit = () => deps.limiter.check(socket.id);
-    const user = socket.data.principal as { id: string; name: string; role: Role };
-    socket.on('disconnect', () => {
-      deps.limiter.forget(socket.id);
-      void deps.presence.disconnected(socket.id);
-    });
-    on(socket, events, 'runs:subscribe', log, async () => {
+  const userOf = (socket: Socket) => socket.data.principal as { id: string; name: string; role: Role };
+  const attach = socketEvents(events, log, {
+    'runs:subscribe': async (socket) => {
       await socket.join(rooms.runs);
       return {};
-    }, limit);
-    on(socket, events, 'run:subscribe', log, async ({ runId }) => {
+    },
+    'run:subscribe': async (socket, { runId }) => {
       const run = await deps.runs.view(runId);
+      const user = userOf(socket);
       await deps.presence.assertMayWatch(runId, user.id);
       await socket.join(rooms.run(runId));
       await deps.presence.join(runId, socket.id, user);
       return { run };
-    }, limit);
-    on(socket, events, 'run:unsubscribe', log, async ({ runId }) => {
+    },
+    'run:unsubscribe': async (socket, { runId }) => {
       await socket.leave(rooms.run(runId));
       await deps.presence.leave(runId, socket.id);
       return {};
-    }, limit);
-    on(socket, events, 'term:subscribe', log, async ({ runId, afterSeq, tailFrames }) => {
+    },
+    'term:subscribe': async (socket, { runId, afterSeq, tailFrames }) => {
       // Subscribers of one run asking at once share the check (one that started after they asked).
       await watchChecks.read(runId, () => deps.sessions.assertCanWatch(runId));
-      await deps.presence.assertMayWatch(runId, user.id);
+      await deps.presence.assertMayWatch(runId, userOf(socket).id);
       // Join first, then read: every frame is either live after the join or in the scrollback.
       await socket.join(rooms.term(runId));
       const scrollback = await deps.terminal.scrollback(runId, afterSeq);
       // A bounded subscriber (a wall tile) gets the newest frames only: what it sends stays small.
       if (tailFrames === undefined || scrollback.frames.length <= tailFrames) return scrollback;
       return { frames: scrollback.frames.slice(-tailFrames), truncated: true };
-    }, limit);
-    on(socket, events, 'term:input', log, async (input) => {
+    },
+    'term:input': async (socket, input) => {
       // Everyone may try; only a live grant's holder gets through (others: FORBIDDEN, audited).
       const started = performance.now();
-      await deps.grants.input(userActor(socket.data.principal as { id: string; name: string; role: Role }), input);
+      await deps.grants.input(userActor(userOf(socket)), input);
       metrics.termInputAck.observe(secondsSince(started));
       return {};
-    }, limit);
-    on(socket, events, 'approvals:subscribe', log, async () => {
+    },
+    'approvals:subscribe': async (socket) => {
       // Approval requests carry command details: the same audience as GET /api/approvals.
-      const { role } = socket.data.principal as { role: Role };
-      if (!roleAtLeast(role, 'operator')) throw new AppError({ code: ErrorCode.FORBIDDEN, message: 'requires role operator' });
+      if (!roleAtLeast(userOf(socket).role, 'operator')) throw new AppError({ code: ErrorCode.FORBIDDEN, message: 'requires role operator' });
       await socket.join(rooms.approvals);
       return {};
-    }, limit);
-    on(socket, events, 'term:unsubscribe', log, async ({ runId }) => {
+    },
+    'term:unsubscribe': async (socket, { runId }) => {
       await socket.leave(rooms.term(runId));
       return {};
-    }, limit);
+    },
+  }, { state: (socket: Socket) => socket, limit: (socket) => deps.limiter.check(socket.id) });
+
+  nsp.on('connection', (socket) => {
+    socket.on('disconnect', () => {
+      deps.limiter.forget(socket.id);
+      void deps.presence.disconnected(socket.id);
+    });
+    attach(socket);
   });
 }
 

@@ -9,49 +9,61 @@ import type { RateLimits } from '../infra/rate-limits.js';
 import { clientIp } from '../http/client-ip.js';
 
 type Table = Record<string, { payload: z.ZodType; response: z.ZodType }>;
-type Handler<T extends Table, K extends keyof T> = (payload: z.output<T[K]['payload']>) => Promise<z.input<T[K]['response']>>;
+type Handler<T extends Table, K extends keyof T, S> = (state: S, payload: z.output<T[K]['payload']>) => Promise<z.input<T[K]['response']>>;
+/** A namespace's handlers of its client→server events, each given the socket's state and the parsed payload. */
+export type Handlers<T extends Table, S> = { [K in keyof T & string]?: Handler<T, K, S> };
+
+export interface SocketEventOptions<S> {
+  /** The socket's state, as its handlers see it (made at connection, kept on the socket). */
+  state: (socket: Socket) => S;
+  /** Rate limit: returns 0 to proceed, else the ms until the client may retry. */
+  limit?: (socket: Socket) => number;
+}
 
 /**
- * Registers a client→server event: the payload is parsed by its schema, the handler
- * sees typed data, and the client always gets the ack envelope. A bad payload or a
+ * Registers a namespace's client→server events. The payload is parsed by its schema, the
+ * handler sees typed data, and the client always gets the ack envelope. A bad payload or a
  * failing handler never throws out of here, never changes state, never drops the socket.
+ *
+ * The listeners are made once, here, and shared by every socket of the namespace (the socket
+ * is the emitter they are called on): attaching them to a socket allocates nothing of its
+ * own — memory every idle worker would hold, times thousands of workers on a node.
  */
-export function on<T extends Table, K extends keyof T & string>(
-  socket: Socket,
-  table: T,
-  event: K,
-  log: Logger,
-  handler: Handler<T, K>,
-  /** Rate limit: returns 0 to proceed, else the ms until the client may retry. */
-  limit?: () => number,
-): void {
-  // Per socket and event only the listener itself: the logger is per socket and made on first
-  // use, and the listener is passed inline (a named closure would carry a property array in
-  // the dev runtime, whose transpiler keeps function names) — memory every idle worker holds.
-  socket.on(event as string, (async (...args: unknown[]) => {
-    const last = args[args.length - 1];
-    const ack = typeof last === 'function' ? (last as (r: Ack<unknown>) => void) : () => {};
-    const payload = args.length > 1 || typeof last !== 'function' ? args[0] : undefined;
-    try {
-      const retryAfterMs = limit?.() ?? 0;
-      if (retryAfterMs) metrics.rateLimited.inc({ edge: 'socket' });
-      if (retryAfterMs) throw new AppError({ code: ErrorCode.RATE_LIMITED, message: `too many events; retry in ${retryAfterMs} ms`, details: { retryAfterMs } });
-      assertSafeText(payload, `${event} payload`);
-      const parsed = table[event]!.payload.safeParse(payload ?? {});
-      if (!parsed.success) throw validationError(parsed.error, `${event} payload`);
-      const started = performance.now();
-      const data = await handler(parsed.data as z.output<T[K]['payload']>);
-      if (log.isLevelEnabled('trace')) socketLog(socket, log).trace({ event, ms: Math.round(performance.now() - started) }, 'socket event');
-      ack({ ok: true, data });
-    } catch (err) {
-      // A database outage or a transaction lost to a concurrent one acks UNAVAILABLE (the worker retries it); only the unknown is logged as a failure.
-      const appErr = toAppError(err);
-      if (appErr.code === ErrorCode.INTERNAL) socketLog(socket, log).error({ err, event }, 'socket handler failed');
-      else if (appErr.code === ErrorCode.UNAVAILABLE) socketLog(socket, log).warn({ reason: (err as Error).message, event }, `socket event refused: ${appErr.message}`);
-      else socketLog(socket, log).debug({ event, code: appErr.code }, 'socket event refused');
-      ack({ ok: false, error: appErr.toBody() });
-    }
-  }) as (...args: unknown[]) => void);
+export function socketEvents<T extends Table, S>(table: T, log: Logger, handlers: Handlers<T, S>, opts: SocketEventOptions<S>): (socket: Socket) => void {
+  const listeners = Object.entries(handlers).map(([event, handler]) => {
+    const listener = function (this: Socket, ...args: unknown[]): void {
+      void handle(this, table, event, log, handler as Handler<T, string, S>, opts, args);
+    };
+    return [event, listener] as const;
+  });
+  return (socket) => {
+    for (const [event, listener] of listeners) socket.on(event, listener);
+  };
+}
+
+async function handle<T extends Table, S>(socket: Socket, table: T, event: string, log: Logger, handler: Handler<T, string, S>, opts: SocketEventOptions<S>, args: unknown[]): Promise<void> {
+  const last = args[args.length - 1];
+  const ack = typeof last === 'function' ? (last as (r: Ack<unknown>) => void) : () => {};
+  const payload = args.length > 1 || typeof last !== 'function' ? args[0] : undefined;
+  try {
+    const retryAfterMs = opts.limit?.(socket) ?? 0;
+    if (retryAfterMs) metrics.rateLimited.inc({ edge: 'socket' });
+    if (retryAfterMs) throw new AppError({ code: ErrorCode.RATE_LIMITED, message: `too many events; retry in ${retryAfterMs} ms`, details: { retryAfterMs } });
+    assertSafeText(payload, `${event} payload`);
+    const parsed = table[event]!.payload.safeParse(payload ?? {});
+    if (!parsed.success) throw validationError(parsed.error, `${event} payload`);
+    const started = performance.now();
+    const data = await handler(opts.state(socket), parsed.data as z.output<T[string]['payload']>);
+    if (log.isLevelEnabled('trace')) socketLog(socket, log).trace({ event, ms: Math.round(performance.now() - started) }, 'socket event');
+    ack({ ok: true, data });
+  } catch (err) {
+    // A database outage or a transaction lost to a concurrent one acks UNAVAILABLE (the worker retries it); only the unknown is logged as a failure.
+    const appErr = toAppError(err);
+    if (appErr.code === ErrorCode.INTERNAL) socketLog(socket, log).error({ err, event }, 'socket handler failed');
+    else if (appErr.code === ErrorCode.UNAVAILABLE) socketLog(socket, log).warn({ reason: (err as Error).message, event }, `socket event refused: ${appErr.message}`);
+    else socketLog(socket, log).debug({ event, code: appErr.code }, 'socket event refused');
+    ack({ ok: false, error: appErr.toBody() });
+  }
 }
 
 /** One child logger per socket, made on first use: every line names the socket and who is on it (never the token). */

@@ -86,13 +86,24 @@ serveClient<ScriptedWorkersParams, ScriptedWorkersResult>(async (p, ctx) => {
       );
       connectMs += performance.now() - t0;
     };
+    /**
+     * The runner's next word after 'mute' (beats go on, their acks are not counted: the runner
+     * is forcing a garbage collection in the server, a pause of its own making) and 'unmute'.
+     */
+    const runnerSays = async () => {
+      for (;;) {
+        const m = await ctx.message();
+        if (m === 'mute' || m === 'unmute') measuring = m === 'unmute';
+        else return;
+      }
+    };
     // Two phases (half, then all) so the runner can compare two steady states of the server.
     await connectUpTo(Math.floor(p.sockets / 2));
     ctx.event({ connected: sockets.length, intervalMs });
-    await ctx.message();
+    await runnerSays();
     await connectUpTo(p.sockets);
     ctx.event({ connected: sockets.length, intervalMs });
-    await ctx.message();
+    await runnerSays();
     measuring = false;
     return { connected: sockets.length, connectMs, acks, unanswered, disconnects, helloAt };
   } finally {

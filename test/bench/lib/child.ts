@@ -22,8 +22,8 @@ export interface ClientProcess<R> {
  * Starts `test/bench/clients/<name>.ts` in its own Node process (tsx loader) so the measuring
  * client never shares an event loop with the hub, and hands it `params` over IPC.
  */
-export function startClient<R>(name: string, params: unknown): ClientProcess<R> {
-  const proc = spawn(process.execPath, ['--import', 'tsx', path.join(CLIENTS_DIR, `${name}.ts`)], {
+export function startClient<R>(name: string, params: unknown, execArgv: string[] = []): ClientProcess<R> {
+  const proc = spawn(process.execPath, [...execArgv, '--import', 'tsx', path.join(CLIENTS_DIR, `${name}.ts`)], {
     stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
     env: { ...process.env },
   });

@@ -29,6 +29,26 @@ export function cpuMs(pid: number): number {
   return (Number(fields[11]) + Number(fields[12])) * 10;
 }
 
+/**
+ * A full garbage collection in the process whose inspector listens on `port` (started with
+ * `--inspect=127.0.0.1:<port>`), through the DevTools protocol: memory it holds is then what
+ * is live, not garbage the collector has not come to yet.
+ */
+export async function collectGarbage(port: number): Promise<void> {
+  const [target] = (await (await fetch(`http://127.0.0.1:${port}/json/list`)).json()) as Array<{ webSocketDebuggerUrl: string }>;
+  if (!target) throw new Error(`no inspector target on port ${port}`);
+  const ws = new WebSocket(target.webSocketDebuggerUrl);
+  try {
+    await new Promise<void>((resolve, reject) => {
+      ws.onopen = () => ws.send(JSON.stringify({ id: 1, method: 'HeapProfiler.collectGarbage' }));
+      ws.onmessage = (m) => ((JSON.parse(String(m.data)) as { id?: number }).id === 1 ? resolve() : undefined);
+      ws.onerror = () => reject(new Error(`inspector on port ${port} failed`));
+    });
+  } finally {
+    ws.close();
+  }
+}
+
 export interface HubProcess {
   url: string;
   proc: ChildProcess;
@@ -42,11 +62,12 @@ export interface HubProcess {
  * The hub as it runs in production: its own process (`node --import tsx server/src/main.ts`),
  * so its memory and CPU are its own. Resolves once `/healthz` answers 200.
  */
-export async function startHubProcess(opts: { databaseUrl: string; env?: Record<string, string> }): Promise<HubProcess> {
+export async function startHubProcess(opts: { databaseUrl: string; env?: Record<string, string>; /** Opens the inspector on this port (see collectGarbage). */ inspectPort?: number }): Promise<HubProcess> {
   const port = await freePort();
   const dataDir = mkdtempSync(path.join(tmpdir(), 'handoff-bench-hub-'));
   const t0 = performance.now();
-  const proc = spawn(process.execPath, ['--import', 'tsx', HUB_MAIN], {
+  const inspect = opts.inspectPort ? [`--inspect=127.0.0.1:${opts.inspectPort}`] : [];
+  const proc = spawn(process.execPath, [...inspect, '--import', 'tsx', HUB_MAIN], {
     env: {
       ...process.env,
       ...BENCH_HUB_ENV,
