@@ -128,6 +128,11 @@ export class RunService {
     return markStarted(em(this.orm), runId, workerId, new Date(this.clock.now() - sinceMs), audit);
   }
 
+  /** A run's row and sessions, as a repeated start report needs them (see `run:started`). */
+  startedView(runId: string): Promise<RunForView> {
+    return readRunForView(em(this.orm), runId);
+  }
+
   /** After `reportStarted` moved the run: its reactions (the shares asked for before it started, a configured tmate/upterm share), then the dashboards' update with them. */
   async announceStarted(started: RunRow): Promise<void> {
     await this.events.emit('run.started', started);

@@ -279,9 +279,10 @@ export class LiveSessionService {
    * dashboards hear the run is running, so a run seen `running` has its web share (a takeover
    * right away finds it). Nothing when the run's live viewing is off or a web share is already
    * there (`sessions`: the run's sessions as the start read them); `onRunStarted` does the rest.
+   * Whether it made one.
    */
-  async openStartWebShare(run: RunRow, sessions: LiveSessionRow[]): Promise<void> {
-    if (!run.liveSessionEnabled || sessions.some((s) => s.provider === 'web' && (ACTIVE as string[]).includes(s.status))) return;
+  async openStartWebShare(run: RunRow, sessions: LiveSessionRow[]): Promise<boolean> {
+    if (!run.liveSessionEnabled || sessions.some((s) => s.provider === 'web' && (ACTIVE as string[]).includes(s.status))) return false;
     const at = this.clock.date();
     const share = { id: uuidv7(), runId: run.id, correlationId: uuidv7(), createdBy: SYSTEM.id, at, expiresAt: new Date(at.getTime() + this.options.ttlMs) };
     const entry = { runId: run.id, sessionId: share.id, correlationId: share.correlationId, actor: SYSTEM };
@@ -290,9 +291,20 @@ export class LiveSessionService {
       auditAppendCall({ ...entry, action: 'session.create', metadata: { provider: 'web', ttlMs: this.options.ttlMs } }, at, 's.run_id'),
       auditAppendCall({ ...entry, action: 'session.ready', metadata: { provider: 'web' } }, at),
     );
-    if (!row) return;
+    if (!row) return false;
     this.notifier.sessionUpdated(sessionView(row));
     void this.events.emit('session.created', { sessionId: row.id });
+    return true;
+  }
+
+  /**
+   * A start report repeated for a run already running (the first one may have failed after
+   * the start committed, before its web share was made): the default web share is made if
+   * the run never had one. One that was ended or revoked is not brought back.
+   */
+  async ensureStartWebShare(run: RunRow, sessions: LiveSessionRow[]): Promise<boolean> {
+    if (run.status !== 'running' || sessions.some((s) => s.provider === 'web')) return false;
+    return this.openStartWebShare(run, sessions);
   }
 
   /**

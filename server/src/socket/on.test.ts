@@ -27,7 +27,7 @@ describe('socketEvents', () => {
       fail: async () => {
         throw new AppError({ code: ErrorCode.STATE_CONFLICT, message: 'not now' });
       },
-    }, { state: (socket) => ({ id: socket.id }) });
+    }, { state: (socket: Socket) => ({ id: socket.id }) });
     io.on('connection', (socket) => {
       sockets.push(socket);
       attach(socket);

@@ -173,7 +173,13 @@ export function setupWorkerNamespace(nsp: WorkerNamespace, deps: WorkerNamespace
       // The report's update is conditional on the run being this worker's and assigned, so
       // the verdict is read only when it changed nothing (a repeat, or a run no longer its).
       const started = await deps.runs.reportStarted(c.id, runId, pane, sinceMs);
-      if (!started) await guard(c, runId, 'run:started');
+      if (!started) {
+        await guard(c, runId, 'run:started');
+        // A repeat (the worker resends until acked): if the first report failed after the start
+        // committed, the run would stay without its web share — nobody could watch it.
+        const current = await deps.runs.startedView(runId);
+        if (await deps.sessions.ensureStartWebShare(current.run, current.sessions)) await deps.runs.publish(runId);
+      }
       // Before the ack (after which the worker sends output), in two more round trips: the
       // default web share, then the dashboards' update — a dashboard sees the run `running`
       // with its web share READY, and before its first frame. Beside them, the run's output
