@@ -16,6 +16,7 @@ import * as runsNeedsOperatorIndex from './0016-runs-needs-operator-index.js';
 import * as auditEvents from './0017-audit-events.js';
 import * as shareStartRequested from './0018-share-start-requested.js';
 import * as auditAppendRows from './0019-audit-append-rows.js';
+import * as runViewFunction from './0020-run-view-function.js';
 
 /** Every migration, in order. The server runs the pending ones at start. */
-export const migrations: ReadonlyArray<{ name: string; up: string[] }> = [initial, controlTiming, handoff, revisions, auditIndex, auditNoTruncate, approvalQueues, tokenLifecycle, webhooks, auditCheckpoints, workerLiveness, webhookOutbox, auditAppendFunction, recordingTimeIndex, runsNeedsOperatorIndex, auditEvents, shareStartRequested, auditAppendRows];
+export const migrations: ReadonlyArray<{ name: string; up: string[] }> = [initial, controlTiming, handoff, revisions, auditIndex, auditNoTruncate, approvalQueues, tokenLifecycle, webhooks, auditCheckpoints, workerLiveness, webhookOutbox, auditAppendFunction, recordingTimeIndex, runsNeedsOperatorIndex, auditEvents, shareStartRequested, auditAppendRows, runViewFunction];

@@ -126,7 +126,7 @@ describe('control change: SQL round trips', () => {
       expect(seen.sessions.length).toBe(res.body.sessions.length);
 
       const statements = applyTrace.filter((t) => t !== 'apply: PUSH');
-      expect(statements).toEqual(['apply: select r.*, (select', 'apply: with c as']);
+      expect(statements).toEqual(['apply: select r.*, run_view_extras(r.id,', 'apply: with c as']);
       // Pushed right after the write: nothing is read again before the worker hears of it.
       expect(applyTrace.at(-1)).toBe('apply: PUSH');
       expect(appliedTrace).toEqual(['onApplied: with c as']);

@@ -100,4 +100,25 @@ describe.each(['postgres', 'pglite'] as const)('persistence on %s', (driver) => 
     const [{ n }] = (await em(hub.orm).execute<{ n: number }[]>('select count(*)::int as n from recording_chunks where run_id = ?', [id])) as [{ n: number }];
     expect(n).toBe(30);
   });
+
+  it('records every frame byte for byte: multi-byte characters, emoji, escapes, quotes, commas and text that looks like SQL, JSON or hex', async () => {
+    const run = await api(hub.url, operator, 'POST', '/api/task-runs', { command: { script: 'true' } });
+    const id = run.body.id as string;
+    const { worker } = await hub.auth.issueWorkerToken(`persist-bytes-${driver}`);
+    await em(hub.orm).execute(`update runs set status = 'running', worker_id = ? where id = ?`, [worker.id, id]);
+    const texts = [
+      'ä€𝄞 日本語 😀👩‍👩‍👧', // 2-, 3- and 4-byte UTF-8, surrogate pairs, joiners
+      `"'\\" \\x00 \\u0000 \\n`, // quotes and backslashes, escape sequences as text (no NUL)
+      '{"seq":1,"t":2,"data":"x"}, {1,2,3}', // JSON and array literals, commas
+      "'); drop table recording_chunks; --",
+      '\u001b[31mred\u001b[0m\r\n\u2028\u2029\ufeff',
+      'é'.repeat(20_000), // a long frame of 2-byte characters: every byte offset after it shifts
+      '\\x6869', // bytea's own hex syntax, as text
+    ];
+    const frames = texts.map((data, i) => ({ seq: i + 1, t: i * 7, data }));
+    const feeder = { workerId: worker.id, socketId: 'test-socket-bytes' };
+    expect(await hub.terminal.ingest(id, feeder, frames)).toBe(frames.length);
+    const rows = await em(hub.orm).execute<{ seq: number; t: number; data: string }[]>('select seq, t, data from recording_chunks where run_id = ? order by seq', [id]);
+    expect(rows.map((r) => ({ seq: r.seq, t: r.t, data: r.data }))).toEqual(frames);
+  });
 });

@@ -1,4 +1,4 @@
-import { appendFile, mkdtemp, readFile, rm } from 'node:fs/promises';
+import { appendFile, mkdtemp, readFile, rm, stat } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, expect, it } from 'vitest';
@@ -22,5 +22,12 @@ it('keeps the newest frames within the budget and cuts a line torn by a crash, s
   journal.append({ seq: 6, t: 60, data: 'six' }, { offset: 600, skip: 0 });
   expect((await FrameJournal.readTail(journal.path, 1e6)).frames.map((f) => f.seq)).toEqual([1, 2, 3, 4, 5, 6]);
   expect((await readFile(journal.path, 'utf8')).split('\n')).toHaveLength(7);
+  expect((await stat(journal.path)).mode & 0o777).toBe(0o600);
+  // Closed (the run ended, or another worker adopted it): a later append opens the file again and goes on after the end.
+  journal.close();
+  journal.close();
+  journal.append({ seq: 7, t: 70, data: 'seven' }, { offset: 700, skip: 0 });
+  journal.close();
+  expect((await FrameJournal.readTail(journal.path, 1e6)).last).toEqual({ seq: 7, t: 70, data: 'seven', offset: 700, skip: 0 });
   expect(await FrameJournal.readTail(join(dir, 'missing.jsonl'), 10)).toEqual({ last: null, frames: [] });
 });

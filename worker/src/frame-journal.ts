@@ -1,4 +1,4 @@
-import { appendFileSync, createReadStream } from 'node:fs';
+import { closeSync, createReadStream, openSync, writeSync } from 'node:fs';
 import { truncate } from 'node:fs/promises';
 import type { Frame } from '@handoff/shared';
 import type { OutputPosition } from './output-follower.js';
@@ -20,6 +20,9 @@ export interface JournalTail {
  * output file where the last frame ended.
  */
 export class FrameJournal {
+  /** The journal opened for appending on the first frame, kept until `close()`: one write per frame, no open and close. */
+  private fd: number | null = null;
+
   constructor(readonly path: string) {}
 
   /**
@@ -28,7 +31,17 @@ export class FrameJournal {
    */
   append(frame: Frame, at: OutputPosition): void {
     const entry: JournalEntry = { seq: frame.seq, t: frame.t, data: frame.data, offset: at.offset, skip: at.skip };
-    appendFileSync(this.path, `${JSON.stringify(entry)}\n`, { mode: 0o600 });
+    const line = Buffer.from(`${JSON.stringify(entry)}\n`, 'utf8');
+    this.fd ??= openSync(this.path, 'a', 0o600);
+    for (let at = 0; at < line.length; ) at += writeSync(this.fd, line, at);
+  }
+
+  /** Closes the file (the run ended or another process owns the journal now). Idempotent; a later `append` opens it again. */
+  close(): void {
+    if (this.fd === null) return;
+    const fd = this.fd;
+    this.fd = null;
+    closeSync(fd);
   }
 
   /**

@@ -609,6 +609,7 @@ export class TmuxRun {
     this.detached = true;
     this.resolveResult({ exitCode: null, error: 'detached: no longer watched by this worker', cancelled: false });
     this.removed = true; // nothing journaled from here on: the adopter owns the journal
+    this.journal.close();
     this.follower.close();
     this.status.dispose();
     this.waiter?.kill('SIGKILL');
@@ -676,6 +677,7 @@ export class TmuxRun {
   /** Removes the run directory (see `retainDir`): nothing of the run remains. Idempotent. */
   async release(): Promise<void> {
     this.removed = true;
+    this.journal.close();
     await rm(this.dir, { recursive: true, force: true });
   }
 }

@@ -50,21 +50,27 @@ export async function readRunForView(tx: Em, runId: string, lock = false): Promi
 
 /**
  * The select list of a run's view, over a run row named `r` (a table or a statement's
- * `returning *`): the row, its sessions and live grants, its creator's and worker's names.
+ * `returning *`): the row, and in `view_extras` its sessions and live grants, its creator's and
+ * worker's names (`run_view_extras`, migration 0020, whose plans the connection keeps).
  * `mapRunForView` reads a result row of it.
  */
-export const RUN_VIEW_COLUMNS = `r.*,
-  (select coalesce(json_agg(s order by s.created_at), '[]'::json) from live_sessions s where s.run_id = r.id) as view_sessions,
-  (select coalesce(json_agg(g order by g.created_at), '[]'::json) from write_grants g where g.run_id = r.id and g.status = 'active') as view_grants,
-  (select u.name from users u where u.id = (case when r.created_by ~* '^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$' then r.created_by::uuid end)) as view_creator,
-  (select w.name from workers w where w.id = r.worker_id) as view_worker`;
+export const RUN_VIEW_COLUMNS = `r.*, run_view_extras(r.id, r.created_by, r.worker_id) as view_extras`;
+
+/** What `run_view_extras` returns. */
+interface RunViewExtras {
+  sessions: object[];
+  grants: object[];
+  creator: string | null;
+  worker: string | null;
+}
 
 /** A result row of `RUN_VIEW_COLUMNS` (a caller whose statement selects more takes its own columns out before mapping). */
-export type RawRunForView = Record<string, unknown> & { view_sessions: object[]; view_grants: object[]; view_creator: string | null; view_worker: string | null };
+export type RawRunForView = Record<string, unknown> & { view_extras: RunViewExtras };
 
 /** What a view needs from a `RUN_VIEW_COLUMNS` row. */
 export function mapRunForView(tx: Em, raw: RawRunForView): RunForView {
-  const { view_sessions: sessions, view_grants: grants, view_creator: creator, view_worker: worker, ...row } = raw;
+  const { view_extras: extras, ...row } = raw;
+  const { sessions, grants, creator, worker } = extras;
   const run = { ...tx.map(RunSchema, row) };
   const names: RunNames = {
     users: new Map(creator ? [[run.createdBy, creator]] : []),
