@@ -176,7 +176,7 @@ export async function createHub(config: ServerConfig, opts: { logger?: Logger; c
     ],
   });
   // A run's live sessions start and end with it; a session's write grants end with it.
-  events.on('run.started', (run) => sessions.onRunStarted(run));
+  events.on('run.started', ({ run, repeat }) => sessions.onRunStarted(run, { repeat }));
   events.on('run.ended', ({ runId, reason, code }) => sessions.endAllForRun(runId, reason, code));
   events.on('session.ended', ({ sessionId, reason }) => void grants.onSessionEnded(sessionId, reason).catch((err) => log.error({ err, sessionId }, 'could not end the write grants of an ended session')));
   // A new or extended session may already be inside its grace window.

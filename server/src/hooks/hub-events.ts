@@ -6,8 +6,11 @@ import type { RunRow } from '../infra/db/entities.js';
  * run service does not know live sessions exist, the session service does not know grants.
  */
 export interface HubEventMap {
-  /** A run's process started (or a reclaimed running run): its default web share may start. Awaited. */
-  'run.started': RunRow;
+  /**
+   * A run's process started (or a reclaimed running run): its default shares may start.
+   * `repeat`: its worker reported the start again (see `LiveSessionService.onRunStarted`). Awaited.
+   */
+  'run.started': { run: RunRow; repeat?: boolean };
   /** A run left the active states: its live sessions end with it (`code` ERROR when it was lost). Awaited. */
   'run.ended': { runId: string; reason: string; code?: 'ERROR' };
   /** A run's exit was recorded: its audit chain is anchored. */

@@ -133,9 +133,13 @@ export class RunService {
     return readRunForView(em(this.orm), runId);
   }
 
-  /** After `reportStarted` moved the run: its reactions (the shares asked for before it started, a configured tmate/upterm share), then the dashboards' update with them. */
-  async announceStarted(started: RunRow): Promise<void> {
-    await this.events.emit('run.started', started);
+  /**
+   * After `reportStarted` moved the run: its reactions (the shares asked for before it started, a
+   * configured tmate/upterm share), then the dashboards' update with them. `repeat`: the worker
+   * reported the start again — only what the run never had is started.
+   */
+  async announceStarted(started: RunRow, { repeat = false }: { repeat?: boolean } = {}): Promise<void> {
+    await this.events.emit('run.started', { run: started, repeat });
     await this.publish(started.id);
   }
 
@@ -248,7 +252,7 @@ export class RunService {
     const kept = listed ? mine.filter((r) => listed.includes(r.id)) : mine;
     for (const run of kept) {
       await appendAudit(tx, { runId: run.id, actor: { type: 'worker', id: workerId }, action: 'run.reclaimed', metadata: { via } }, this.clock.date());
-      if (run.status === 'running') await this.events.emit('run.started', run);
+      if (run.status === 'running') await this.events.emit('run.started', { run });
       await this.publish(run.id);
     }
     if (!listed) {

@@ -311,15 +311,22 @@ export class LiveSessionService {
    * The run started: its default web session and, when LIVE_SESSION_PROVIDER names tmate
    * or upterm, that share too (as the hub, through the policy gate), plus any sessions
    * waiting for the run. A share that cannot start goes ERROR; the run goes on headless.
+   *
+   * `repeat`: the worker sent its start report again (the first one's handling may have failed
+   * before these reactions ran, or its ack was lost after they ran): a default share is made only
+   * if the run never had one of its provider — one that is active stays the only one, and one
+   * that was ended or revoked is not brought back — and the waiting ones not yet asked of the
+   * worker are asked for.
    */
-  async onRunStarted(run: RunRow): Promise<void> {
-    // Shares asked for before the run started (one read): the web one, and those still STARTING.
-    const active = await em(this.orm).find(LiveSessionSchema, { runId: run.id, status: { $in: ACTIVE } });
+  async onRunStarted(run: RunRow, { repeat = false }: { repeat?: boolean } = {}): Promise<void> {
+    // The run's shares (one read): the ones asked for before it started, still STARTING, among them.
+    const all = await em(this.orm).find(LiveSessionSchema, { runId: run.id });
+    const active = all.filter((s) => ACTIVE.includes(s.status as SessionStatus));
+    const has = (provider: string) => (repeat ? all : active).some((s) => s.provider === provider);
     if (run.liveSessionEnabled) {
-      const waiting = active.find((s) => s.provider === 'web');
-      if (!waiting) await this.create(SYSTEM, run.id, { provider: 'web' }).catch((err) => this.log.warn({ err, runId: run.id }, 'default web session not created'));
+      if (!has('web')) await this.create(SYSTEM, run.id, { provider: 'web' }).catch((err) => this.log.warn({ err, runId: run.id }, 'default web session not created'));
       const configured = this.options.defaultProvider;
-      if (this.options.enabledByDefault && isExternal(configured)) {
+      if (this.options.enabledByDefault && isExternal(configured) && !(repeat && has(configured))) {
         await this.gate
           .check('session.create.external', SYSTEM_GATE_ACTOR, { runId: run.id, runLabels: run.labels, provider: configured, ttlMinutes: Math.ceil(this.options.ttlMs / 60_000) })
           .then(() => this.create(SYSTEM, run.id, { provider: configured }))
@@ -327,7 +334,9 @@ export class LiveSessionService {
       }
     }
     // Created above, a share is already READY (web) or already asked of the worker (external).
-    for (const s of active.filter((a) => a.status === 'STARTING')) {
+    // On a repeat, one this worker was already asked for is left alone (its start deadline too).
+    const asked = (s: LiveSessionRow) => repeat && s.startRequestedAt !== null && s.workerId === run.workerId;
+    for (const s of active.filter((a) => a.status === 'STARTING' && !asked(a))) {
       if (s.provider === 'web') {
         const row = await em(this.orm).transactional((t) => this.transitionIn(t, s, SessionEvent.ready, { readyAt: this.clock.date(), lastHeartbeatAt: this.clock.date(), workerId: run.workerId ?? null }, SYSTEM, 'session.ready'));
         if (row) this.notifier.sessionUpdated(sessionView(row));

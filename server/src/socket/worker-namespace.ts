@@ -173,13 +173,11 @@ export function setupWorkerNamespace(nsp: WorkerNamespace, deps: WorkerNamespace
       // The report's update is conditional on the run being this worker's and assigned, so
       // the verdict is read only when it changed nothing (a repeat, or a run no longer its).
       const started = await deps.runs.reportStarted(c.id, runId, pane, sinceMs);
-      if (!started) {
-        await guard(c, runId, 'run:started');
-        // A repeat (the worker resends until acked): if the first report failed after the start
-        // committed, the run would stay without its web share — nobody could watch it.
-        const current = await deps.runs.startedView(runId);
-        if (await deps.sessions.ensureStartWebShare(current.run, current.sessions)) await deps.runs.publish(runId);
-      }
+      // A repeat (the worker resends until acked): the first report's handling may have failed
+      // after the start committed, before its web share (nobody could watch the run) and its
+      // other reactions; or its ack was lost after them.
+      const repeated = started ? null : await guard(c, runId, 'run:started').then(() => deps.runs.startedView(runId));
+      if (repeated && (await deps.sessions.ensureStartWebShare(repeated.run, repeated.sessions))) await deps.runs.publish(runId);
       // Before the ack (after which the worker sends output), in two more round trips: the
       // default web share, then the dashboards' update — a dashboard sees the run `running`
       // with its web share READY, and before its first frame. Beside them, the run's output
@@ -195,6 +193,7 @@ export function setupWorkerNamespace(nsp: WorkerNamespace, deps: WorkerNamespace
       // while it was assigned, a configured tmate/upterm share. Its exit report waits for them
       // (see `run:exited`).
       if (started) afterStart(runId, () => deps.runs.announceStarted(started.run), wlog(c));
+      else if (repeated?.run.status === 'running') afterStart(runId, () => deps.runs.announceStarted(repeated.run, { repeat: true }), wlog(c));
       return {};
     },
 
