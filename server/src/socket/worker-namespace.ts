@@ -180,15 +180,18 @@ export function setupWorkerNamespace(nsp: WorkerNamespace, deps: WorkerNamespace
       if (repeated && (await deps.sessions.ensureStartWebShare(repeated.run, repeated.sessions))) await deps.runs.publish(runId);
       // Before the ack (after which the worker sends output), in two more round trips: the
       // default web share, then the dashboards' update — a dashboard sees the run `running`
-      // with its web share READY, and before its first frame. Beside them, the run's output
-      // stream is attached: its first frames need no ownership read of their own.
-      if (started) {
-        const announced = deps.sessions.openStartWebShare(started.run, started.sessions).then(() => deps.runs.publish(runId));
-        await Promise.all([announced, deps.terminal.opened(runId, { workerId: c.id, socketId: c.socketId })]);
-      }
-      // Paused or messaged while still assigned: deliver now that the run exists (a failure
-      // refuses the report, which the worker sends again).
-      await Promise.all([deps.control.resync(c.id), deps.messages.redeliver(c.id)]);
+      // with its web share READY, and before its first frame. Beside them, at once: the run's
+      // output stream is attached (its first frames need no ownership read of their own), and
+      // control changes and messages sent while the run was assigned are pushed now that it
+      // exists (the worker reports a control change it applied only after this ack). Any of
+      // them failing refuses the report, which the worker sends again.
+      const announced = started ? deps.sessions.openStartWebShare(started.run, started.sessions).then(() => deps.runs.publish(runId)) : null;
+      await Promise.all([
+        announced,
+        started ? deps.terminal.opened(runId, { workerId: c.id, socketId: c.socketId }) : null,
+        deps.control.resync(c.id),
+        deps.messages.redeliver(c.id),
+      ]);
       // The run's other reactions follow at once, off the first frame's path: a share asked for
       // while it was assigned, a configured tmate/upterm share. Its exit report waits for them
       // (see `run:exited`).
