@@ -126,8 +126,8 @@ export async function createHub(config: ServerConfig, opts: { logger?: Logger; c
   // The notifier kicks the scheduler, which is built from services that need the notifier.
   // Every service's post-commit pushes also become webhook events (see webhook-events.ts).
   const notifier = withWebhookEvents(
-    new SocketNotifier(dashboardNsp, workerNsp, !!redis, () => {
-      if (!draining) void scheduler.queued();
+    new SocketNotifier(dashboardNsp, workerNsp, !!redis, (created) => {
+      if (!draining) void scheduler.queued(created);
     }),
     webhooks,
   );

@@ -5,6 +5,7 @@ import { em } from '../../server/src/infra/db/orm.js';
 import type { Orm } from '../../server/src/infra/db/orm.js';
 import { LOSE_SILENT_WORKERS, SILENT_WORKER_PROBE, STUCK_STARTS } from '../../server/src/sweeper/sweeper-queries.js';
 import { HEARD_SHARES_UPDATE } from '../../server/src/workers/presence-queries.js';
+import { OLDER_QUEUED } from '../../server/src/workers/scheduler-queries.js';
 import { api, eventually } from '../support/clients.js';
 import { createTestDatabase, REDIS_URL, type TestDatabase } from '../support/db.js';
 import { startTestHub, type TestHub } from '../support/hub.js';
@@ -155,7 +156,7 @@ describe('one node, many workers: work proportional to what changed', () => {
     expect(rows[0].n).toBe(40);
   });
 
-  it('an idle scheduling pass issues no query; a created run is claimed by the worker with room at once, in one claim (the head of the queue, then one conditional statement)', async () => {
+  it('an idle scheduling pass issues no query; a created run is claimed by the worker with room at once, in one conditional statement (no older run waits)', async () => {
     const full = await worker('full');
     const free = await worker('free');
     await full.hello([], 1);
@@ -193,12 +194,37 @@ describe('one node, many workers: work proportional to what changed', () => {
       await eventually('the free worker got it', async () => idle.assigned.some((a) => a.runId === res.body.id), 2000);
       expect(idle.assignedAt.get(res.body.id)! - t0).toBeLessThan(1000);
       expect(busy.assigned.map((a) => a.runId)).toEqual([first]);
-      // One claim for the one worker with room (the full one is not asked): one read of the queue's head, one conditional claim.
-      expect(log.statements.filter((s) => /from runs where status = 'queued' order by/.test(s))).toHaveLength(1);
+      // One claim for the one worker with room (the full one is not asked): the run this node just
+      // created, in one conditional statement (no older run queued), without reading the queue's head.
+      expect(log.statements.filter((s) => /from runs where status = 'queued' order by/.test(s))).toHaveLength(0);
       expect(log.statements.filter((s) => /with room as/.test(s))).toHaveLength(1);
+      expect(log.statements.filter((s) => /with room as/.test(s) && s.includes(OLDER_QUEUED))).toHaveLength(1);
     } finally {
       log.stop();
     }
+  });
+
+  it('a run created while an older one waits does not pass it: its claim finds the older run, which is read and taken first', async () => {
+    // No worker yet: both wait, the newer one last created on this node (the claim's likely head).
+    const older = (await api(hub.url, admin, 'POST', '/api/task-runs', { command: { script: 'sleep 60' }, liveSession: false })).body.id as string;
+    const newer = (await api(hub.url, admin, 'POST', '/api/task-runs', { command: { script: 'sleep 60' }, liveSession: false })).body.id as string;
+    const log = statementLog(hub.orm);
+    try {
+      const w = await worker('fifo');
+      await w.hello([], 1);
+      await eventually('a run assigned', async () => w.assigned.length === 1, 3000);
+      await sleep(200);
+      expect(w.assigned.map((a) => a.runId)).toEqual([older]);
+      // The newer run was tried first and not taken (the older one waited), then the head was read and claimed.
+      expect(log.statements.filter((s) => /with room as/.test(s) && s.includes(OLDER_QUEUED))).toHaveLength(1);
+      expect(log.statements.filter((s) => /from runs where status = 'queued' order by/.test(s))).toHaveLength(1);
+      expect(log.statements.filter((s) => /with room as/.test(s) && !s.includes(OLDER_QUEUED))).toHaveLength(1);
+    } finally {
+      log.stop();
+    }
+    const { rows } = await db.query('select id, status, worker_id from runs where id = any($1) order by created_at', [[older, newer]]);
+    expect(rows.map((r) => r.status)).toEqual(['assigned', 'queued']);
+    expect(rows[1].worker_id).toBeNull();
   });
 });
 
@@ -323,6 +349,13 @@ describe('heartbeat, loss and queue queries: indexed', () => {
   it("the scheduler's claim takes the oldest queued run through runs_queue_idx", async () => {
     const p = await plan(`select id from runs where status = 'queued' order by created_at, id limit 1 for update skip locked`);
     expect(p).toMatch(/Index Scan using runs_queue_idx/);
+    expect(p).not.toMatch(/Seq Scan on runs/);
+  });
+
+  it("claiming the run just created checks for an older queued one through runs_queue_idx", async () => {
+    const [newest] = await em(hub.orm).execute<{ id: string }[]>(`select id from runs where status = 'queued' order by created_at desc limit 1`);
+    const p = await plan(`select id from runs where id = ? and status = 'queued' and not exists (${OLDER_QUEUED})`, [newest!.id]);
+    expect(p).toMatch(/Index (Only )?Scan using runs_queue_idx on runs older/);
     expect(p).not.toMatch(/Seq Scan on runs/);
   });
 });

@@ -86,8 +86,11 @@ async function deliverMessage({ runs, logger }: InboundDeps, msg: RunMessage): P
 /** `term:input`: ok once tmux took the keys (the operator's shell during a takeover, else the agent's pane), in arrival order per run. */
 async function typeInto({ runs, logger }: InboundDeps, { runId, data }: InboundPayload<'term:input'>): Promise<Record<string, never>> {
   const entry = runs.active(runId);
-  const run = entry?.tmux;
-  if (!entry || !run) throw notRunningHere(runId);
+  if (!entry) throw notRunningHere(runId);
+  // Keys may come while tmux is still letting the command go (its start is reported meanwhile).
+  if (!entry.tmux) await entry.inbox;
+  const run = entry.tmux;
+  if (!run || hasEnded(entry)) throw notRunningHere(runId);
   entry.reporter.noteInput(); // before the keys go: their echo may come back before tmux's answer
   try {
     await run.input(data);

@@ -5,7 +5,7 @@ export interface RunFreezerOptions {
   /** The pane's process (the run's wrapper shell): it leads the run's session and is never stopped (see `suspendRun`). */
   rootPid: number;
   /**
-   * The process group the run's command runs in (see `GROUP_LAUNCHER`), or null when it has
+   * The process group the run's command runs in (see `groupLauncher()`), or null when it has
    * none: perl was missing, an older worker started the run, or the command is not launched yet.
    */
   commandGroup: () => number | null;

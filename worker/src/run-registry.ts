@@ -35,7 +35,10 @@ export interface RunEntry {
   readonly reporter: RunReporter;
   /** `starting` until tmux runs it, `running`, then `ended` until the hub has the exit report. */
   phase: 'starting' | 'running' | 'ended';
+  /** Set once tmux runs the run and the worker supervises it (cancel, input, shares act through it). */
   tmux: TmuxRun | null;
+  /** The same run from the moment it exists, before any output is read: every sealed frame is journaled through it. */
+  journal: TmuxRun | null;
   /** Takes control changes from the moment the run is known; acts on them once tmux runs it. */
   readonly control: RunControl;
   /** The run's inbox once tmux runs it; null if it never started. */
@@ -150,6 +153,14 @@ export class RunRegistry {
         tmuxBin: this.opts.tmuxBin(),
         onOutput: (text) => entry.reporter.output(text),
         outputRoom: () => entry.reporter.hasRoom(),
+        onCreated: (run) => (entry.journal = run),
+        // The start is reported while the command is let go: the hub's handling of the report
+        // (its web share, the dashboards' update) overlaps the command's start, not follows it.
+        // From here the run's tmux server is up, so a share can attach to it.
+        onLaunched: (pane) => {
+          entry.phase = 'running';
+          entry.reporter.reportStarted(pane);
+        },
         logger: this.root.child({ module: 'tmux-run', runId }),
         killGraceMs: this.opts.killGraceMs,
         startedAt: entry.startedAt,
@@ -277,8 +288,8 @@ export class RunRegistry {
         initialSeq: resume?.lastSeq,
         initialFrames: resume?.frames,
       },
-      // Sealed frames are journaled before they can be sent (output only flows once tmux runs the command).
-      onFrameSealed: (frame, pushedThrough) => entry.tmux?.recordFrame(frame, pushedThrough),
+      // Sealed frames are journaled before they can be sent, from the first (which may come while the start is still under way).
+      onFrameSealed: (frame, pushedThrough) => entry.journal?.recordFrame(frame, pushedThrough),
       // Past the reporter's bound the output waits in the capture file, read on as the hub acks.
       onRoom: () => entry.tmux?.resumeOutput(),
       onSettled: () => {
@@ -294,6 +305,7 @@ export class RunRegistry {
       reporter,
       phase,
       tmux: null,
+      journal: null,
       control: new RunControl({
         runId,
         clock: this.opts.clock,
@@ -335,6 +347,7 @@ export class RunRegistry {
           tmuxBin: this.opts.tmuxBin(),
           onOutput: (text) => entry.reporter.output(text),
           outputRoom: () => entry.reporter.hasRoom(),
+          onCreated: (run) => (entry.journal = run),
           logger: this.root.child({ module: 'tmux-run', runId }),
           killGraceMs: this.opts.killGraceMs,
           from,
@@ -355,7 +368,8 @@ export class RunRegistry {
       // Room freed while it was opening reached no one (`onRoom` finds entry.tmux unset): read on now.
       run.resumeOutput();
       entry.phase = 'running';
-      // Repeated for a re-adopted run: the hub ignores a start it already has (and it may not have it).
+      // A new run reported its start at launch (a no-op here); repeated for a re-adopted run:
+      // the hub ignores a start it already has (and it may not have it).
       entry.reporter.reportStarted(await run.paneInfo());
       entry.control.attach(run, adopted && (await run.stopped()));
       entry.setInbox(new RunInbox({ dir: run.dir, logger: this.root.child({ module: 'inbox', runId }) }));

@@ -7,6 +7,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { pino } from 'pino';
 import { afterEach, expect, it } from 'vitest';
 import { LeaseKeeper, writeAbandonAfter } from './run-dir.js';
+import { ensureWatchdog, spawnWatchdog, stopWatchdog, watchdogPid } from './run-watchdog.js';
 import { TmuxRun } from './tmux-run.js';
 import { killMatching, pgrep, tmuxServerAlive, uniqueSleep } from './testing/processes.js';
 import { TMUX, until } from './testing/shares.js';
@@ -110,4 +111,26 @@ it('a worker that froze (lease stale) but still holds the run learns from its re
   expect(outcome.exitCode).toBeNull();
   expect(outcome.error).toMatch(/^stopped by its watchdog at \d{4}-\d\d-\d\dT.*reclaim grace$/);
   expect(pgrep(marker)).toEqual([]);
+});
+
+it('registers itself: a watchdog whose worker died before writing its pid file is found by the next worker, never doubled, and stopped', async () => {
+  const marker = uniqueSleep();
+  const { runsDir, run } = await setUp(marker, 60_000);
+  run.detach(); // the worker is gone
+  const opts = { tmuxBin: TMUX, dir: run.dir, runsDir };
+  const first = await watchdogPid(run.dir);
+  expect(first).toBeGreaterThan(1);
+  // A worker that spawned a watchdog and died before writing its pid file: only the script's own write.
+  await stopWatchdog(run.dir);
+  await rm(join(run.dir, 'watchdog.pid'), { force: true });
+  expect(await watchdogPid(run.dir)).toBeNull();
+  const orphan = spawnWatchdog(opts);
+  orphan.unref();
+  const orphanPid = orphan.pid!;
+  await until(async () => (await watchdogPid(run.dir)) === orphanPid, 'the watchdog wrote its own pid file');
+  // The next worker keeps it rather than starting a second one, and stops it at the run's end.
+  expect(await ensureWatchdog(opts)).toBe(orphanPid);
+  expect(pgrep(join(run.dir, 'watchdog.sh'))).toEqual([orphanPid]);
+  await stopWatchdog(run.dir);
+  await until(() => pgrep(join(run.dir, 'watchdog.sh')).length === 0, 'the watchdog stopped');
 });

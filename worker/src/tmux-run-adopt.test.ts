@@ -1,8 +1,11 @@
+import { spawn } from 'node:child_process';
 import { randomUUID } from 'node:crypto';
+import { once } from 'node:events';
 import { existsSync } from 'node:fs';
-import { mkdtemp, rm } from 'node:fs/promises';
+import { mkdtemp, readFile, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
 import { pino } from 'pino';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import type { Frame } from '@handoff/shared';
@@ -14,6 +17,7 @@ import { TMUX, until } from './testing/shares.js';
 // A pane is a terminal: its line discipline turns "\n" into "\r\n".
 const lf = (s: string) => s.replaceAll('\r\n', '\n');
 const silent = pino({ level: 'silent' });
+const LAUNCH_AND_DIE = fileURLToPath(new URL('./testing/launch-and-die.ts', import.meta.url));
 
 let runsDir: string;
 const cleanups: Array<() => Promise<unknown> | unknown> = [];
@@ -48,8 +52,11 @@ function pipeline(init: { initialSeq?: number; initialFrames?: Frame[] } = {}) {
   return {
     frames,
     batcher,
-    onOutput: (text: string) => batcher.push(text),
-    bind: (r: TmuxRun) => (run = r),
+    /** A TmuxRun's output and creation hooks, as the worker's registry sets them (the run journals from its first frame). */
+    hooks: {
+      onOutput: (text: string) => batcher.push(text),
+      onCreated: (r: TmuxRun) => (run = r),
+    },
   };
 }
 
@@ -73,10 +80,9 @@ describe('TmuxRun.adopt', () => {
       cols: 120,
       rows: 32,
       tmuxBin: TMUX,
-      onOutput: first.onOutput,
+      ...first.hooks,
       logger: silent,
     });
-    first.bind(run1);
     cleanups.push(() => TmuxRun.remove(runsDir, runId, TMUX));
     await until(() => first.frames.length >= 8, 'some frames', 10_000);
 
@@ -95,8 +101,7 @@ describe('TmuxRun.adopt', () => {
     const hubLastSeq = last!.seq - 2;
     const second = pipeline({ initialSeq: last!.seq, initialFrames: frames });
     second.batcher.ack(hubLastSeq);
-    const run2 = await TmuxRun.adopt({ runId, runsDir, tmuxBin: TMUX, onOutput: second.onOutput, logger: silent, from: { offset: last!.offset, skip: last!.skip } });
-    second.bind(run2);
+    const run2 = await TmuxRun.adopt({ runId, runsDir, tmuxBin: TMUX, ...second.hooks, logger: silent, from: { offset: last!.offset, skip: last!.skip } });
     expect(pgrep(watchdog)).toEqual([watchdogPid]); // the run's watchdog outlived its worker and stays on
     expect(await run2.result).toEqual({ exitCode: 0, cancelled: false });
     second.batcher.flush();
@@ -153,10 +158,9 @@ describe('TmuxRun.adopt', () => {
       cols: 120,
       rows: 32,
       tmuxBin: TMUX,
-      onOutput: first.onOutput,
+      ...first.hooks,
       logger: silent,
     });
-    first.bind(run1);
     cleanups.push(() => TmuxRun.remove(runsDir, runId, TMUX));
     await until(() => first.frames.length >= 1, 'the first frame');
     run1.detach();
@@ -170,8 +174,7 @@ describe('TmuxRun.adopt', () => {
     const { last, frames } = await TmuxRun.journalTail(runsDir, runId, 1 << 20);
     const second = pipeline({ initialSeq: last!.seq, initialFrames: frames });
     second.batcher.ack(last!.seq);
-    const run2 = await TmuxRun.adopt({ runId, runsDir, tmuxBin: TMUX, onOutput: second.onOutput, logger: silent, from: { offset: last!.offset, skip: last!.skip } });
-    second.bind(run2);
+    const run2 = await TmuxRun.adopt({ runId, runsDir, tmuxBin: TMUX, ...second.hooks, logger: silent, from: { offset: last!.offset, skip: last!.skip } });
     expect(await run2.result).toEqual({ exitCode: 7, cancelled: false });
     second.batcher.flush();
     const all = [...frames, ...second.batcher.unacked()];
@@ -192,11 +195,10 @@ describe('TmuxRun.adopt', () => {
       cols: 80,
       rows: 24,
       tmuxBin: TMUX,
-      onOutput: first.onOutput,
+      ...first.hooks,
       logger: silent,
       retainDir: true,
     });
-    first.bind(run1);
     cleanups.push(() => TmuxRun.remove(runsDir, runId, TMUX));
     expect(await run1.result).toEqual({ exitCode: 5, cancelled: false });
     // The worker dies before the final frame was sealed and the exit reported.
@@ -207,13 +209,34 @@ describe('TmuxRun.adopt', () => {
     const { last, frames } = await TmuxRun.journalTail(runsDir, runId, 1 << 20);
     const from = last ? { offset: last.offset, skip: last.skip } : undefined;
     const second = pipeline({ initialSeq: last?.seq ?? 0, initialFrames: frames });
-    const run2 = await TmuxRun.adopt({ runId, runsDir, tmuxBin: TMUX, onOutput: second.onOutput, logger: silent, retainDir: true, from });
-    second.bind(run2);
+    const run2 = await TmuxRun.adopt({ runId, runsDir, tmuxBin: TMUX, ...second.hooks, logger: silent, retainDir: true, from });
     expect(await run2.result).toEqual({ exitCode: 5, cancelled: false });
     second.batcher.flush();
     expect(lf(second.frames.map((f) => f.data).join(''))).toBe('last words ✓\n');
     expect((await TmuxRun.journalTail(runsDir, runId, 1 << 20)).last?.seq).toBe(second.frames.at(-1)!.seq); // journaled until released
     await run2.release();
     expect(existsSync(run2.dir)).toBe(false);
+  });
+
+  it('a worker that died after reporting the start, before letting the command go: the adopter lets it go', async () => {
+    const tag = `pre-go-${randomUUID().slice(0, 8)}`;
+    const runId = randomUUID();
+    cleanups.push(() => killMatching(tag));
+    cleanups.push(() => TmuxRun.remove(runsDir, runId, TMUX));
+    // A real process, SIGKILLed at the moment it reports the start (see testing/launch-and-die.ts).
+    const died = spawn(process.execPath, ['--import', 'tsx', LAUNCH_AND_DIE, runsDir, runId, `echo "${tag} ran"; sleep 0.2`], { stdio: 'ignore' });
+    const [, signal] = await once(died, 'exit');
+    expect(signal).toBe('SIGKILL');
+    expect(await TmuxRun.inspect(runsDir, runId, TMUX)).toBe('live');
+    // Its command is still waiting for `go`: nothing ran.
+    await new Promise((r) => setTimeout(r, 300));
+    expect(await readFile(join(runsDir, runId, 'output.log'), 'utf8')).toBe('');
+
+    const second = pipeline();
+    const run2 = await TmuxRun.adopt({ runId, runsDir, tmuxBin: TMUX, ...second.hooks, logger: silent });
+    cleanups.push(() => run2.release());
+    expect(await run2.result).toMatchObject({ exitCode: 0 });
+    await until(() => second.frames.map((f) => f.data).join('').includes(`${tag} ran`), 'the command ran', 5000);
+    expect(lf(second.frames.map((f) => f.data).join(''))).toBe(`${tag} ran\n`);
   });
 });

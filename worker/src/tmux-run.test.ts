@@ -1,5 +1,6 @@
+import { execFileSync, spawnSync } from 'node:child_process';
 import { existsSync } from 'node:fs';
-import { mkdir, mkdtemp, rm } from 'node:fs/promises';
+import { mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { randomUUID } from 'node:crypto';
@@ -7,6 +8,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { pino } from 'pino';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import type { Command } from '@handoff/shared';
+import { groupLauncher, shellQuote } from './run-script.js';
 import { TmuxRun, type TmuxRunOptions } from './tmux-run.js';
 import { killMatching, pgrep, tmuxServerAlive, uniqueSleep } from './testing/processes.js';
 
@@ -119,6 +121,26 @@ describe('TmuxRun', () => {
     expect(tail.last).toEqual({ seq: 1, t: 0, data: 'one\r\n', offset: 5, skip: 0 });
   });
 
+  it('hands the run out before reading its output, and reports the launch before the command is let go', async () => {
+    const events: string[] = [];
+    let created: TmuxRun | null = null;
+    const { run } = await start({ script: 'echo first-line' }, {
+      onCreated: (r) => {
+        created = r;
+        events.push('created');
+      },
+      onLaunched: (pane) => events.push(`launched ${pane?.cols}x${pane?.rows} ${pane?.term}`),
+      onOutput: (t) => events.push(`output ${lf(t)}`),
+    });
+    events.push('started');
+    expect(created).toBe(run);
+    await run.result;
+    // The launch is reported before any output (the registry reports the run's start then);
+    // the output may come before or after `start` resolved, which is why the run is handed out at once.
+    expect(events.slice(0, 2)).toEqual(['created', 'launched 120x32 screen-256color']);
+    expect(events.filter((e) => e.startsWith('output')).join('')).toBe('output first-line\n');
+  });
+
   it('handles a command that ends at once', async () => {
     const { run, out } = await start({ argv: ['true'] });
     expect(await run.result).toEqual({ exitCode: 0, cancelled: false });
@@ -199,6 +221,47 @@ describe('TmuxRun', () => {
     expect(await run.result).toEqual({ exitCode: 0, cancelled: false });
     expect(lf(out.text)).toBe('spawned\n');
     expect(pgrep(m)).toEqual([]);
+  });
+
+  // A process group of its own that owns the pane's terminal, with Ctrl-Z off (see groupLauncher):
+  // stty and ps answer from inside the command, so a wrong ioctl number fails here.
+  const GROUP_PROBE = `stty -a | grep -o 'susp = [^;]*'; ps -o pid=,pgid=,tpgid= -p $$`;
+  const groupOf = (text: string) => {
+    const [pid, pgid, tpgid] = lf(text).split('\n')[1]!.trim().split(/\s+/).map(Number);
+    return { pid, pgid, tpgid };
+  };
+
+  it('runs the command in a process group of its own that owns the terminal, with the suspend character off', async () => {
+    const { run, out } = await start({ script: GROUP_PROBE });
+    expect(await run.result).toEqual({ exitCode: 0, cancelled: false });
+    expect(lf(out.text).split('\n')[0]).toBe('susp = <undef>');
+    const { pid, pgid, tpgid } = groupOf(out.text);
+    expect(pid).toBeGreaterThan(1);
+    expect(pgid).toBe(pid);
+    expect(tpgid).toBe(pid);
+  });
+
+  it('does the same through the POSIX module where the ioctl numbers are not the generic ones', async () => {
+    // The launcher an architecture like ppc64 gets, run by this machine's perl in a real tmux pane.
+    const dir = await mkdtemp(join(runsDir, 'posix-'));
+    const socket = join(dir, 'tmux.sock');
+    const script = join(dir, 'probe.sh');
+    await writeFile(script, `${['perl', '-e', groupLauncher('ppc64'), '--', join(dir, 'group'), 'sh', '-c', GROUP_PROBE].map(shellQuote).join(' ')} > ${shellQuote(join(dir, 'out'))} 2>&1\n`);
+    try {
+      execFileSync('/usr/bin/tmux', ['-S', socket, '-f', '/dev/null', 'new-session', '-d', '-x', '80', '-y', '24', 'sh', script]);
+      let text = '';
+      for (let i = 0; i < 200 && !text.includes('\n', text.indexOf('\n') + 1); i++) {
+        await sleep(25);
+        text = await readFile(join(dir, 'out'), 'utf8').catch(() => '');
+      }
+      expect(text.split('\n')[0]).toBe('susp = <undef>');
+      const { pid, pgid, tpgid } = groupOf(text);
+      expect(pgid).toBe(pid);
+      expect(tpgid).toBe(pid);
+      expect((await readFile(join(dir, 'group'), 'utf8')).trim()).toBe(String(pid));
+    } finally {
+      spawnSync('/usr/bin/tmux', ['-S', socket, 'kill-server'], { stdio: 'ignore' }); // gone already once the probe ended
+    }
   });
 
   it('rejects an unsafe run id without creating anything', async () => {

@@ -40,6 +40,18 @@ export interface TmuxRunOptions {
    * capture file until `resumeOutput()`. Default: always.
    */
   outputRoom?: () => boolean;
+  /**
+   * Called with the run as soon as it exists, before any of its output is read: the frames
+   * sealed from its output are journaled through it (`recordFrame`) from the first one.
+   */
+  onCreated?: (run: TmuxRun) => void;
+  /**
+   * Called once the run's tmux server is up with its output captured, just before the
+   * command is let go, with the pane as tmux created it: the start can be reported now, so
+   * that the hub's handling of the report overlaps the command's own start. `start` may
+   * still reject after it (the command could not be let go).
+   */
+  onLaunched?: (pane: PaneInfo | null) => void;
   logger: Logger;
   /** Cancel: ms between SIGTERM and SIGKILL of the run's processes. Default 2000. */
   killGraceMs?: number;
@@ -58,7 +70,7 @@ export interface TmuxRunOptions {
   /** Start the dead-man switch (see run-watchdog.ts). Default true. */
   watchdog?: boolean;
   /**
-   * The perl that puts the command in a process group of its own (see `GROUP_LAUNCHER`), so a
+   * The perl that puts the command in a process group of its own (see `groupLauncher()`), so a
    * hard pause stops it with one signal; null: the command shares the wrapper's group and a
    * pause scans /proc. Default: `perl` in /usr/local/bin, /usr/bin or /bin.
    */
@@ -72,7 +84,7 @@ export interface TmuxRunOptions {
 }
 
 /** What `TmuxRun.adopt` needs: the start options that still matter for a run already running. */
-export type AdoptOptions = Omit<TmuxRunOptions, 'command' | 'cwd' | 'env' | 'cols' | 'rows' | 'startedAt'> & {
+export type AdoptOptions = Omit<TmuxRunOptions, 'command' | 'cwd' | 'env' | 'cols' | 'rows' | 'startedAt' | 'onLaunched'> & {
   /** Where the journal says the output stood after the last frame sent (see `TmuxRun.journalTail`). Default: the start. */
   from?: OutputPosition;
 };
@@ -196,6 +208,7 @@ export class TmuxRun {
     await mkdir(dir, { mode: 0o700 });
     await chmod(dir, 0o700); // mkdir's mode is filtered by the umask
     const run = new TmuxRun(opts, dir);
+    opts.onCreated?.(run);
     return TmuxRun.supervised(run, () => run.launch());
   }
 
@@ -253,6 +266,7 @@ export class TmuxRun {
     const run = new TmuxRun(opts, dir, opts.from);
     run.panePid = meta.panePid;
     run.agentPane = meta.paneId;
+    opts.onCreated?.(run);
     return TmuxRun.supervised(run, () => run.reattach());
   }
 
@@ -304,7 +318,7 @@ export class TmuxRun {
   }
 
   /**
-   * The process group the command runs in, of its own (see `GROUP_LAUNCHER`); null before
+   * The process group the command runs in, of its own (see `groupLauncher()`); null before
    * the command is launched, when it has none (no perl, or a run of an older worker), or
    * once its leader is gone. Reads one small file and one /proc/<pid>/stat at most.
    */
@@ -385,8 +399,7 @@ export class TmuxRun {
       const r = await tmux(this.opts.tmuxBin, this.socketPath, ['display-message', '-p', '-t', this.agentPane, '#{pane_width} #{pane_height}']);
       size = r.code === 0 ? parseSize(r.stdout.trim().split(' ')) : null;
     }
-    // The run's command is started by `sh` (the run's wrapper script).
-    return size && { ...size, term: PANE_TERM, shell: '/bin/sh' };
+    return paneOf(size);
   }
 
   /** Ends the takeover: closes the operator's window and everything started in it; the agent's window is shown again. */
@@ -542,6 +555,8 @@ export class TmuxRun {
     }
     const meta: RunMeta = { startedAt: opts.startedAt ?? Date.now(), panePid: this.panePid, paneId: this.agentPane };
     await writeFile(join(dir, RunFiles.meta), JSON.stringify(meta), { mode: 0o600 });
+    // Reported while the command is let go and its watchdog spawned (both on the first frame's path).
+    opts.onLaunched?.(paneOf(this.paneSize));
     // The command starts at `go`; its watchdog starts meanwhile, not before it (its spawn is
     // on the first frame's path). Either failing fails the start, which leaves nothing behind.
     const [go] = await Promise.all([
@@ -591,7 +606,15 @@ export class TmuxRun {
     }
     await tmux(this.opts.tmuxBin, this.socketPath, ['select-window', '-t', this.agentPane]);
     const opts = this.opts;
-    if (opts.watchdog !== false) await ensureWatchdog({ tmuxBin: opts.tmuxBin, dir: this.dir, runsDir: opts.runsDir, killGraceMs: opts.killGraceMs });
+    // The previous worker may have died after reporting the start and before letting the
+    // command go (see `onLaunched`): `go` again. Once the command went, nothing waits for `go`
+    // any more, and tmux only remembers one that nobody waits for.
+    const [go] = await Promise.all([
+      tmux(opts.tmuxBin, this.socketPath, ['wait-for', '-S', 'go']),
+      opts.watchdog !== false ? ensureWatchdog({ tmuxBin: opts.tmuxBin, dir: this.dir, runsDir: opts.runsDir, killGraceMs: opts.killGraceMs }) : null,
+    ]);
+    // The server went meanwhile: the waiter below returns at once, and the outcome is read as for any end.
+    if (go.code !== 0) this.log.warn({ stderr: go.stderr.trim() }, 'could not let a re-adopted run go');
     // A `done` signalled before anyone waits is remembered; one the dead worker's orphaned
     // waiter consumed is not — but then the pane is gone and the server exits, ending this waiter too.
     this.waitForDone(this.runEnv);
@@ -689,6 +712,11 @@ function runDir(runsDir: string, runId: string): string {
 }
 
 /** `["120", "32"]` → {cols, rows}; null unless both are positive integers. */
+/** The run's command is started by `sh` (the run's wrapper script), in a pane of `PANE_TERM`. */
+function paneOf(size: { cols: number; rows: number } | null): PaneInfo | null {
+  return size && { ...size, term: PANE_TERM, shell: '/bin/sh' };
+}
+
 function parseSize([cols, rows]: string[]): { cols: number; rows: number } | null {
   const c = Number(cols);
   const r = Number(rows);

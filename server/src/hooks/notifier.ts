@@ -10,8 +10,12 @@ export interface Notifier {
   termFrames(runId: string, frames: Frame[]): void;
   /** Tells the worker (on whichever node it is connected) to cancel a run. */
   cancelOnWorker(workerId: string, runId: string): void;
-  /** Asks every hub node to try assigning queued runs to its workers. */
-  kickSchedulers(): void;
+  /**
+   * Asks every hub node to try assigning queued runs to its workers. `created`: the id of a
+   * run just created on this node, most likely the queue's head, which this node's scheduler
+   * tries to claim first, in one statement (see `claimOldestQueued`).
+   */
+  kickSchedulers(created?: string): void;
   /** The one-time grace warning before a session expires (to the run room). */
   sessionGrace(session: LiveSession): void;
   /** Disconnects every socket (dashboard or worker, on every node) that authenticated with this token. */

@@ -77,7 +77,7 @@ export class RunService {
       });
     }
     // Offered to a worker at once (the claim runs beside the publish): the first frame waits on it.
-    this.notifier.kickSchedulers();
+    this.notifier.kickSchedulers(id);
     return this.publish(id);
   }
 

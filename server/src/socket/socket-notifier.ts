@@ -12,7 +12,7 @@ export class SocketNotifier implements Notifier {
     private readonly dashboard: DashboardNamespace,
     private readonly worker: WorkerNamespace,
     private readonly multiNode: boolean,
-    private readonly kickLocal: () => void,
+    private readonly kickLocal: (created?: string) => void,
   ) {}
 
   runUpdated(run: Run): void {
@@ -34,8 +34,8 @@ export class SocketNotifier implements Notifier {
     this.worker.to(rooms.worker(workerId)).emit('run:cancel', { runId });
   }
 
-  kickSchedulers(): void {
-    this.kickLocal();
+  kickSchedulers(created?: string): void {
+    this.kickLocal(created);
     if (this.multiNode) this.worker.serverSideEmit('scheduler:kick');
   }
 

@@ -50,6 +50,8 @@ export class Scheduler {
   /** Bumped whenever something may have been queued; `emptyAt` is the value at which the queue was last found empty. */
   private queueEpoch = 1;
   private emptyAt = 0;
+  /** A run just created on this node (see `queued`): the next claim tries it first. */
+  private likely: string | null = null;
   /** Passes run, and those that cost no query because the queue was known empty (for tests and diagnostics). */
   readonly stats = { passes: 0, idlePasses: 0 };
   private readonly clock: Clock;
@@ -98,10 +100,12 @@ export class Scheduler {
 
   /**
    * A run may have been queued (created or requeued, on any node), or a recheck is due: the
-   * next pass claims until the queue is found empty again.
+   * next pass claims until the queue is found empty again. `created`: a run just created on
+   * this node, most likely the queue's head, which the pass's first claim tries directly.
    */
-  queued(): Promise<void> {
+  queued(created?: string): Promise<void> {
     this.queueEpoch += 1;
+    if (created) this.likely = created;
     return this.kick();
   }
 
@@ -140,7 +144,9 @@ export class Scheduler {
     const now = this.clock.now();
     for (const slot of this.slots.values()) {
       if (slot.pushing || slot.backoffUntil > now || slot.active >= slot.worker.capacity) continue;
-      const claim = await this.claim(slot.worker);
+      const likely = this.likely;
+      this.likely = null;
+      const claim = await this.claim(slot.worker, likely);
       if (!claim.queued) {
         // A kick that arrived during this pass may have queued more: only then is it not known empty.
         if (this.queueEpoch === epoch) this.emptyAt = epoch;
@@ -159,10 +165,10 @@ export class Scheduler {
     }
   }
 
-  /** The oldest queued run, if the database agrees the worker has room, with its audit row: two round trips, no transaction (see `claimOldestQueued`). */
-  private claim(worker: LocalWorker): Promise<{ queued: boolean; run: RunRow | null }> {
+  /** The oldest queued run, if the database agrees the worker has room, with its audit row: one or two round trips, no transaction (see `claimOldestQueued`). */
+  private claim(worker: LocalWorker, likely: string | null): Promise<{ queued: boolean; run: RunRow | null }> {
     const at = this.clock.date();
-    return claimOldestQueued(em(this.orm), worker.id, worker.capacity, (runId) => auditAppendCall({ runId, actor: SYSTEM, action: 'run.assign', metadata: { workerId: worker.id } }, at, 'c.id'));
+    return claimOldestQueued(em(this.orm), worker.id, worker.capacity, (runId) => auditAppendCall({ runId, actor: SYSTEM, action: 'run.assign', metadata: { workerId: worker.id } }, at, 'c.id'), likely);
   }
 
   private async giveBack(workerId: string, runId: string, reason: string): Promise<void> {
