@@ -711,12 +711,12 @@ function runDir(runsDir: string, runId: string): string {
   return join(runsDir, runId);
 }
 
-/** `["120", "32"]` → {cols, rows}; null unless both are positive integers. */
 /** The run's command is started by `sh` (the run's wrapper script), in a pane of `PANE_TERM`. */
 function paneOf(size: { cols: number; rows: number } | null): PaneInfo | null {
   return size && { ...size, term: PANE_TERM, shell: '/bin/sh' };
 }
 
+/** `["120", "32"]` → {cols, rows}; null unless both are positive integers. */
 function parseSize([cols, rows]: string[]): { cols: number; rows: number } | null {
   const c = Number(cols);
   const r = Number(rows);
