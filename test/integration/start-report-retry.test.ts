@@ -118,6 +118,35 @@ describe('a start report repeated after the hub failed half-way', () => {
     await api(hub.url, admin, 'POST', `/api/task-runs/${runId}/cancel`, {});
   });
 
+  it('the configured share failing after the ack is retried by the hub (the worker reports no more): made once, asked of the worker once', async () => {
+    const runId = await newRun();
+    // The web share (before the ack) is inserted; the configured tmate share (after it) fails, once.
+    await db.query(`create sequence configured_share_fail_once`);
+    await db.query(`create function configured_share_fail_once() returns trigger language plpgsql security definer as $$
+      begin if nextval('configured_share_fail_once') = 2 then raise exception 'injected: live_sessions insert failed'; end if; return new; end $$`);
+    await db.query(`create trigger configured_share_fail_once before insert on live_sessions for each row execute function configured_share_fail_once()`);
+    try {
+      expect((await worker.started(runId)).ok).toBe(true);
+      await eventually('the configured share made on a retry and asked of the worker', async () => {
+        const tmate = (await run(runId)).sessions.find((x) => x.provider === 'tmate');
+        return !!tmate && shareRequests.some((r) => r.sessionId === tmate.id);
+      }, 5000);
+      // The second insert failed (the tmate share's first try), the third made it.
+      expect(Number((await db.query(`select last_value from configured_share_fail_once`)).rows[0].last_value)).toBe(3);
+    } finally {
+      await db.query(`drop trigger configured_share_fail_once on live_sessions`);
+      await db.query(`drop function configured_share_fail_once()`);
+      await db.query(`drop sequence configured_share_fail_once`);
+    }
+    expect(await shares(runId)).toEqual([['tmate', 'STARTING'], ['web', 'READY']]);
+    const tmate = (await run(runId)).sessions.find((s) => s.provider === 'tmate')!;
+    expect(shareRequests.filter((r) => r.sessionId === tmate.id)).toHaveLength(1);
+    expect(await auditActions(runId)).toEqual(['run.create', 'run.assign', 'run.start', 'session.create', 'session.ready', 'session.create']);
+    expect(hub.logs()).toMatch(/its reactions failed; retrying/);
+    expect(hub.logs()).toMatch(/start reactions succeeded on a retry/);
+    await api(hub.url, admin, 'POST', `/api/task-runs/${runId}/cancel`, {});
+  });
+
   it('a share asked for while the run was assigned is asked of the worker on the repeat', async () => {
     const runId = await newRun();
     const asked = await api(hub.url, admin, 'POST', `/api/task-runs/${runId}/live-session`, { provider: 'upterm' });

@@ -324,13 +324,21 @@ export class LiveSessionService {
     const active = all.filter((s) => ACTIVE.includes(s.status as SessionStatus));
     const has = (provider: string) => (repeat ? all : active).some((s) => s.provider === provider);
     if (run.liveSessionEnabled) {
-      if (!has('web')) await this.create(SYSTEM, run.id, { provider: 'web' }).catch((err) => this.log.warn({ err, runId: run.id }, 'default web session not created'));
+      if (!has('web')) {
+        await this.create(SYSTEM, run.id, { provider: 'web' }).catch((err: unknown) => {
+          if (isTransient(err)) throw err; // the caller tries again (see `afterStart` in worker-namespace.ts)
+          this.log.warn({ err, runId: run.id }, 'default web session not created');
+        });
+      }
       const configured = this.options.defaultProvider;
       if (this.options.enabledByDefault && isExternal(configured) && !(repeat && has(configured))) {
         await this.gate
           .check('session.create.external', SYSTEM_GATE_ACTOR, { runId: run.id, runLabels: run.labels, provider: configured, ttlMinutes: Math.ceil(this.options.ttlMs / 60_000) })
           .then(() => this.create(SYSTEM, run.id, { provider: configured }))
-          .catch((err) => this.log.warn({ err, runId: run.id, provider: configured }, 'the configured share was not started'));
+          .catch((err: unknown) => {
+            if (isTransient(err)) throw err; // the caller tries again; a refusal (the policy, a conflict) stands
+            this.log.warn({ err, runId: run.id, provider: configured }, 'the configured share was not started');
+          });
       }
     }
     // Created above, a share is already READY (web) or already asked of the worker (external).
@@ -484,4 +492,9 @@ export class LiveSessionService {
     await assertRunOwned(em(this.orm), workerId, s.runId, 'share report', this.clock.date());
     return s;
   }
+}
+
+/** A failure worth trying again — the database, for a moment — as opposed to a refusal (an AppError that says why). */
+function isTransient(err: unknown): boolean {
+  return !(err instanceof AppError) || err.code === ErrorCode.UNAVAILABLE;
 }

@@ -37,6 +37,10 @@ export interface WorkerNamespaceDeps {
   assignAckTimeoutMs: number;
 }
 
+/** A start's reactions after its ack: tried this many times in all, the retries after 250 ms, 500 ms, 1 s. */
+const START_REACTION_ATTEMPTS = 4;
+const START_REACTION_RETRY_MS = 250;
+
 /** `/worker`: workers authenticate with a worker token and act only for their own runs. */
 export function setupWorkerNamespace(nsp: WorkerNamespace, deps: WorkerNamespaceDeps): void {
   const log = deps.log.child({ module: 'worker-socket' });
@@ -51,12 +55,35 @@ export function setupWorkerNamespace(nsp: WorkerNamespace, deps: WorkerNamespace
 
   /** A run's start reactions in progress on this node (see `run:started`), by run id: its exit report waits for them. */
   const startsInFlight = new Map<string, Promise<void>>();
+  /**
+   * Runs a start's reactions after its ack. The worker will not report the start again once it
+   * has the ack, so a failure (the database, for a moment) is retried here, as a repeat — which
+   * starts only what the run never had, asks nothing of the worker twice, and nothing for a run
+   * no longer running — a few times, backing off.
+   */
   const afterStart = (runId: string, reactions: () => Promise<void>, wlog: Logger): void => {
-    const done = reactions()
-      .catch((err: unknown) => wlog.error({ err, runId }, 'the run started, but its reactions failed (shares asked for before it started)'))
-      .finally(() => {
-        if (startsInFlight.get(runId) === done) startsInFlight.delete(runId);
-      });
+    const done = (async () => {
+      for (let attempt = 1; ; attempt++) {
+        try {
+          if (attempt === 1) await reactions();
+          else {
+            const again = await deps.runs.startedView(runId);
+            if (again.run.status === 'running') await deps.runs.announceStarted(again.run, { repeat: true });
+          }
+          if (attempt > 1) wlog.info({ runId, attempt }, 'the run\'s start reactions succeeded on a retry');
+          return;
+        } catch (err) {
+          if (attempt >= START_REACTION_ATTEMPTS) {
+            wlog.error({ err, runId, attempt }, 'the run started, but its reactions failed (shares asked for before it started, a configured share); gave up');
+            return;
+          }
+          wlog.warn({ err, runId, attempt }, 'the run started, but its reactions failed; retrying');
+          await new Promise<void>((resolve) => deps.clock.setTimeout(() => resolve(), START_REACTION_RETRY_MS * 2 ** (attempt - 1)));
+        }
+      }
+    })().finally(() => {
+      if (startsInFlight.get(runId) === done) startsInFlight.delete(runId);
+    });
     startsInFlight.set(runId, done);
   };
 
