@@ -3,7 +3,7 @@ import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { LiveSession } from '@handoff/shared';
 import { api, eventually } from '../support/clients.js';
-import { createTestDatabase, REDIS_URL, type TestDatabase } from '../support/db.js';
+import { createTestDatabase, failNthInsert, REDIS_URL, type TestDatabase } from '../support/db.js';
 import { startTestHub, type TestHub } from '../support/hub.js';
 import { ScriptedWorker } from '../support/scripted-worker.js';
 
@@ -58,17 +58,12 @@ describe('a start report repeated on another node after the first failed half-wa
     await eventually('the run assigned to the worker on A', async () => onA.assigned.some((x) => x.runId === runId));
 
     // A's handling fails after the start committed: the next live_sessions insert fails, once.
-    await pgc.query(`create sequence web_share_fail_once`);
-    await pgc.query(`create function web_share_fail_once() returns trigger language plpgsql security definer as $$
-      begin if nextval('web_share_fail_once') = 1 then raise exception 'injected: live_sessions insert failed'; end if; return new; end $$`);
-    await pgc.query(`create trigger web_share_fail_once before insert on live_sessions for each row execute function web_share_fail_once()`);
+    const fault = await failNthInsert(pgc, 'live_sessions', 1);
     try {
       expect((await onA.started(runId)).ok).toBe(false);
-      expect((await pgc.query(`select last_value from web_share_fail_once`)).rows[0].last_value).toBe('1');
+      expect(await fault.seen()).toBe(1);
     } finally {
-      await pgc.query(`drop trigger web_share_fail_once on live_sessions`);
-      await pgc.query(`drop function web_share_fail_once()`);
-      await pgc.query(`drop sequence web_share_fail_once`);
+      await fault.remove();
     }
     const { rows: [started] } = await pgc.query(`select status from runs where id = $1`, [runId]);
     expect(started.status).toBe('running');

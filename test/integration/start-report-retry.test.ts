@@ -3,6 +3,7 @@ import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { LiveSession } from '@handoff/shared';
 import { api, emitAck, eventually, Viewer } from '../support/clients.js';
+import { failNthInsert } from '../support/db.js';
 import { startTestHub, type TestHub } from '../support/hub.js';
 import { ScriptedWorker } from '../support/scripted-worker.js';
 
@@ -66,25 +67,20 @@ describe('a start report repeated after the hub failed half-way', () => {
 
   /** The first start report fails at the web share's insert (after the start committed); the repeat is acked. */
   const failFirstStart = async (runId: string) => {
-    // The next insert into live_sessions fails, once (a sequence: not rolled back with it).
-    await db.query(`create sequence web_share_fail_once`);
-    await db.query(`create function web_share_fail_once() returns trigger language plpgsql security definer as $$
-      begin if nextval('web_share_fail_once') = 1 then raise exception 'injected: live_sessions insert failed'; end if; return new; end $$`);
-    await db.query(`create trigger web_share_fail_once before insert on live_sessions for each row execute function web_share_fail_once()`);
+    // The next insert into live_sessions fails, once.
+    const fault = await failNthInsert(db, 'live_sessions', 1);
     try {
       const first = await worker.started(runId);
       expect(first.ok).toBe(false);
       // The failure hit after the start committed: the run is running, without a web share.
       expect((await run(runId)).status).toBe('running');
       expect((await run(runId)).sessions.filter((x) => x.provider !== 'upterm')).toEqual([]);
-      expect((await db.query(`select last_value from web_share_fail_once`)).rows[0].last_value).toBe('1');
+      expect(await fault.seen()).toBe(1);
 
       const repeat = await worker.started(runId);
       expect(repeat.ok).toBe(true);
     } finally {
-      await db.query(`drop trigger web_share_fail_once on live_sessions`);
-      await db.query(`drop function web_share_fail_once()`);
-      await db.query(`drop sequence web_share_fail_once`);
+      await fault.remove();
     }
   };
 
@@ -121,10 +117,7 @@ describe('a start report repeated after the hub failed half-way', () => {
   it('the configured share failing after the ack is retried by the hub (the worker reports no more): made once, asked of the worker once', async () => {
     const runId = await newRun();
     // The web share (before the ack) is inserted; the configured tmate share (after it) fails, once.
-    await db.query(`create sequence configured_share_fail_once`);
-    await db.query(`create function configured_share_fail_once() returns trigger language plpgsql security definer as $$
-      begin if nextval('configured_share_fail_once') = 2 then raise exception 'injected: live_sessions insert failed'; end if; return new; end $$`);
-    await db.query(`create trigger configured_share_fail_once before insert on live_sessions for each row execute function configured_share_fail_once()`);
+    const fault = await failNthInsert(db, 'live_sessions', 2);
     try {
       expect((await worker.started(runId)).ok).toBe(true);
       await eventually('the configured share made on a retry and asked of the worker', async () => {
@@ -132,11 +125,9 @@ describe('a start report repeated after the hub failed half-way', () => {
         return !!tmate && shareRequests.some((r) => r.sessionId === tmate.id);
       }, 5000);
       // The second insert failed (the tmate share's first try), the third made it.
-      expect(Number((await db.query(`select last_value from configured_share_fail_once`)).rows[0].last_value)).toBe(3);
+      expect(await fault.seen()).toBe(3);
     } finally {
-      await db.query(`drop trigger configured_share_fail_once on live_sessions`);
-      await db.query(`drop function configured_share_fail_once()`);
-      await db.query(`drop sequence configured_share_fail_once`);
+      await fault.remove();
     }
     expect(await shares(runId)).toEqual([['tmate', 'STARTING'], ['web', 'READY']]);
     const tmate = (await run(runId)).sessions.find((s) => s.provider === 'tmate')!;

@@ -33,3 +33,32 @@ export async function createTestDatabase(): Promise<TestDatabase> {
     drop: () => admin((c) => c.query(`drop database if exists ${name} with (force)`)).then(() => undefined),
   };
 }
+
+/** A fault injected into a test's own database (see `failNthInsert`). */
+export interface InsertFault {
+  /** Inserts into the table seen so far (the failed one included). */
+  seen(): Promise<number>;
+  /** Removes the trigger, its function and its counter. */
+  remove(): Promise<void>;
+}
+
+/**
+ * Makes the `nth` insert into `table` from now on fail, once (a trigger raising an error; its
+ * counter is a sequence, which the failed insert's rollback does not undo). Only for a
+ * database the test created: the fault is in the schema, for every connection.
+ */
+export async function failNthInsert(client: pg.Client, table: string, nth: number): Promise<InsertFault> {
+  const name = `fail_insert_${randomBytes(4).toString('hex')}`;
+  await client.query(`create sequence ${name}`);
+  await client.query(`create function ${name}() returns trigger language plpgsql security definer as $$
+    begin if nextval('${name}') = ${nth} then raise exception 'injected: ${table} insert failed'; end if; return new; end $$`);
+  await client.query(`create trigger ${name} before insert on ${table} for each row execute function ${name}()`);
+  return {
+    seen: async () => Number((await client.query(`select case when is_called then last_value else 0 end as n from ${name}`)).rows[0].n),
+    remove: async () => {
+      await client.query(`drop trigger ${name} on ${table}`);
+      await client.query(`drop function ${name}()`);
+      await client.query(`drop sequence ${name}`);
+    },
+  };
+}
