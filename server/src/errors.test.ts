@@ -1,7 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import { ConnectionException, DriverException, UniqueConstraintViolationException } from '@mikro-orm/core';
 import { AppError, ErrorCode } from '@handoff/shared';
-import { isDatabaseUnavailable, toAppError } from './errors.js';
+import { isDatabaseUnavailable, isRefusal, toAppError } from './errors.js';
 
 const pgError = (message: string, code?: string) => Object.assign(new Error(message), code ? { code } : {});
 
@@ -33,5 +33,15 @@ describe('database outage classification', () => {
     expect(toAppError(new Error('boom')).code).toBe(ErrorCode.INTERNAL);
     const own = new AppError({ code: ErrorCode.NOT_FOUND, message: 'no' });
     expect(toAppError(own)).toBe(own);
+  });
+});
+
+describe('refusals and failures', () => {
+  it('a refusal is an AppError that says why; an outage, a driver error or a bug is not', () => {
+    expect(isRefusal(new AppError({ code: ErrorCode.FORBIDDEN, message: 'denied by the policy' }))).toBe(true);
+    expect(isRefusal(new AppError({ code: ErrorCode.STATE_CONFLICT, message: 'already active' }))).toBe(true);
+    expect(isRefusal(new AppError({ code: ErrorCode.UNAVAILABLE, message: 'the database is unavailable' }))).toBe(false);
+    expect(isRefusal(new DriverException(new Error('injected: live_sessions insert failed')))).toBe(false);
+    expect(isRefusal(new TypeError('x is undefined'))).toBe(false);
   });
 });

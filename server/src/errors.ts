@@ -46,6 +46,16 @@ export function isTransientConflict(err: unknown): boolean {
 }
 
 /**
+ * True when `err` is a decision (an AppError that says why: the policy, a conflict, a limit)
+ * rather than a failure: trying the same thing again would be refused again. An outage
+ * (`UNAVAILABLE`) and anything unexpected are not refusals — a reaction with no caller to
+ * answer retries them (see `afterStart` in worker-namespace.ts).
+ */
+export function isRefusal(err: unknown): boolean {
+  return err instanceof AppError && err.code !== ErrorCode.UNAVAILABLE;
+}
+
+/**
  * Maps anything thrown to a known error, for the edges' boundaries: an AppError as is, a
  * database outage or a transaction lost to a concurrent one `UNAVAILABLE` (retryable, with
  * `retryAfterMs`), anything else `INTERNAL`.

@@ -224,7 +224,7 @@ describe('TmuxRun.adopt', () => {
     cleanups.push(() => killMatching(tag));
     cleanups.push(() => TmuxRun.remove(runsDir, runId, TMUX));
     // A real process, SIGKILLed at the moment it reports the start (see testing/launch-and-die.ts).
-    const died = spawn(process.execPath, ['--import', 'tsx', LAUNCH_AND_DIE, runsDir, runId, `echo "${tag} ran"; sleep 0.2`], { stdio: 'ignore' });
+    const died = spawn(process.execPath, ['--import', 'tsx', LAUNCH_AND_DIE, TMUX, runsDir, runId, `echo "${tag} ran"; sleep 0.2`], { stdio: 'ignore' });
     const [, signal] = await once(died, 'exit');
     expect(signal).toBe('SIGKILL');
     expect(await TmuxRun.inspect(runsDir, runId, TMUX)).toBe('live');

@@ -18,6 +18,7 @@ import { boundedTtlMs } from '../domain/ttl.js';
 import { appendAudit, auditAppendCall, SYSTEM, type Actor } from '../audit/audit-append.js';
 import { isUser, rolesOf, SYSTEM_GATE_ACTOR, type CommandOptions, type PolicyGate } from '../policy/policy-gate.js';
 import { uuidv7 } from '../infra/ids.js';
+import { isRefusal } from '../errors.js';
 import type { Notifier } from '../hooks/notifier.js';
 import type { HubEvents } from '../hooks/hub-events.js';
 import { assertRunOwned, requireRun } from '../runs/run-queries.js';
@@ -326,7 +327,7 @@ export class LiveSessionService {
     if (run.liveSessionEnabled) {
       if (!has('web')) {
         await this.create(SYSTEM, run.id, { provider: 'web' }).catch((err: unknown) => {
-          if (isTransient(err)) throw err; // the caller tries again (see `afterStart` in worker-namespace.ts)
+          if (!isRefusal(err)) throw err; // the caller tries again (see `afterStart` in worker-namespace.ts)
           this.log.warn({ err, runId: run.id }, 'default web session not created');
         });
       }
@@ -336,7 +337,7 @@ export class LiveSessionService {
           .check('session.create.external', SYSTEM_GATE_ACTOR, { runId: run.id, runLabels: run.labels, provider: configured, ttlMinutes: Math.ceil(this.options.ttlMs / 60_000) })
           .then(() => this.create(SYSTEM, run.id, { provider: configured }))
           .catch((err: unknown) => {
-            if (isTransient(err)) throw err; // the caller tries again; a refusal (the policy, a conflict) stands
+            if (!isRefusal(err)) throw err; // the caller tries again; a refusal (the policy, a conflict) stands
             this.log.warn({ err, runId: run.id, provider: configured }, 'the configured share was not started');
           });
       }
@@ -492,9 +493,4 @@ export class LiveSessionService {
     await assertRunOwned(em(this.orm), workerId, s.runId, 'share report', this.clock.date());
     return s;
   }
-}
-
-/** A failure worth trying again — the database, for a moment — as opposed to a refusal (an AppError that says why). */
-function isTransient(err: unknown): boolean {
-  return !(err instanceof AppError) || err.code === ErrorCode.UNAVAILABLE;
 }
