@@ -9,7 +9,8 @@ import { ScriptedWorker } from '../support/scripted-worker.js';
 
 /**
  * The claim (issue 10 item 6) is a read of the queue's head, then one conditional statement that
- * takes it with its `run.assign` row. Two nodes claiming at once read the same head: one wins,
+ * takes it with its `run.assign` row (for a run the node just created, the statement alone, on the
+ * condition that no older run waits). Two nodes claiming at once read the same head: one wins,
  * the other's statement changes nothing and it reads again. Every run goes to exactly one
  * worker, with one audit row, whatever the interleaving. The hubs run in this process, so every
  * claim statement either node sends is counted.
