@@ -1,8 +1,10 @@
 import { randomBytes } from 'node:crypto';
+import { availableParallelism } from 'node:os';
 import { api } from '../../support/clients.js';
 import { startBareServer, type BareServer } from '../lib/bare.js';
 import { startClient } from '../lib/child.js';
 import { repeat, type BenchContext, type Figure } from '../lib/figure.js';
+import { cpuByGroup, cpuSnapshot, machineBusyMs } from '../lib/cpu.js';
 import type { BenchCluster } from '../lib/hubs.js';
 import type { FigureResult } from '../lib/report.js';
 import { median, percentile } from '../lib/stats.js';
@@ -12,8 +14,15 @@ import type { ObserversParams, ObserversResult } from '../clients/observers.js';
 const PER_PROCESS = 250;
 const LINE_INTERVAL_MS = 50;
 
+interface Observers {
+  pids: number[];
+  /** Their results, once every one is done (they keep running: the caller profiles, then kills them). */
+  collect(): Promise<ObserversResult>;
+  kill(): Promise<void>;
+}
+
 /** Starts `total` observers split over client processes; resolves once every one is subscribed. */
-async function observers(p: Omit<ObserversParams, 'sockets'> & { total: number }): Promise<() => Promise<ObserversResult>> {
+async function observers(p: Omit<ObserversParams, 'sockets'> & { total: number }): Promise<Observers> {
   const procs = Math.ceil(p.total / PER_PROCESS);
   const clients = Array.from({ length: procs }, (_, i) => {
     const sockets = Math.floor(p.total / procs) + (i < p.total % procs ? 1 : 0);
@@ -25,55 +34,107 @@ async function observers(p: Omit<ObserversParams, 'sockets'> & { total: number }
     await Promise.all(clients.map((c) => c.kill()));
     throw err;
   }
-  return async () => {
-    try {
+  return {
+    pids: clients.map((c) => c.proc.pid!),
+    async collect() {
       const rs = await Promise.all(clients.map((c) => c.result));
       return { values: rs.flatMap((r) => r.values), incomplete: rs.reduce((n, r) => n + r.incomplete, 0) };
-    } finally {
-      await Promise.all(clients.map((c) => c.kill()));
-    }
+    },
+    kill: () => Promise.all(clients.map((c) => c.kill())).then(() => undefined),
   };
+}
+
+/** A pass's result, with where its CPU went (ms per group of processes) while the observers received. */
+type Pass = ObserversResult & { cpu: Map<string, number>; bytes: number };
+
+/**
+ * Runs `pass` between two CPU snapshots: the ms each group of processes used (`cpuByGroup`), and
+ * what the machine used beyond them (`other`: what the groups do not name, the kernel's share included).
+ */
+async function profiled(bytes: number, pass: () => Promise<ObserversResult>, group: Parameters<typeof cpuByGroup>[2]): Promise<Pass> {
+  const before = cpuSnapshot();
+  const busy0 = machineBusyMs();
+  const result = await pass();
+  const cpu = cpuByGroup(before, cpuSnapshot(), group);
+  const named = [...cpu.values()].reduce((a, b) => a + b, 0);
+  cpu.set('other', Math.max(0, machineBusyMs() - busy0 - named));
+  return { ...result, cpu, bytes };
 }
 
 /** A run that waits for an operator message (its inbox), then runs `body`. */
 const waitForGo = (body: string) => `while [ ! -s "$HANDOFF_INBOX" ]; do sleep 0.05; done; ${body}; sleep 2`;
 
-async function handoffPass(cluster: BenchCluster, mode: ObserversParams['mode'], total: number, lines: number, bytes: number): Promise<ObserversResult> {
+async function handoffPass(cluster: BenchCluster, mode: ObserversParams['mode'], total: number, lines: number, bytes: number): Promise<Pass> {
   const hub = cluster.nodes[0]!;
   const body = mode === 'latency'
     ? `for i in $(seq 1 ${lines}); do echo "ts $(date +%s%N) $i"; sleep ${LINE_INTERVAL_MS / 1000}; done`
     : `echo "BULK-START $(date +%s%N)"; head -c ${bytes * 0.75} /dev/urandom | base64 -w 100; echo BULK-END`;
   const runId = await cluster.startRun(waitForGo(body));
+  let obs: Observers | undefined;
   try {
-    const collect = await observers({ url: hub.url, token: cluster.operator, runId, total, mode, lines });
-    const go = await api(hub.url, cluster.operator, 'POST', `/api/task-runs/${runId}/operator-messages`, { message: 'go' });
-    if (go.status !== 201) throw new Error(`operator message answered ${go.status}`);
-    return await collect();
+    obs = await observers({ url: hub.url, token: cluster.operator, runId, total, mode, lines });
+    const { pids, collect } = obs;
+    const workerPid = cluster.worker.proc.pid;
+    return await profiled(bytes, async () => {
+      const go = await api(hub.url, cluster.operator, 'POST', `/api/task-runs/${runId}/operator-messages`, { message: 'go' });
+      if (go.status !== 201) throw new Error(`operator message answered ${go.status}`);
+      return collect();
+    }, (pid, comm, ancestors) => {
+      if (pid === process.pid) return 'hub';
+      if (pid === workerPid) return 'worker';
+      if (pids.includes(pid)) return 'observers';
+      if (comm === 'postgres') return 'PostgreSQL';
+      if (comm.startsWith('tmux') || (comm === 'cat' && ancestors[0]?.startsWith('tmux'))) return 'tmux (and its pipe-pane cat)';
+      if (ancestors.some((a) => a.startsWith('tmux'))) return 'the run (its shell, head, base64)';
+      return null;
+    });
   } finally {
+    await obs?.kill();
     await cluster.cancel(runId);
   }
 }
 
-async function barePass(bare: BareServer, mode: ObserversParams['mode'], total: number, lines: number, bytes: number): Promise<ObserversResult> {
+async function barePass(bare: BareServer, mode: ObserversParams['mode'], total: number, lines: number, bytes: number): Promise<Pass> {
   const runId = `bare-${randomBytes(4).toString('hex')}`;
-  const collect = await observers({ url: bare.url, token: null, runId, total, mode, lines });
+  const obs = await observers({ url: bare.url, token: null, runId, total, mode, lines });
   const room = bare.io.to(runId);
   let seq = 0;
   const emit = (data: string) => room.emit('term:frame', { runId, frames: [{ seq: ++seq, t: 0, data }] });
-  if (mode === 'latency') {
-    for (let i = 1; i <= lines; i++) {
-      emit(`ts ${Math.round((performance.timeOrigin + performance.now()) * 1e6)} ${i}\r\n`);
-      await new Promise((r) => setTimeout(r, LINE_INTERVAL_MS));
+  // Made before the timed window: the floor's payload costs nothing there (Handoff's run prints
+  // its own inside it, and the profile shows what that costs).
+  const body = mode === 'throughput' ? (randomBytes(bytes * 0.75).toString('base64').match(/.{1,100}/g) ?? []).join('\r\n') + '\r\nBULK-END\r\n' : '';
+  const send = async () => {
+    if (mode === 'latency') {
+      for (let i = 1; i <= lines; i++) {
+        emit(`ts ${Math.round((performance.timeOrigin + performance.now()) * 1e6)} ${i}\r\n`);
+        await new Promise((r) => setTimeout(r, LINE_INTERVAL_MS));
+      }
+    } else {
+      const text = `BULK-START ${Math.round((performance.timeOrigin + performance.now()) * 1e6)}\r\n${body}`;
+      for (let at = 0; at < text.length; at += 32 * 1024) {
+        emit(text.slice(at, at + 32 * 1024));
+        await new Promise((r) => setImmediate(r));
+      }
     }
-  } else {
-    const body = (randomBytes(bytes * 0.75).toString('base64').match(/.{1,100}/g) ?? []).join('\r\n') + '\r\nBULK-END\r\n';
-    const text = `BULK-START ${Math.round((performance.timeOrigin + performance.now()) * 1e6)}\r\n${body}`;
-    for (let at = 0; at < text.length; at += 32 * 1024) {
-      emit(text.slice(at, at + 32 * 1024));
-      await new Promise((r) => setImmediate(r));
-    }
+    return obs.collect();
+  };
+  try {
+    return await profiled(bytes, send, (pid) => (pid === process.pid ? 'bare server' : obs.pids.includes(pid) ? 'observers' : null));
+  } finally {
+    await obs.kill();
   }
-  return collect();
+}
+
+const cores = availableParallelism();
+const totalCpu = (p: Pass) => [...p.cpu.values()].reduce((a, b) => a + b, 0);
+/** CPU of every process per MiB the run printed (each observer received all of it). */
+const cpuPerMiB = (p: Pass) => totalCpu(p) / (p.bytes / 2 ** 20);
+const fmtBound = (ps: Pass[]) => ((cores * 1000) / median(ps.map(cpuPerMiB))).toFixed(1);
+/** "hub 27 ms, worker 20 ms, …": each group's median ms per MiB, largest first. */
+function cpuShares(ps: Pass[]): string {
+  const groups = [...new Set(ps.flatMap((p) => [...p.cpu.keys()]))];
+  const per = groups.map((g) => [g, median(ps.map((p) => (p.cpu.get(g) ?? 0) / (p.bytes / 2 ** 20)))] as const).sort((a, b) => b[1] - a[1]);
+  return per.map(([g, ms]) => `${g} ${ms.toFixed(1)}`).join(', ');
 }
 
 /**
@@ -86,16 +147,20 @@ export const fanOut: Figure = {
   async run(ctx: BenchContext): Promise<FigureResult> {
     const n = ctx.quick ? 100 : 1000;
     const lines = ctx.quick ? 30 : 100;
-    const bytes = ctx.quick ? 2 ** 20 : 8 * 2 ** 20;
+    const bytes = ctx.quick ? 4 * 2 ** 20 : 8 * 2 ** 20;
     const cluster = await ctx.cluster(1);
     const bare = await startBareServer();
     try {
-      const results = await repeat(ctx, 'fan-out', async () => ({
-        latency: await handoffPass(cluster, 'latency', n, lines, 0),
-        latencyFloor: await barePass(bare, 'latency', n, lines, 0),
-        throughput: await handoffPass(cluster, 'throughput', 10, 0, bytes),
-        throughputFloor: await barePass(bare, 'throughput', 10, 0, bytes),
-      }));
+      const results = await repeat(ctx, 'fan-out', async () => {
+        const r = {
+          latency: await handoffPass(cluster, 'latency', n, lines, 0),
+          latencyFloor: await barePass(bare, 'latency', n, lines, 0),
+          throughput: await handoffPass(cluster, 'throughput', 10, 0, bytes),
+          throughputFloor: await barePass(bare, 'throughput', 10, 0, bytes),
+        };
+        ctx.log(`throughput ${median(r.throughput.values).toFixed(1)} MiB/s, CPU ms per MiB: ${cpuShares([r.throughput])}; floor ${median(r.throughputFloor.values).toFixed(1)} MiB/s, ${cpuShares([r.throughputFloor])}`);
+        return r;
+      });
       const incomplete = results.map((r) => `${r.latency.incomplete}/${r.latencyFloor.incomplete}/${r.throughput.incomplete}/${r.throughputFloor.incomplete}`);
       return {
         name: 'fan-out',
@@ -112,10 +177,12 @@ export const fanOut: Figure = {
             label: 'throughput per observer, 10 observers (median observer)', unit: 'MiB/s', handoff: results.map((r) => median(r.throughput.values)), floor: results.map((r) => median(r.throughputFloor.values)),
             goal: { text: '≥ 90 % of floor', met: (h, f) => f !== null && h >= 0.9 * f },
           },
+          { label: 'CPU per MiB to each of 10 observers, every process', unit: 'ms', handoff: results.map((r) => cpuPerMiB(r.throughput)), floor: results.map((r) => cpuPerMiB(r.throughputFloor)) },
         ],
         notes: [
           `Latency: the run prints ${lines} lines \`ts <date +%s%N> <i>\`, one every ${LINE_INTERVAL_MS} ms, once all ${n} observers (${Math.ceil(n / PER_PROCESS)} client process(es), ${PER_PROCESS} sockets at most each) have subscribed; each observer computes receipt − printed time for every line (the batching window of the worker included).`,
           `Throughput: the run prints ${(bytes / 2 ** 20).toFixed(0)} MiB of base64 (100-column lines) as fast as it can; each of 10 observers divides the bytes it received by the time from the sender's \`BULK-START <ns>\` stamp to the frame with \`BULK-END\`. An observer the hub's lag guard skipped (its socket's queue past the bound) resyncs the gap on \`term:resume\` as the dashboard does; the resynced bytes count, and so does the time they took.`,
+          `Where the throughput passes' CPU went, ms per MiB (median of repeats; /proc, whole passes): Handoff ${cpuShares(results.map((r) => r.throughput))}; floor ${cpuShares(results.map((r) => r.throughputFloor))}. At ${cores} cores, Handoff's CPU per MiB bounds its throughput per observer at ${fmtBound(results.map((r) => r.throughput))} MiB/s even with every process overlapped perfectly, the floor's at ${fmtBound(results.map((r) => r.throughputFloor))}.`,
           `Observers that did not see everything within 120 s (latency Handoff/floor, throughput Handoff/floor), per repeat: ${incomplete.join('; ')}.`,
         ],
       };
