@@ -5,6 +5,7 @@ import { loadavg } from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { figures } from './figures/index.js';
+import { cpuSnapshot } from './lib/cpu.js';
 import type { BenchContext } from './lib/figure.js';
 import { ClusterPool } from './lib/hubs.js';
 import { machine, markdownReport, textTable, type FigureResult } from './lib/report.js';
@@ -33,6 +34,24 @@ const ctx: BenchContext = {
   cluster: (nodes) => clusters.get(nodes),
 };
 
+// However the runner ends, no process it started outlives it: what is still running (a hub
+// process, scripted workers, clients; a worker then stops its runs' tmux servers) gets SIGTERM.
+const stopChildren = () => {
+  for (const [pid, p] of cpuSnapshot()) {
+    if (p.ppid !== process.pid) continue;
+    try {
+      process.kill(pid, 'SIGTERM');
+    } catch {
+      // gone meanwhile
+    }
+  }
+};
+process.on('exit', stopChildren);
+// An error nothing caught (a figure's stray socket or pool) ends the run, not silently leaves it behind.
+process.on('uncaughtException', (err) => {
+  ctx.log(`crashed: ${err.stack ?? err.message}`);
+  process.exit(1); // 'exit' stops the children
+});
 // Ctrl-C: stop the hubs and the worker (its tmux servers) before leaving.
 process.once('SIGINT', () => {
   ctx.log('interrupted: stopping the clusters');
