@@ -47,7 +47,8 @@ const stopChildren = () => {
   }
 };
 process.on('exit', stopChildren);
-// An error nothing caught (a figure's stray socket or pool) ends the run, not silently leaves it behind.
+// An error nothing caught (a figure's stray socket or pool) ends the run and its children with it
+// (Node runs no 'exit' listener after an uncaught exception unless it is handled here).
 process.on('uncaughtException', (err) => {
   ctx.log(`crashed: ${err.stack ?? err.message}`);
   process.exit(1); // 'exit' stops the children
