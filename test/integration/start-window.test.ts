@@ -14,7 +14,7 @@ import { findExecutable } from '../../worker/src/tmux.js';
 // shares.test.ts). Everything else is real: hub, worker process, tmux.
 const FAKE_TMATE = path.resolve('test/fixtures/fake-tmate');
 /** How long the worker's `go` (the signal that lets the run's command start) is held back. */
-const GO_DELAY_S = 2;
+const GO_DELAY_S = 3;
 
 /**
  * The window between a run's start report and its command's `go`: the worker reports the start
