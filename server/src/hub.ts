@@ -35,13 +35,15 @@ import { SocketNotifier } from './socket/socket-notifier.js';
 import { setupWorkerNamespace } from './socket/worker-namespace.js';
 import { MemoryPresenceStore, PresenceService, RedisPresenceStore } from './presence/presence-service.js';
 import { SocketPresenceFanout } from './socket/presence-fanout.js';
-import { LagGuard } from './socket/lag-guard.js';
+import { cutConnection, LagGuard } from './socket/lag-guard.js';
 import { handshakeError } from './socket/on.js';
 import { observedLeadership, gaugeSources } from './metrics-sources.js';
 import { WebhookService } from './webhooks/webhook-service.js';
 import { withWebhookEvents } from './webhooks/webhook-events.js';
 
 const DEFAULT_WEB_DIR = fileURLToPath(new URL('../../web/dist', import.meta.url));
+/** How long a draining node waits for its clients to answer the websocket's close before it cuts them. */
+const DRAIN_CLOSE_GRACE_MS = 1000;
 
 export interface Hub {
   url: string;
@@ -342,7 +344,13 @@ export async function createHub(config: ServerConfig, opts: { logger?: Logger; c
     await workerPresence.stop();
     const dashboards = [...dashboardNsp.sockets.values()];
     for (const socket of dashboards) socket.conn.close();
+    // A client that stopped reading never answers its websocket's close, which would hold the
+    // drain (and this node's exit) for ws's 30 s close timeout: after a moment, what is left is cut.
+    const cutStragglers = setTimeout(() => {
+      for (const socket of [...workers, ...dashboards]) cutConnection(socket.conn);
+    }, DRAIN_CLOSE_GRACE_MS);
     await new Promise<void>((resolve) => io.close(() => resolve()));
+    clearTimeout(cutStragglers);
     http.closeAllConnections();
     await redis?.close();
     await orm.close();

@@ -2,6 +2,7 @@ import { randomBytes } from 'node:crypto';
 import { mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import type { Socket } from 'node:net';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { Frame } from '@handoff/shared';
 import { em } from '../../server/src/infra/db/orm.js';
@@ -44,9 +45,14 @@ describe('a slow dashboard never back-pressures the others', () => {
     engine.transport.ws!._socket!.pause();
     const stuckId = stuck.id!;
     const pausedAt = Date.now();
+    // The hub's end of that connection: disconnecting a client that reads nothing must close it
+    // (a websocket close handshake it cannot answer would keep it, and its queue, for 30 s).
+    let tcpClosedAt = 0;
+    serverTcp(hub, stuckId).once('close', () => (tcpClosedAt = Date.now()));
 
     await eventually('the stuck viewer disconnected by the hub', async () => !(await hub.io.of('/dashboard').fetchSockets()).some((s) => s.id === stuckId), 30_000);
     const cutAfter = Date.now() - pausedAt;
+    await eventually('its connection closed on the hub', async () => tcpClosedAt > 0, 5_000);
     expect(hub.logs()).toContain('dashboard lagging: live frames skip it until it drains');
     expect(hub.logs()).toContain('dashboard stuck: disconnected');
 
@@ -63,6 +69,50 @@ describe('a slow dashboard never back-pressures the others', () => {
     console.info(`slow viewer: disconnected ${cutAfter} ms after it stopped reading (VIEWER_STUCK_AFTER 2 s)`);
     healthy.close();
     stuck.close();
+  });
+});
+
+/** The hub's TCP socket under a dashboard's websocket (engine.io's transport → ws → net.Socket). */
+function serverTcp(hub: TestHub, socketId: string): Socket {
+  const conn = hub.io.of('/dashboard').sockets.get(socketId)?.conn as unknown as { transport: { socket: { _socket: Socket } } } | undefined;
+  if (!conn) throw new Error(`no dashboard socket ${socketId} on the hub`);
+  return conn.transport.socket._socket;
+}
+
+// A hub draining (SIGTERM, a rolling restart) closes its dashboards' websockets; one that reads
+// nothing never answers that close, and must not hold the drain for ws's 30 s close timeout.
+describe('a draining hub does not wait on a dashboard that stopped reading', () => {
+  let hub: TestHub;
+  let worker: WorkerProcess;
+
+  beforeAll(async () => {
+    hub = await startTestHub({ env: { VIEWER_MAX_QUEUED_BYTES: String(256 * 1024), VIEWER_STUCK_AFTER: '60s' } });
+    worker = startWorker({ hubUrl: hub.url, token: await hub.workerToken(`drain-${randomBytes(3).toString('hex')}`) });
+  });
+  afterAll(async () => {
+    await worker?.stop();
+    await hub?.stop();
+  });
+
+  it('a lagging dashboard is cut when the drain closes it: the drain ends after its grace', async () => {
+    const operator = await hub.token('operator');
+    const slow = await connect(hub.url, '/dashboard', operator);
+    const res = await api(hub.url, operator, 'POST', '/api/task-runs', {
+      command: { script: 'sleep 1; for i in $(seq 1 30); do head -c 220000 /dev/urandom | base64 -w 0; echo; done; sleep 60' },
+    });
+    const runId = res.body.id as string;
+    expect((await emitAck(slow, 'term:subscribe', { runId })).ok).toBe(true);
+    const tcp = serverTcp(hub, slow.id!);
+    (slow.io as unknown as { engine: { transport: { ws?: { _socket?: { pause(): void } } } } }).engine.transport.ws!._socket!.pause();
+    await eventually('the slow viewer lagging', async () => hub.logs().includes('dashboard lagging'), 20_000);
+
+    const drainStarted = Date.now();
+    await hub.close();
+    // Cut after the drain's grace (1 s), not after ws's 30 s close timeout.
+    expect(Date.now() - drainStarted).toBeLessThan(10_000);
+    expect(tcp.destroyed).toBe(true);
+    expect(hub.logs()).toContain('drained');
+    slow.close();
   });
 });
 

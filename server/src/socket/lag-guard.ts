@@ -13,12 +13,27 @@ export interface LagGuardOptions {
   checkEveryMs?: number;
 }
 
+/** engine.io's connection, as far as the guard reads it: its queue and its websocket (`ws`). */
+interface EngineConnection {
+  writeBuffer?: Array<{ data?: unknown }>;
+  transport?: { socket?: { bufferedAmount?: number; terminate?: () => void } };
+}
+
 /** What engine.io holds for one connection: packets not handed to the transport yet, and the websocket's unsent bytes. */
 function queuedBytes(socket: Socket): number {
-  const conn = socket.conn as unknown as { writeBuffer?: Array<{ data?: unknown }>; transport?: { socket?: { bufferedAmount?: number } } };
+  const conn = socket.conn as unknown as EngineConnection;
   let bytes = conn.transport?.socket?.bufferedAmount ?? 0;
   for (const packet of conn.writeBuffer ?? []) bytes += typeof packet.data === 'string' ? packet.data.length : 1024;
   return bytes;
+}
+
+/**
+ * Cuts an engine.io connection's websocket at once. A client that stopped reading never
+ * completes a websocket's closing handshake (it cannot even receive the close frame): `ws`
+ * would keep the connection, with everything queued to it, for its 30 s close timeout.
+ */
+export function cutConnection(conn: unknown): void {
+  (conn as EngineConnection).transport?.socket?.terminate?.();
 }
 
 /**
@@ -62,6 +77,7 @@ export class LagGuard {
         this.log.warn({ socketId: id, laggingMs: now - since }, 'dashboard stuck: disconnected');
         this.since.delete(id);
         socket.disconnect(true);
+        cutConnection(socket.conn);
       } else if (!lagging && since !== undefined) {
         this.since.delete(id);
         void socket.leave(rooms.lagging);
