@@ -15,8 +15,10 @@ import { ScriptedWorker } from '../support/scripted-worker.js';
  * process sends while a control call runs is counted (the hub is in this process); the
  * bounds fail if a pre-read, a re-read or a separate audit statement comes back.
  * Before issue 10: 12 for the REST pause (a pre-read, the locked-less read, the update, three audit statements, a second UPDATE from the flush, three re-reads after the push), 10 for `control:applied`.
- * Then 4 and 4 (BEGIN, locked read, change + audit, COMMIT). Now a pause or resume is 2 (a read,
- * the change + audit conditional on the seq read) and the report of the current change 1.
+ * Then 4 and 4 (BEGIN, locked read, change + audit, COMMIT). Then a pause or resume was 2 (a read,
+ * the change + audit conditional on the seq read). Now it is 1 on a run this node saw last (the
+ * change + audit + the view read back, conditional on the run being as seen) and 2 otherwise;
+ * the report of the current change is 1.
  */
 describe('control change: SQL round trips', () => {
   let hub: TestHub;
@@ -96,15 +98,18 @@ describe('control change: SQL round trips', () => {
   /** The report the real worker sends: the push's `changedAt` and `correlationId` echoed. */
   const echoing = (p: Push) => ({ runId: p.runId, seq: p.seq, effective: p.state === 'paused' ? 'paused-hard' : 'agent', appliedAt: Date.now(), changedAt: p.changedAt, correlationId: p.correlationId });
 
-  it('a pause is 2 round trips (read, change + audit), pushed right after the write; control:applied of the current change is 1', async () => {
+  it('a pause is 1 round trip on a run this node saw last (2 the first time: read, change + audit), pushed right after the write; control:applied of the current change is 1', async () => {
     const runId = await startRun();
     // The worker applies what it is pushed at once and reports it, as the real one does.
     report = echoing;
     pushes.length = 0;
     const applied = (seq: number) => viewer.until(`seq ${seq} applied`, () => { const r = viewer.runs.get(runId); return r && r.control.appliedSeq >= seq ? r : undefined; });
 
-    // Warm-up (token cache, prepared connections), then one measured pause and resume.
+    // Warm-up (token cache, prepared connections), then one measured pause and resume. The
+    // first command on the run reads it: this node has not seen it yet.
+    trace.length = 0;
     expect((await api(hub.url, operator, 'POST', `/api/task-runs/${runId}/control`, { action: 'pause', mode: 'hard' })).status).toBe(200);
+    expect(trace.filter((t) => t.startsWith('apply:') && t !== 'apply: PUSH')).toEqual(['apply: select r.*, run_view_extras(r.id,', 'apply: with c as']);
     await applied(1);
     expect((await api(hub.url, operator, 'POST', `/api/task-runs/${runId}/control`, { action: 'resume' })).status).toBe(200);
     await applied(2);
@@ -126,7 +131,7 @@ describe('control change: SQL round trips', () => {
       expect(seen.sessions.length).toBe(res.body.sessions.length);
 
       const statements = applyTrace.filter((t) => t !== 'apply: PUSH');
-      expect(statements).toEqual(['apply: select r.*, run_view_extras(r.id,', 'apply: with c as']);
+      expect(statements).toEqual(['apply: with c as']);
       // Pushed right after the write: nothing is read again before the worker hears of it.
       expect(applyTrace.at(-1)).toBe('apply: PUSH');
       expect(appliedTrace).toEqual(['onApplied: with c as']);
@@ -146,6 +151,64 @@ describe('control change: SQL round trips', () => {
       expect(applied.metadata.delayMs).toEqual(expect.any(Number));
     }
     await api(hub.url, operator, 'POST', `/api/task-runs/${runId}/cancel`, {});
+  });
+
+  it('a run changed on another node since this one saw it: the one statement changes nothing, the command reads and decides on the truth; an ended run is refused', async () => {
+    const runId = await startRun();
+    report = echoing;
+    const other = await startTestHub({ databaseUrl: hub.db!.url });
+    try {
+      const otherOperator = await other.token('operator');
+      const command = async (url: string, token: string, body: Record<string, unknown>) => {
+        trace.length = 0;
+        const res = await api(url, token, 'POST', `/api/task-runs/${runId}/control`, body);
+        return { res, statements: trace.filter((t) => t.startsWith('apply:') && t !== 'apply: PUSH') };
+      };
+      const read = 'apply: select r.*, run_view_extras(r.id,';
+      const write = 'apply: with c as';
+
+      // This node pauses and resumes (seq 1, 2): it has seen the run.
+      expect((await command(hub.url, operator, { action: 'pause', mode: 'hard' })).res.status).toBe(200);
+      expect((await command(hub.url, operator, { action: 'resume' })).statements).toEqual([write]);
+      // The other node pauses and resumes it (seq 3, 4): this node's view is two changes old.
+      expect((await command(other.url, otherOperator, { action: 'pause', mode: 'hard' })).statements).toEqual([read, write]);
+      expect((await command(other.url, otherOperator, { action: 'resume' })).statements).toEqual([write]);
+
+      // A pause decided on seq 2 `agent`: the conditional statement finds seq 4 and writes nothing;
+      // the command reads the run and writes seq 5 from what it read.
+      const raced = await command(hub.url, operator, { action: 'pause', mode: 'hard' });
+      expect(raced.res.status).toBe(200);
+      expect(raced.res.body.control).toMatchObject({ seq: 5, state: 'paused' });
+      expect(raced.statements).toEqual([write, read, write]);
+      // The other node's view (seq 4 `agent`) cannot take a resume: decided on the truth (seq 5 `paused`), it can.
+      const resumed = await command(other.url, otherOperator, { action: 'resume' });
+      expect(resumed.res.status).toBe(200);
+      expect(resumed.res.body.control).toMatchObject({ seq: 6, state: 'agent' });
+      expect(resumed.statements).toEqual([read, write]);
+
+      // Every change is in the chain once, each `from` what the one before it left.
+      const rows = await em(hub.orm).execute<{ action: string; metadata: { seq: number; from: string; to: string } }[]>(
+        `select action, metadata from audit_events where run_id = ? and action in ('control.pause', 'control.resume') order by seq`, [runId]);
+      expect(rows.map((r) => [r.action, r.metadata.seq, r.metadata.from, r.metadata.to])).toEqual([
+        ['control.pause', 1, 'agent', 'paused'], ['control.resume', 2, 'paused', 'agent'],
+        ['control.pause', 3, 'agent', 'paused'], ['control.resume', 4, 'paused', 'agent'],
+        ['control.pause', 5, 'agent', 'paused'], ['control.resume', 6, 'paused', 'agent'],
+      ]);
+      expect((await verifyAudit(em(hub.orm), runId)).ok).toBe(true);
+
+      // Cancelled on the other node: this node's view (seq 5 `paused`, running) can take a resume;
+      // the statement changes nothing and the command is refused as before, from the row it reads.
+      expect((await api(other.url, otherOperator, 'POST', `/api/task-runs/${runId}/cancel`, {})).status).toBe(200);
+      const [before] = await em(hub.orm).execute<Record<string, unknown>[]>('select * from runs where id = ?', [runId]);
+      const ended = await command(hub.url, operator, { action: 'resume' });
+      expect(ended.res.status).toBe(409);
+      expect(ended.res.body.error.message).toMatch(/is cancelled: it cannot be resumed/);
+      expect(ended.statements).toEqual([write, read]);
+      const [after] = await em(hub.orm).execute<Record<string, unknown>[]>('select * from runs where id = ?', [runId]);
+      expect(after).toEqual(before);
+    } finally {
+      await other.close();
+    }
   });
 
   it('a report that does not echo the push (an older worker), or echoes it wrong, is decided under the lock: the row names the change the database holds', async () => {

@@ -50,7 +50,7 @@ async function startTakeover(command: Command, opts: Partial<TmuxRunOptions> = {
   const control = new RunControl({
     runId: run.runId,
     logger: pino({ level: 'silent' }),
-    onApplied: (r) => applied.push(r),
+    onApplied: (r) => void applied.push(r),
     scrollbackSeq: () => (frameSeq += 1),
     deliverHandoff: (seq, packet) => inbox.deliverHandoff(seq, packet),
   });

@@ -28,6 +28,12 @@ export interface ReportQueueOptions<R extends Report> {
   clock?: Clock;
 }
 
+/** A queued report and what settles its `push()`. */
+interface Queued<R> {
+  report: R;
+  settle: () => void;
+}
+
 /**
  * Delivers discrete reports to the hub one at a time, in order, and sends the oldest
  * unacknowledged one again after a reconnect (or a transient refusal) until the hub takes
@@ -41,7 +47,7 @@ export class ReportQueue<R extends Report = RunEventReport> {
   private readonly onDrained: () => void;
   private readonly onTaken: (report: R) => void;
   private readonly supersedes: (queued: R, incoming: R) => boolean;
-  private readonly queue: R[] = [];
+  private readonly queue: Queued<R>[] = [];
   private inFlight = false;
   /** Bumped on every resend: an answer to an older round's emit is ignored. */
   private round = 0;
@@ -69,12 +75,23 @@ export class ReportQueue<R extends Report = RunEventReport> {
     return this.queue.length === 0;
   }
 
-  push(report: R): void {
-    if (this.disposed) return;
+  /**
+   * Queues `report`. Resolves once it is done with: the hub took it (or refused it for good),
+   * a newer report superseded it before it was sent, or the queue was disposed.
+   */
+  push(report: R): Promise<void> {
+    if (this.disposed) return Promise.resolve();
     const keep = this.inFlight ? 1 : 0; // the one in flight may already be taken: it stays
-    const kept = this.queue.filter((r, i) => i < keep || !this.supersedes(r, report));
-    this.queue.splice(0, this.queue.length, ...kept, report);
+    const kept: Queued<R>[] = [];
+    for (const [i, q] of this.queue.entries()) {
+      if (i < keep || !this.supersedes(q.report, report)) kept.push(q);
+      else q.settle();
+    }
+    let settle = () => {};
+    const done = new Promise<void>((resolve) => (settle = resolve));
+    this.queue.splice(0, this.queue.length, ...kept, { report, settle });
     this.pump();
+    return done;
   }
 
   /** After a (re)connect, or to retry: send the oldest unacknowledged report again. */
@@ -84,21 +101,22 @@ export class ReportQueue<R extends Report = RunEventReport> {
     this.retry.clear();
     // The unanswered report is sent again unless a newer one supersedes it.
     const head = this.queue[0];
-    if (head && this.queue.some((r, i) => i > 0 && this.supersedes(head, r))) this.queue.shift();
+    if (head && this.queue.some((q, i) => i > 0 && this.supersedes(head.report, q.report))) this.queue.shift()?.settle();
     this.pump();
   }
 
   dispose(): void {
     this.disposed = true;
-    this.queue.length = 0;
+    for (const q of this.queue.splice(0)) q.settle();
     this.retry.clear();
   }
 
   /** Sends the next report if none is in flight and the link and the owner allow it. */
   pump(): void {
     if (this.disposed || this.inFlight || !this.link.ready || !this.canSend()) return;
-    const next = this.queue[0];
-    if (!next) return;
+    const head = this.queue[0];
+    if (!head) return;
+    const next = head.report;
     this.inFlight = true;
     const round = this.round;
     const onAck = (ack: Ack<unknown> | undefined) => {
@@ -106,6 +124,7 @@ export class ReportQueue<R extends Report = RunEventReport> {
       this.inFlight = false;
       if (judgeAck(ack, next.event, this.link, this.log, () => this.retry.schedule()) === 'backoff') return;
       this.queue.shift();
+      head.settle();
       this.onTaken(next);
       if (this.disposed) return;
       if (this.queue.length === 0) this.onDrained();

@@ -42,7 +42,7 @@ function haltedNow(pid: number): boolean {
   return [...status.matchAll(/^(?:SigPnd|ShdPnd):\s*([0-9a-f]+)$/gm)].some((m) => ((BigInt(`0x${m[1]}`) >> 18n) & 1n) === 1n);
 }
 
-async function startControlled(command: Command, opts: { killGraceMs?: number; procs?: ProcReader; perlBin?: string | null; onApplied?: (r: PayloadOf<'control:applied'>) => void; clock?: Clock } = {}) {
+async function startControlled(command: Command, opts: { killGraceMs?: number; procs?: ProcReader; perlBin?: string | null; onApplied?: (r: PayloadOf<'control:applied'>) => Promise<void> | void; clock?: Clock } = {}) {
   const out = { text: '' };
   const run = await TmuxRun.start({
     runId: randomUUID(),
@@ -64,8 +64,8 @@ async function startControlled(command: Command, opts: { killGraceMs?: number; p
     runId: run.runId,
     logger: pino({ level: 'silent' }),
     onApplied: (r) => {
-      opts.onApplied?.(r);
       applied.push(r);
+      return opts.onApplied?.(r);
     },
     procs: opts.procs,
     ...(opts.clock ? { clock: opts.clock } : {}),
@@ -157,7 +157,7 @@ describe('RunControl', () => {
     const scansAtReport = new Map<number, number>();
     const { run, out, change, appliedSeq } = await startControlled(
       { script: 'i=0; while :; do i=$((i+1)); echo "tick $i"; sleep 0.05; done' },
-      { procs: proc.reader, onApplied: (r) => scansAtReport.set(r.seq, proc.scans()) },
+      { procs: proc.reader, onApplied: (r) => void scansAtReport.set(r.seq, proc.scans()) },
     );
     await until(() => count(out.text, 'tick') >= 3, 'first ticks');
     // The command runs in a process group of its own, which owns the terminal; the wrapper keeps its own.
@@ -181,13 +181,69 @@ describe('RunControl', () => {
     await until(() => count(out.text, 'tick') >= ticks + 3, 'ticks after resume');
   });
 
+  it('the status line and the full /proc scan after a pause or a resume wait for the hub to take the report, or for 100 ms on the worker’s clock', async () => {
+    const proc = countingProcfs();
+    const clock = new ManualClock();
+    const taken: Array<() => void> = [];
+    const { run, out, change, appliedSeq } = await startControlled(
+      { script: 'i=0; while :; do i=$((i+1)); echo "tick $i"; sleep 0.05; done' },
+      { procs: proc.reader, clock, onApplied: () => new Promise<void>((resolve) => taken.push(resolve)) },
+    );
+    await until(() => count(out.text, 'tick') >= 3, 'first ticks');
+    await sleep(200); // the scan made when the run was attached is over
+
+    // Pause: reported with the run stopped, and nothing more until the hub takes the report.
+    const before = proc.scans();
+    change(1, 'paused', 'hard');
+    expect(await appliedSeq(1)).toMatchObject({ effective: 'paused-hard' });
+    await expectStopped(run);
+    await sleep(300);
+    expect(proc.scans()).toBe(before);
+    expect(statusOf(run, 'status-left')).not.toContain('PAUSED');
+    taken.shift()!();
+    await until(() => proc.scans() >= before + 2, 'the sweep (two clean scans) once the report was taken');
+    await statusShows(run, 'status-left', 'PAUSED FOR OPERATOR (by Ada)');
+
+    // Resume, its report never taken (the hub is away): the line clears and the refresh scan
+    // runs once the worker's clock passes 100 ms, not before.
+    const ticks = count(out.text, 'tick');
+    const beforeResume = proc.scans();
+    change(2, 'agent');
+    await appliedSeq(2);
+    await until(() => count(out.text, 'tick') >= ticks + 3, 'ticks after resume');
+    expect(proc.scans()).toBe(beforeResume);
+    expect(statusOf(run, 'status')).toBe('on');
+    clock.advance(99);
+    await sleep(200);
+    expect(proc.scans()).toBe(beforeResume);
+    clock.advance(1);
+    await until(() => proc.scans() === beforeResume + 1, 'the refresh after the resume, 100 ms on');
+    await statusShows(run, 'status', 'off');
+
+    // A pause overtaken by a resume before its report was taken: its line is never shown, and
+    // its sweep never stops the resumed run.
+    change(3, 'paused', 'hard');
+    await appliedSeq(3);
+    change(4, 'agent');
+    await appliedSeq(4);
+    // The hub takes the resume's report first, then the pause's (two reports in flight on two
+    // nodes, say): the pause's late follow-up must not show its line over the resumed run.
+    expect(taken).toHaveLength(3); // the second resume's, the pause's, the first resume's (never taken)
+    taken.pop()!();
+    taken.pop()!();
+    const resumed = count(out.text, 'tick');
+    await until(() => count(out.text, 'tick') >= resumed + 5, 'ticks after the second resume');
+    expect(await states(run)).not.toContain('T');
+    expect(statusOf(run, 'status')).toBe('off');
+  });
+
   it('a process that left the run’s group (setsid) is stopped too and continued by the resume — once known, on the hot path', async () => {
     const proc = countingProcfs();
     const seen = new Map<number, { scans: number; sideHalted: boolean }>();
     let side = 0;
     const { run, out, change, appliedSeq } = await startControlled(
       { script: `setsid sh -c 'i=0; while :; do i=$((i+1)); echo "side $i"; sleep 0.05; done' & i=0; while :; do i=$((i+1)); echo "main $i"; sleep 0.05; done` },
-      { procs: proc.reader, onApplied: (r) => seen.set(r.seq, { scans: proc.scans(), sideHalted: side > 0 && haltedNow(side) }) },
+      { procs: proc.reader, onApplied: (r) => void seen.set(r.seq, { scans: proc.scans(), sideHalted: side > 0 && haltedNow(side) }) },
     );
     await until(() => count(out.text, 'side') >= 3 && count(out.text, 'main') >= 3, 'both loops ticking');
     const outside = (await runProcesses(run.pid)).filter((p) => p.sid !== run.pid);
@@ -226,7 +282,7 @@ describe('RunControl', () => {
     const scansAtReport = new Map<number, number>();
     const { run, out, change, appliedSeq } = await startControlled(
       { script: 'i=0; while :; do i=$((i+1)); echo "tick $i"; sleep 0.05; done' },
-      { procs: proc.reader, perlBin: null, onApplied: (r) => scansAtReport.set(r.seq, proc.scans()) },
+      { procs: proc.reader, perlBin: null, onApplied: (r) => void scansAtReport.set(r.seq, proc.scans()) },
     );
     await until(() => count(out.text, 'tick') >= 3, 'first ticks');
     expect(run.commandGroup()).toBeNull();
@@ -360,7 +416,7 @@ describe('RunControl', () => {
     expect(control.seq).toBe(2);
     const { run } = await startControlled({ script: 'while :; do sleep 0.05; done' });
     const reports: PayloadOf<'control:applied'>[] = [];
-    const late = new RunControl({ runId: run.runId, logger: pino({ level: 'silent' }), onApplied: (r) => reports.push(r), ...noHandoff });
+    const late = new RunControl({ runId: run.runId, logger: pino({ level: 'silent' }), onApplied: (r) => void reports.push(r), ...noHandoff });
     controls.push(late);
     late.apply({ runId: run.runId, seq: 1, state: 'paused', mode: 'hard', softGraceMs: 0, by, handback: null });
     late.apply({ runId: run.runId, seq: 2, state: 'paused', mode: 'hard', softGraceMs: 0, by: { id: 'op-2', name: 'Grace' }, handback: null });
@@ -384,7 +440,7 @@ describe('RunControl', () => {
     runs.push(adopted);
     expect(await adopted.stopped()).toBe(true);
     const reports: PayloadOf<'control:applied'>[] = [];
-    const fresh = new RunControl({ runId: run.runId, logger: pino({ level: 'silent' }), onApplied: (r) => reports.push(r), ...noHandoff });
+    const fresh = new RunControl({ runId: run.runId, logger: pino({ level: 'silent' }), onApplied: (r) => void reports.push(r), ...noHandoff });
     controls.push(fresh);
     fresh.attach(adopted, await adopted.stopped());
     fresh.apply({ runId: run.runId, seq: 2, state: 'agent', mode: null, softGraceMs: 0, by: null, handback: null }); // the hub's resync

@@ -45,8 +45,12 @@ export interface ControlTarget {
 export interface RunControlOptions {
   runId: string;
   logger: Logger;
-  /** A control change took hold: report it to the hub (reliably). */
-  onApplied: (report: PayloadOf<'control:applied'>) => void;
+  /**
+   * A control change took hold: report it to the hub (reliably). May return a promise that
+   * resolves once the hub took the report: the full /proc scan that follows a pause or a
+   * resume waits for it (see `afterReport`).
+   */
+  onApplied: (report: PayloadOf<'control:applied'>) => Promise<void> | void;
   /** The worker's clock: `appliedAt`, the soft-pause grace and the freezer's waits. Default the system's. */
   clock?: Clock;
   /** How long a hard pause may take to see every process stopped, in ms. Default 1000. */
@@ -58,6 +62,13 @@ export interface RunControlOptions {
   /** Appends a hand-back packet to `$HANDOFF_INBOX`, at most once per control seq. */
   deliverHandoff: (seq: number, packet: HandoffPacket) => Promise<unknown>;
 }
+
+/**
+ * Longest wait, after a report, for the hub to take it before the full /proc scan that follows
+ * runs anyway (the hub is away, or slow): the scan is what stops a process that left the run's
+ * process group, so it is never held back long.
+ */
+const AFTER_REPORT_MAX_MS = 100;
 
 /** `apply()`: taken (the newest seq so far), stale (seq already seen: nothing to do), or refused (the run is ending). */
 export type ApplyResult = 'accepted' | 'stale' | 'closed';
@@ -215,15 +226,40 @@ export class RunControl {
       // Paused after a takeover: the operator no longer has control.
       this.takeoverCorrelationId = null;
       await target.closeOperatorShell();
-      void target.status.setBanner(`PAUSED FOR OPERATOR (by ${change.by?.name ?? 'an operator'})`);
     }
     if (!halted) {
+      this.pausedBanner(change, target);
       this.startSoftWait(change, target);
       return;
     }
     if (!(await this.freeze(change.seq))) return;
-    this.halted(change, 'paused-hard');
-    this.sweep(change.seq);
+    const taken = this.halted(change, 'paused-hard');
+    this.afterReport(change.seq, taken, () => {
+      if (change.state === 'paused') this.pausedBanner(change, target);
+      this.sweep(change.seq);
+    });
+  }
+
+  private pausedBanner(change: ControlApply, target: ControlTarget): void {
+    void target.status.setBanner(`PAUSED FOR OPERATOR (by ${change.by?.name ?? 'an operator'})`);
+  }
+
+  /**
+   * Runs `then` — the status line, the full /proc scan — once the hub took the report of `seq`,
+   * or after `AFTER_REPORT_MAX_MS`: each costs the host's cores (tmux redraws, every process
+   * read), which the hub needs right then to record the report and tell the dashboards. Not
+   * when a newer change came meanwhile: that one does its own.
+   */
+  private afterReport(seq: number, taken: Promise<void>, then: () => void): void {
+    let pending = true;
+    const go = () => {
+      if (!pending) return;
+      pending = false;
+      timer.cancel();
+      if (this.stillWanted(seq)) then();
+    };
+    const timer = this.clock.setTimeout(go, AFTER_REPORT_MAX_MS);
+    void taken.then(go);
   }
 
   /**
@@ -241,9 +277,10 @@ export class RunControl {
       await this.freezer?.resume();
       this.frozen = false;
     }
-    void target.status.setBanner(null);
-    this.report(change, 'agent', handoff);
-    this.refreshProcesses();
+    this.afterReport(change.seq, this.report(change, 'agent', handoff), () => {
+      void target.status.setBanner(null);
+      this.refreshProcesses();
+    });
   }
 
   /** Remembers the run's processes for the next hard pause, off the hot path (see `RunFreezer.refresh`). */
@@ -270,13 +307,11 @@ export class RunControl {
   }
 
   /** The agent is halted (at a checkpoint, or stopped): the change took hold. */
-  private halted(change: ControlApply, how: 'paused-soft' | 'paused-hard'): void {
-    if (change.state === 'operator') {
-      void this.target?.status.setBanner(operatorBanner(change.by?.name ?? 'an operator', true));
-      this.report(change, 'operator');
-      return;
-    }
-    this.report(change, how);
+  private halted(change: ControlApply, how: 'paused-soft' | 'paused-hard'): Promise<void> {
+    if (change.state !== 'operator') return this.report(change, how);
+    const taken = this.report(change, 'operator');
+    this.afterReport(change.seq, taken, () => void this.target?.status.setBanner(operatorBanner(change.by?.name ?? 'an operator', true)));
+    return taken;
   }
 
   /** SIGSTOPs the run unless a newer change or the run's end came first. Returns whether it still applies. */
@@ -335,7 +370,7 @@ export class RunControl {
     if (!marker || marker.seq < change.seq || this.softWait?.change !== change) return;
     this.stopSoftWait();
     this.log.info({ seq: change.seq, agentPid: marker.pid }, 'agent halted at a checkpoint');
-    this.halted(change, 'paused-soft');
+    void this.halted(change, 'paused-soft');
   }
 
   private escalate(change: ControlApply): void {
@@ -345,8 +380,7 @@ export class RunControl {
     this.work = this.work
       .then(async () => {
         if (!(await this.freeze(change.seq))) return;
-        this.halted(change, 'paused-hard');
-        this.sweep(change.seq);
+        this.afterReport(change.seq, this.halted(change, 'paused-hard'), () => this.sweep(change.seq));
       })
       .catch((err: unknown) => this.log.error({ err }, 'could not escalate the pause'));
   }
@@ -358,16 +392,21 @@ export class RunControl {
     this.softWait = null;
   }
 
-  /** Reports `change` applied; its `changedAt` and `correlationId` go back as the hub sent them. */
-  private report(change: ControlApply, effective: EffectiveControl, handoff?: HandoffContext): void {
-    if (this.closed) return;
+  /**
+   * Reports `change` applied; its `changedAt` and `correlationId` go back as the hub sent them.
+   * Resolves once the hub took it (at once when `onApplied` does not say).
+   */
+  private report(change: ControlApply, effective: EffectiveControl, handoff?: HandoffContext): Promise<void> {
+    if (this.closed) return Promise.resolve();
     const { seq, changedAt, correlationId } = change;
-    this.log.info({ seq, effective }, 'control applied');
     const report = {
       runId: this.runId, seq, effective, appliedAt: Math.floor(this.now()),
       ...(changedAt !== undefined ? { changedAt } : {}), ...(correlationId ? { correlationId } : {}),
     };
-    this.onApplied(handoff ? { ...report, handoff } : report);
+    const taken = this.onApplied(handoff ? { ...report, handoff } : report);
+    // Logged once the report is on its way: a log line is a write, and the hub waits for the report.
+    this.log.info({ seq, effective }, 'control applied');
+    return taken ?? Promise.resolve();
   }
 }
 

@@ -222,6 +222,43 @@ describe('RunReporter', () => {
     expect(link.take().map((s) => s.event)).toEqual(['run:needs-operator']);
   });
 
+  it('a control report resolves once the hub took it, or once it will never be sent: superseded unsent, refused for good, disposed', async () => {
+    const link = new ManualLink();
+    const { r } = reporter(link);
+    r.reportStarted();
+    link.take()[0]!.ack(ok());
+    const done: number[] = [];
+    const report = (seq: number) => void r.reportControlApplied({ runId: RUN, seq, effective: 'paused-hard', appliedAt: seq }).then(() => done.push(seq));
+    const turns = async () => {
+      for (let i = 0; i < 5; i++) await Promise.resolve();
+    };
+
+    report(1); // in flight
+    report(2);
+    report(3); // supersedes 2, which was never sent
+    await turns();
+    expect(done).toEqual([2]);
+    const [first] = link.take();
+    expect(first!.payload.seq).toBe(1);
+    first!.ack(ok());
+    await turns();
+    expect(done).toEqual([2, 1]);
+    const [third] = link.take();
+    expect(third!.payload.seq).toBe(3);
+    third!.ack({ ok: false, error: { code: 'UNAVAILABLE', message: 'db down' } }); // transient: not done
+    await turns();
+    expect(done).toEqual([2, 1]);
+    vi.advanceTimersByTime(1000);
+    link.take()[0]!.ack({ ok: false, error: { code: 'STATE_CONFLICT', message: 'run ended' } }); // refused for good
+    await turns();
+    expect(done).toEqual([2, 1, 3]);
+    report(4);
+    expect(link.take().map((s) => s.payload.seq)).toEqual([4]);
+    r.dispose();
+    await turns();
+    expect(done).toEqual([2, 1, 3, 4]);
+  });
+
   it('a run that never started reports only its exit', () => {
     const link = new ManualLink();
     const { r } = reporter(link);

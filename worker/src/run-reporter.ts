@@ -139,16 +139,19 @@ export class RunReporter {
     return this.batcher.lastSeq;
   }
 
-  /** A control change took hold (only the newest unsent one is kept, but a hand-back's is never dropped). */
-  reportControlApplied(payload: PayloadOf<'control:applied'>): void {
-    if (this.exit) return; // the run ended: its control state no longer matters
-    this.events.push({ event: 'control:applied', payload });
+  /**
+   * A control change took hold (only the newest unsent one is kept, but a hand-back's is never
+   * dropped). Resolves once the hub took the report, or it will not be sent (see `ReportQueue.push`).
+   */
+  reportControlApplied(payload: PayloadOf<'control:applied'>): Promise<void> {
+    if (this.exit) return Promise.resolve(); // the run ended: its control state no longer matters
+    return this.events.push({ event: 'control:applied', payload });
   }
 
   /** The agent asked for an operator. */
   reportNeedsOperator(reason: string): void {
     if (this.exit) return;
-    this.events.push({ event: 'run:needs-operator', payload: { runId: this.runId, reason: reason.slice(0, 2000) } });
+    void this.events.push({ event: 'run:needs-operator', payload: { runId: this.runId, reason: reason.slice(0, 2000) } });
   }
 
   /** The run ended: seal the last output, and report the exit once the hub has every frame. */

@@ -51,11 +51,11 @@ export class ShareReporter {
   }
 
   ready(attachRo: Record<string, string>, attachRw: Record<string, string>): void {
-    this.queue.push({ event: 'share:ready', payload: { sessionId: this.sessionId, attachRo, attachRw } });
+    void this.queue.push({ event: 'share:ready', payload: { sessionId: this.sessionId, attachRo, attachRw } });
   }
 
   failed(message: string): void {
-    this.queue.push({ event: 'share:failed', payload: { sessionId: this.sessionId, message: message.slice(0, 2000) } });
+    void this.queue.push({ event: 'share:failed', payload: { sessionId: this.sessionId, message: message.slice(0, 2000) } });
   }
 
   /** After a (re)connect, or to retry: send the oldest unacknowledged report again. */

@@ -56,6 +56,37 @@ export async function writeControlChange(
 }
 
 /**
+ * A pause or a resume decided on the run as this node last saw it (`seen`): the change and its
+ * audit row (prepared with `r.id` as its run id), and the run's view read back, in one
+ * autocommit statement — only if the run still is what the decision read: the same control seq
+ * and state, assigned or running (its labels never change). Undefined otherwise, and nothing
+ * written: the caller reads the run and decides again.
+ */
+export async function writeControlChangeAsSeen(
+  tx: Em,
+  runId: string,
+  seen: { controlSeq: number; controlState: string },
+  change: ControlChange,
+  audit: AuditAppendCall,
+): Promise<RunForView | undefined> {
+  const [raw] = await tx.execute<Array<RawRunForView & Chained>>(
+    `with c as (
+       update runs set control_state = ?, control_mode = ?, control_seq = ?, control_changed_at = ?, control_by = ?::jsonb,
+              control_correlation_id = ?, controller_id = ?, handback = ?::jsonb
+        where id = ? and control_seq = ? and control_state = ? and status in ('assigned', 'running')
+       returning *
+     )
+     select ${RUN_VIEW_COLUMNS}, a.chain_seq, a.chain_prev_hash, a.chain_hash from c r cross join lateral ${audit.sql} a`,
+    [
+      change.controlState, change.controlMode, change.controlSeq, change.controlChangedAt, JSON.stringify(change.controlBy), change.controlCorrelationId, change.controllerId,
+      change.handback ? JSON.stringify(change.handback) : null,
+      runId, seen.controlSeq, seen.controlState, ...audit.params,
+    ],
+  );
+  return raw && mapRunForView(tx, audit.take(raw) as RawRunForView);
+}
+
+/**
  * Records that the worker applied control `seq` (with its audit row) if the run's applied seq
  * is behind it and its control seq has reached it; undefined when not (nothing written).
  */

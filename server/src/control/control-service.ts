@@ -5,7 +5,7 @@ import { em, type Em, type Orm } from '../infra/db/orm.js';
 import { ControlEvent, controlTransition } from '../domain/control-machine.js';
 import type { PolicyAction, PolicyDecision } from '../domain/policy.js';
 import { GrantEvent } from '../domain/write-grant-machine.js';
-import { appendAudit, auditAppendCall, runAuditAppendCall } from '../audit/audit-append.js';
+import { appendAudit, auditAppendCall, runAuditAppendCall, type AuditAppendCall } from '../audit/audit-append.js';
 import { uuidv7 } from '../infra/ids.js';
 import type { Notifier } from '../hooks/notifier.js';
 import type { CommandOptions, GateContext, PolicyGate, UserActor } from '../policy/policy-gate.js';
@@ -13,7 +13,7 @@ import { lockRunForView, readRunForView } from '../runs/run-queries.js';
 import type { RunService } from '../runs/run-service.js';
 import { grantView, runView } from '../views.js';
 import type { WriteGrantService } from '../grants/write-grant-service.js';
-import { advanceAppliedSeq, recordAppliedIfCurrent, writeControlChange } from './control-queries.js';
+import { advanceAppliedSeq, recordAppliedIfCurrent, writeControlChange, writeControlChangeAsSeen, type ControlChange } from './control-queries.js';
 
 /** A worker's `control:applied` report. */
 export type AppliedReport = Parameters<WorkerToHub['control:applied']>[0];
@@ -51,6 +51,21 @@ class SeqMoved extends AppError {
 /** How often a pause or resume reads again after losing a race (see `applyAlone`). */
 const ALONE_ATTEMPTS = 3;
 
+/** Runs a node remembers as it last saw them (see `applyAlone`): the one it changed longest ago goes first. */
+const SEEN_MAX = 10_000;
+
+/** What a control command decides on. Labels never change; the rest changes only with the control seq — or the status. */
+type DecisionInput = Pick<RunRow, 'status' | 'labels' | 'controlState' | 'controlSeq' | 'controllerId' | 'controlBy' | 'controlCorrelationId'>;
+
+/** A command decided: what it writes. */
+interface Decided {
+  changes: ControlChange;
+  audit: AuditAppendCall;
+  seq: number;
+  correlationId: string;
+  forcedFrom: { id: string; name: string } | null;
+}
+
 /** What one control command changed, besides the control state itself. */
 interface Changed {
   row: RunRow;
@@ -81,6 +96,9 @@ export class ControlService {
     private readonly clock: Clock,
     private readonly options: ControlOptions,
   ) {}
+
+  /** Runs as this node last saw them, by id (see `applyAlone`). */
+  private readonly seen = new Map<string, DecisionInput>();
 
   async apply(actor: UserActor, runId: string, body: ControlBody, opts: CommandOptions = {}): Promise<Run> {
     const event = ControlEvent[body.action];
@@ -114,8 +132,15 @@ export class ControlService {
    * conditional on the control seq it read: no transaction is needed around the read and the
    * write (two round trips, not four). When another command moved the seq in between, it reads
    * again and decides on the new state, a few times, as the lock would have had it wait.
+   *
+   * First, when this node saw the run last (`seen`), it decides on that and writes with the
+   * view read back in the same statement, conditional on the run being still as seen: one
+   * round trip. Whatever else it finds — a run changed elsewhere, or a decision it cannot take
+   * on what it saw — it reads the run and decides again, as above.
    */
   private async applyAlone(actor: UserActor, runId: string, body: ControlBody, event: ControlEvent, opts: CommandOptions): Promise<Changed> {
+    const fast = await this.applyAsSeen(actor, runId, body, event, opts);
+    if (fast) return fast;
     for (let attempt = 1; ; attempt++) {
       try {
         return await this.applyIn(em(this.orm), actor, runId, body, event, 0, opts, false);
@@ -123,6 +148,27 @@ export class ControlService {
         if (!(err instanceof SeqMoved) || attempt === ALONE_ATTEMPTS) throw err;
       }
     }
+  }
+
+  /** `applyAlone`'s one round trip, on the run as this node last saw it; undefined when that does not hold. */
+  private async applyAsSeen(actor: UserActor, runId: string, body: ControlBody, event: ControlEvent, opts: CommandOptions): Promise<Changed | undefined> {
+    const seen = this.seen.get(runId);
+    if (!seen) return undefined;
+    let decided: Decided;
+    try {
+      decided = this.decide(seen, actor, runId, body, event, 0, opts, 'r.id');
+    } catch {
+      return undefined; // decided again on the run as read: a refusal is given from the truth
+    }
+    const tx = em(this.orm);
+    const written = await writeControlChangeAsSeen(tx, runId, seen, decided.changes, decided.audit);
+    if (!written) {
+      this.seen.delete(runId);
+      return undefined;
+    }
+    const row = written.run;
+    this.remember(row);
+    return { row, view: runView(row, written.sessions, written.grants, written.names), grants: [], ended: [] };
   }
 
   /**
@@ -133,6 +179,29 @@ export class ControlService {
   private async applyIn(tx: Em, actor: UserActor, runId: string, body: ControlBody, event: ControlEvent, grantTtlMs: number, opts: CommandOptions, lock: boolean): Promise<Changed> {
     const locked = await readRunForView(tx, runId, lock);
     const { run } = locked;
+    const { changes, audit, seq, correlationId, forcedFrom } = this.decide(run, actor, runId, body, event, grantTtlMs, opts, 'c.id');
+    // Conditional on the seq read under the lock (see `writeControlChange`).
+    const written = await writeControlChange(tx, runId, run.controlSeq, changes, event === ControlEvent.takeover, audit);
+    if (!written) throw new SeqMoved();
+    audit.row(written);
+    const row: RunRow = Object.assign(run, changes, { revision: written.revision });
+    if (!lock) this.remember(row);
+    const result: Changed = { row, view: runView(row, locked.sessions, locked.grants, locked.names), grants: [], ended: [] };
+    if (event === ControlEvent.takeover) {
+      const { grant } = await this.grants.grantIn(tx, actor, runId, grantTtlMs, { preferWeb: true, correlationId });
+      result.grants.push(grant);
+      await appendAudit(tx, { runId, actor, correlationId, action: 'handoff.initiated', metadata: { seq, controller: actor.name, grantId: grant.id, mode: changes.controlMode } }, this.clock.date());
+    }
+    if (event === ControlEvent.handback) result.ended = await this.endGrantsOf(tx, actor, forcedFrom?.id ?? actor.id, runId);
+    return result;
+  }
+
+  /**
+   * The policy and the transition, decided on `run`, and what the change writes: the run's new
+   * control fields and its audit row (prepared with `runIdSql` as its run id). Throws `Refused`
+   * when the policy refuses, an AppError when the run cannot take the command.
+   */
+  private decide(run: DecisionInput, actor: UserActor, runId: string, body: ControlBody, event: ControlEvent, grantTtlMs: number, opts: CommandOptions, runIdSql: string): Decided {
     // Handing back someone else's takeover is its own privilege (admins, by default).
     const forced = event === ControlEvent.handback && body.force === true && run.controllerId !== null && run.controllerId !== actor.id;
     if (!opts.approved) {
@@ -170,20 +239,16 @@ export class ControlService {
     const audit = auditAppendCall({
       runId, actor, correlationId, action: `control.${body.action}`,
       metadata: { seq, from: run.controlState, to: next, mode: changes.controlMode, ...(body.summary ? { summary: body.summary } : {}), ...(forcedFrom ? { forced: true, controller: forcedFrom.name } : {}) },
-    }, now, 'c.id');
-    // Conditional on the seq read under the lock (see `writeControlChange`).
-    const written = await writeControlChange(tx, runId, run.controlSeq, changes, event === ControlEvent.takeover, audit);
-    if (!written) throw new SeqMoved();
-    audit.row(written);
-    const row: RunRow = Object.assign(run, changes, { revision: written.revision });
-    const result: Changed = { row, view: runView(row, locked.sessions, locked.grants, locked.names), grants: [], ended: [] };
-    if (event === ControlEvent.takeover) {
-      const { grant } = await this.grants.grantIn(tx, actor, runId, grantTtlMs, { preferWeb: true, correlationId });
-      result.grants.push(grant);
-      await appendAudit(tx, { runId, actor, correlationId, action: 'handoff.initiated', metadata: { seq, controller: actor.name, grantId: grant.id, mode: changes.controlMode } }, this.clock.date());
-    }
-    if (event === ControlEvent.handback) result.ended = await this.endGrantsOf(tx, actor, forcedFrom?.id ?? actor.id, runId);
-    return result;
+    }, now, runIdSql);
+    return { changes, audit, seq, correlationId, forcedFrom };
+  }
+
+  /** Keeps what a pause or a resume decides on, as this node last saw the run (see `applyAlone`). */
+  private remember(run: RunRow): void {
+    const { status, labels, controlState, controlSeq, controllerId, controlBy, controlCorrelationId } = run;
+    this.seen.delete(run.id); // re-inserted last: the map's order is its use
+    this.seen.set(run.id, { status, labels, controlState, controlSeq, controllerId, controlBy, controlCorrelationId });
+    if (this.seen.size > SEEN_MAX) this.seen.delete(this.seen.keys().next().value!);
   }
 
   /**

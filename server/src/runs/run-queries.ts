@@ -1,6 +1,6 @@
 import { AppError, ErrorCode, type ListRunsQuery, type RunStatus } from '@handoff/shared';
 import { LiveSessionSchema, RunSchema, WriteGrantSchema, type LiveSessionRow, type RunRow, type WriteGrantRow } from '../infra/db/entities.js';
-import type { Em } from '../infra/db/orm.js';
+import { rowOf, type Em } from '../infra/db/orm.js';
 import { RunEvent, runStatesAllowing, runTransition } from '../domain/run-machine.js';
 import { appendAudit, type AuditAppendCall, type Chained } from '../audit/audit-append.js';
 import type { RunNames } from '../views.js';
@@ -71,17 +71,16 @@ export type RawRunForView = Record<string, unknown> & { view_extras: RunViewExtr
 export function mapRunForView(tx: Em, raw: RawRunForView): RunForView {
   const { view_extras: extras, ...row } = raw;
   const { sessions, grants, creator, worker } = extras;
-  const run = { ...tx.map(RunSchema, row) };
+  const run = rowOf(tx, RunSchema, row);
   const names: RunNames = {
     users: new Map(creator ? [[run.createdBy, creator]] : []),
     workers: new Map(worker && run.workerId ? [[run.workerId, worker]] : []),
   };
-  // Copies: the managed entities stay as read, so the transaction's flush writes nothing twice.
   return {
     names,
     run,
-    sessions: sessions.map((s) => ({ ...tx.map(LiveSessionSchema, s as Record<string, unknown>) })),
-    grants: grants.map((g) => ({ ...tx.map(WriteGrantSchema, g as Record<string, unknown>) })),
+    sessions: sessions.map((s) => rowOf(tx, LiveSessionSchema, s as Record<string, unknown>)),
+    grants: grants.map((g) => rowOf(tx, WriteGrantSchema, g as Record<string, unknown>)),
   };
 }
 

@@ -1,5 +1,5 @@
 import { LiveSessionSchema, type LiveSessionRow } from '../infra/db/entities.js';
-import type { Em } from '../infra/db/orm.js';
+import { rowOf, type Em } from '../infra/db/orm.js';
 import type { AuditAppendCall, Chained } from '../audit/audit-append.js';
 
 // Live sessions' raw SQL: the per-run lock of creates, the per-worker share count, and the
@@ -69,5 +69,5 @@ export async function insertStartWebShare(tx: Em, share: StartWebShare, created:
   if (!row) return undefined;
   created.row(row.created);
   ready.row(row.ready);
-  return { ...tx.map(LiveSessionSchema, row.session) };
+  return rowOf(tx, LiveSessionSchema, row.session);
 }

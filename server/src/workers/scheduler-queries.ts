@@ -1,5 +1,5 @@
 import { RunSchema, type RunRow } from '../infra/db/entities.js';
-import type { Em } from '../infra/db/orm.js';
+import { rowOf, type Em } from '../infra/db/orm.js';
 import { RunEvent, runTransition } from '../domain/run-machine.js';
 import type { AuditAppendCall, Chained } from '../audit/audit-append.js';
 
@@ -52,8 +52,7 @@ export async function claimOldestQueued(tx: Em, workerId: string, capacity: numb
     guess = null;
     if (row?.run && row.chained) {
       audit.row(row.chained);
-      // A copy: the managed entity stays as read.
-      return { run: { ...tx.map(RunSchema, row.run) }, queued: true };
+      return { run: rowOf(tx, RunSchema, row.run), queued: true };
     }
     // No room on this worker: the run stays queued for another.
     if (!row?.room) return { run: null, queued: true };
