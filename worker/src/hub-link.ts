@@ -20,6 +20,13 @@ export interface HubLink {
 export const RETRYABLE_CODES: ReadonlySet<string> = new Set(['UNAVAILABLE', 'INTERNAL', 'RATE_LIMITED']);
 
 /**
+ * Refusals that say the run moved on — cancelled, ended, given to another worker — and the
+ * report with it: expected whenever a run ends with reports in flight, so a warning, not an
+ * error. Any other refusal (a report the hub cannot read) is the worker's fault: an error.
+ */
+const MOVED_ON_CODES: ReadonlySet<string> = new Set(['FORBIDDEN', 'NOT_FOUND', 'STATE_CONFLICT']);
+
+/**
  * Reads the hub's answer to a report: `done` when taken, or refused for good (logged);
  * otherwise `backoff` — and, while the link is up, `onRetry` is asked to schedule a retry
  * (when the connection dropped, the reconnect's resend covers it).
@@ -27,7 +34,8 @@ export const RETRYABLE_CODES: ReadonlySet<string> = new Set(['UNAVAILABLE', 'INT
 export function judgeAck(ack: Ack<unknown> | undefined, event: string, link: HubLink, log: Logger, onRetry: () => void): 'done' | 'backoff' {
   if (ack?.ok) return 'done';
   if (ack && !RETRYABLE_CODES.has(ack.error.code)) {
-    log.error({ event, error: { code: ack.error.code, message: ack.error.message } }, 'hub refused a report');
+    const level = MOVED_ON_CODES.has(ack.error.code) ? 'warn' : 'error';
+    log[level]({ event, error: { code: ack.error.code, message: ack.error.message } }, 'hub refused a report');
     return 'done';
   }
   if (link.ready) {

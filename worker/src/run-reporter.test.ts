@@ -3,6 +3,7 @@ import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
 import { ManualClock, type Ack, type Frame } from '@handoff/shared';
 import type { HubLink, ReportEvent } from './hub-link.js';
 import { RunReporter } from './run-reporter.js';
+import { capturedLogger } from './testing/shares.js';
 
 interface Sent {
   event: ReportEvent;
@@ -257,6 +258,22 @@ describe('RunReporter', () => {
     r.dispose();
     await turns();
     expect(done).toEqual([2, 1, 3, 4]);
+  });
+
+  it('a refusal for a run that moved on (cancelled, not this worker’s) is a warning; one the hub cannot read is an error', () => {
+    const link = new ManualLink();
+    const { logger, text } = capturedLogger();
+    const r = new RunReporter({ runId: RUN, link, logger, batcher: { flushMs: 16 }, onSettled: vi.fn(), retryMs: 1000 });
+    r.reportStarted();
+    link.take()[0]!.ack(ok());
+    r.reportControlApplied({ runId: RUN, seq: 1, effective: 'paused-hard', appliedAt: 1 });
+    link.take()[0]!.ack({ ok: false, error: { code: 'FORBIDDEN', message: `run ${RUN} is not (any more) this worker's: stop it` } });
+    r.reportControlApplied({ runId: RUN, seq: 2, effective: 'agent', appliedAt: 2 });
+    link.take()[0]!.ack({ ok: false, error: { code: 'VALIDATION', message: 'invalid control:applied payload' } });
+    const lines = text().trim().split('\n').map((l) => JSON.parse(l) as { level: number; msg: string; error?: { code: string } });
+    const refusals = lines.filter((l) => l.msg === 'hub refused a report').map((l) => [l.error?.code, l.level]);
+    expect(refusals).toEqual([['FORBIDDEN', 40], ['VALIDATION', 50]]);
+    expect(link.take()).toEqual([]); // neither is sent again
   });
 
   it('a run that never started reports only its exit', () => {
