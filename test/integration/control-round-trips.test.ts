@@ -150,6 +150,17 @@ describe('control change: SQL round trips', () => {
       expect(applied.metadata).toMatchObject({ seq: i / 2 + 1, advanced: true, effective: i % 4 === 0 ? 'paused-hard' : 'agent' });
       expect(applied.metadata.delayMs).toEqual(expect.any(Number));
     }
+
+    // A takeover and its hand-back (each in a transaction) leave this node knowing the run as
+    // they wrote it: the next pause is one statement again.
+    report = () => null;
+    for (const body of [{ action: 'takeover', mode: 'hard' }, { action: 'handback', summary: 'done' }]) {
+      expect((await api(hub.url, operator, 'POST', `/api/task-runs/${runId}/control`, body)).status, body.action).toBe(200);
+    }
+    trace.length = 0;
+    const paused = await api(hub.url, operator, 'POST', `/api/task-runs/${runId}/control`, { action: 'pause', mode: 'hard' });
+    expect(paused.body.control).toMatchObject({ seq: 7, state: 'paused' });
+    expect(trace.filter((t) => t.startsWith('apply:') && t !== 'apply: PUSH')).toEqual(['apply: with c as']);
     await api(hub.url, operator, 'POST', `/api/task-runs/${runId}/cancel`, {});
   });
 

@@ -117,6 +117,8 @@ export class ControlService {
     const { row, view, grants, ended } = changed;
     // Pushed as soon as the change committed: nothing is read again before the worker hears of it.
     this.push(row);
+    // Committed, whichever way it was written: what this node's next pause or resume decides on.
+    this.remember(row);
     for (const g of grants) this.notifier.grantUpdated(grantView(g));
     if (ended.length) await this.grants.afterEnd(ended);
     // A grant written in the transaction bumped the run's revision again (and a hand-back may
@@ -167,7 +169,6 @@ export class ControlService {
       return undefined;
     }
     const row = written.run;
-    this.remember(row);
     return { row, view: runView(row, written.sessions, written.grants, written.names), grants: [], ended: [] };
   }
 
@@ -185,7 +186,6 @@ export class ControlService {
     if (!written) throw new SeqMoved();
     audit.row(written);
     const row: RunRow = Object.assign(run, changes, { revision: written.revision });
-    if (!lock) this.remember(row);
     const result: Changed = { row, view: runView(row, locked.sessions, locked.grants, locked.names), grants: [], ended: [] };
     if (event === ControlEvent.takeover) {
       const { grant } = await this.grants.grantIn(tx, actor, runId, grantTtlMs, { preferWeb: true, correlationId });
