@@ -232,10 +232,13 @@ describe('hand back', () => {
   it('a hand-back the worker never saw the takeover of still delivers a packet: the agent pane’s cwd, and no env (nobody changed it)', async () => {
     const cwd = await realpath(await mkdtemp(join(tmpdir(), 'handoff-agent-cwd-')));
     try {
-      const { run, change, appliedSeq } = await startTakeover(
+      const { run, out, change, appliedSeq } = await startTakeover(
         { script: TICKS },
         { cwd, env: { PATH: process.env.PATH, LANG: 'C.UTF-8', GITHUB_TOKEN: 'ghp_abcdefghijklmnopqrstuvwxyz0123456789' } },
       );
+      // The agent is running, in its cwd: until the wrapper's `cd`, the pane is still in the
+      // directory tmux started in (CI failed this once, a hand-back sent at the very start).
+      await until(() => count(out.text, 'tick') >= 1, 'the agent running');
       change({ seq: 5, state: 'agent', handback: { summary: 'done', by: ADA, at: new Date().toISOString() } });
       const report = await appliedSeq(5);
       expect(report.handoff).toMatchObject({ cwd, env: {} });
