@@ -1,6 +1,6 @@
 import { randomUUID } from 'node:crypto';
 import { existsSync, readFileSync } from 'node:fs';
-import { mkdtemp, realpath, rm } from 'node:fs/promises';
+import { mkdir, mkdtemp, realpath, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
@@ -13,7 +13,7 @@ import { runProcesses } from './process-tree.js';
 import { RunControl } from './run-control.js';
 import { RunInbox } from './run-inbox.js';
 import { TmuxRun, type TmuxRunOptions } from './tmux-run.js';
-import { pgrep, tmuxServerAlive } from './testing/processes.js';
+import { pgrep, tmuxFormatRunning, tmuxServerAlive } from './testing/processes.js';
 import { useRunHarness } from './testing/run-harness.js';
 import { TMUX, tmuxQuery, until } from './testing/shares.js';
 
@@ -154,6 +154,24 @@ describe('takeover', () => {
     expect(windowNames(run)).toHaveLength(2);
   });
 
+  it('a takeover in a directory whose name is a tmux format (`#(…)` runs a command) opens the shell there and runs nothing', async () => {
+    const base = await realpath(await mkdtemp(join(tmpdir(), 'handoff-hostile-cwd-')));
+    const ran = join(base, 'ran');
+    const cwd = join(base, tmuxFormatRunning(ran));
+    await mkdir(cwd);
+    try {
+      const { run, out, change, appliedSeq, type } = await startTakeover({ script: TICKS }, { cwd });
+      await until(() => count(out.text, 'tick') >= 1, 'the agent running');
+      change({ seq: 1, state: 'operator', mode: 'hard' });
+      await appliedSeq(1);
+      await type('echo "cwd-$((1+1))=$PWD="', 'cwd-2=');
+      await until(() => out.text.includes(`cwd-2=${cwd}=`), 'the shell in the agent’s directory, its name literal');
+      expect(existsSync(ran)).toBe(false);
+    } finally {
+      await rm(base, { recursive: true, force: true });
+    }
+  });
+
   it('keys go to the agent’s pane when nobody took over', async () => {
     // The agent reads 8 raw bytes and prints them in hex.
     const { run, out } = await startTakeover({ script: "stty raw -echo; head -c 8 | od -An -tx1 | tr -s ' ' | sed 's/^ //'" });
@@ -236,9 +254,8 @@ describe('hand back', () => {
         { script: TICKS },
         { cwd, env: { PATH: process.env.PATH, LANG: 'C.UTF-8', GITHUB_TOKEN: 'ghp_abcdefghijklmnopqrstuvwxyz0123456789' } },
       );
-      // The agent is running, in its cwd: until the wrapper's `cd`, the pane is still in the
-      // directory tmux started in (CI failed this once, a hand-back sent at the very start).
-      await until(() => count(out.text, 'tick') >= 1, 'the agent running');
+      // At once, maybe before the wrapper's `cd`: the pane starts in the run's directory (it
+      // once started in the worker's, and a hand-back this early reported that; see tmux-run.test).
       change({ seq: 5, state: 'agent', handback: { summary: 'done', by: ADA, at: new Date().toISOString() } });
       const report = await appliedSeq(5);
       expect(report.handoff).toMatchObject({ cwd, env: {} });

@@ -5,7 +5,7 @@ import type { CapturedContext } from './handoff-packet.js';
 import type { Logger } from './logger.js';
 import { processesWithEnv, reapProcesses, runProcesses, type ProcInfo } from './process-tree.js';
 import { RunFiles, shellQuote } from './run-script.js';
-import { tmux } from './tmux.js';
+import { tmux, tmuxStartDir } from './tmux.js';
 
 /**
  * Carried in the environment of an operator shell and of everything started from it
@@ -94,7 +94,7 @@ export class OperatorShell {
       opts.socket,
       [
         ...['new-window', '-t', `${opts.session}:`, '-n', WINDOW, '-P', '-F', '#{pane_pid} #{pane_id}'],
-        ...(opts.startDir ? ['-c', tmuxPathArg(opts.startDir)] : []),
+        ...(opts.startDir ? ['-c', tmuxStartDir(opts.startDir)] : []),
         ...['-e', `${OPERATOR_SHELL_ENV}=${opts.dir}`],
         ...(opts.bashBin ? [] : ['-e', `ENV=${rc}`]), // what an interactive sh reads at start
         ...shell,
@@ -261,11 +261,6 @@ function shRc(banner: string): string {
 PS1='operator $ '
 printf '\\n%s\\n' ${shellQuote(banner)}
 `;
-}
-
-/** tmux reads a command-line argument ending in `;` as a command separator: a directory keeps its meaning with a trailing `/`. */
-function tmuxPathArg(path: string): string {
-  return path.endsWith(';') ? `${path}/` : path;
 }
 
 /** The record written at the shell's last prompt: `<cwd>\0NAME=value\0…`, or null. */

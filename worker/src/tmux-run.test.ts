@@ -10,7 +10,7 @@ import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import type { Command } from '@handoff/shared';
 import { groupLauncher, shellQuote } from './run-script.js';
 import { TmuxRun, type TmuxRunOptions } from './tmux-run.js';
-import { killMatching, pgrep, tmuxServerAlive, uniqueSleep } from './testing/processes.js';
+import { killMatching, pgrep, tmuxFormatRunning, tmuxServerAlive, uniqueSleep } from './testing/processes.js';
 
 // These tests drive the real tmux. A pane is a terminal, so its line discipline turns
 // every "\n" the program writes into "\r\n"; comparisons undo exactly that and nothing else.
@@ -173,6 +173,33 @@ describe('TmuxRun', () => {
     expect(lf(out.text)).toBe(`${outbox}|${run.controlPath}\noutbox-exists\n${join(run.dir, 'bin', 'handoff-agent')}\nnot-paused\n`);
     expect(outbox).toBe(join(runsDir, run.runId, 'outbox.jsonl'));
     expect(run.controlPath).toBe(join(runsDir, run.runId, 'control.json'));
+  });
+
+  it('starts the pane in cwd, before its command runs; a cwd that is a tmux format (`#(…)` runs a command) is taken literally', async () => {
+    const base = await mkdtemp(join(tmpdir(), 'handoff-cwd-'));
+    const ran = join(base, 'ran');
+    try {
+      for (const name of [tmuxFormatRunning(ran), 'a #{pane_id} ## b;']) {
+        const cwd = join(base, name);
+        await mkdir(cwd);
+        const runId = randomUUID();
+        // Asked of tmux once the pane exists, while its command does not run yet (it waits for `go`).
+        let atLaunch = '';
+        const { run, out } = await start({ script: 'pwd' }, {
+          runId,
+          cwd,
+          onLaunched: () => {
+            atLaunch = execFileSync('/usr/bin/tmux', ['-S', join(runsDir, runId, 'tmux.sock'), 'display-message', '-p', '-t', 'run', '#{pane_current_path}'], { encoding: 'utf8' });
+          },
+        });
+        expect((await run.result).exitCode).toBe(0);
+        expect(atLaunch).toBe(`${cwd}\n`);
+        expect(lf(out.text)).toBe(`${cwd}\n`);
+      }
+      expect(existsSync(ran)).toBe(false);
+    } finally {
+      await rm(base, { recursive: true, force: true });
+    }
   });
 
   it('fails clearly, without an exit code, when cwd does not exist', async () => {

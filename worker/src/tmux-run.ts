@@ -15,7 +15,7 @@ import { ensureWatchdog, stopWatchdog } from './run-watchdog.js';
 import { StatusLine } from './status-line.js';
 import { sendKeysCommands } from './terminal-input.js';
 import { TmuxControlClient } from './tmux-control-client.js';
-import { findExecutable, tmux } from './tmux.js';
+import { findExecutable, tmux, tmuxStartDir } from './tmux.js';
 
 export interface TmuxRunOptions {
   runId: string;
@@ -536,6 +536,11 @@ export class TmuxRun {
         ...set('remain-on-exit', 'off'),
         ...set('default-terminal', PANE_TERM),
         ...['new-session', '-d', '-P', '-F', '#{pane_pid} #{pane_id} #{pane_width} #{pane_height}', '-s', SESSION, '-x', String(opts.cols), '-y', String(opts.rows)],
+        // The pane starts in the run's directory, not the worker's: what the pane reports
+        // (a hand-back's context, an operator shell's start) is the run's from its first
+        // moment, before the wrapper's `cd`. A missing one falls back to the worker's, and
+        // the wrapper's `cd` reports it.
+        ...(opts.cwd !== null ? ['-c', tmuxStartDir(opts.cwd)] : []),
         ...['sh', wrapper, ';'],
         // A share's tmux client (tmate/upterm) attaches to this session: the window keeps
         // the run's size whatever that client's terminal is, so the recording and the

@@ -26,6 +26,18 @@ export interface CommandOptions {
   signal?: AbortSignal;
 }
 
+/**
+ * A directory as tmux's `-c start-directory` takes it. tmux expands that argument as a
+ * format, where `#(…)` runs a shell command: a directory named `#(cmd)` — which the agent
+ * can make and cd into — would run `cmd` from the tmux server, outside a hard pause. `##`
+ * is a literal `#`. And tmux reads an argument ending in `;` as a command separator: the
+ * directory keeps its meaning with a trailing `/`.
+ */
+export function tmuxStartDir(path: string): string {
+  const literal = path.replaceAll('#', '##');
+  return literal.endsWith(';') ? `${literal}/` : literal;
+}
+
 /** Runs a command to completion and collects its output. Never rejects (see `tmux`). */
 export function runCommand(bin: string, args: readonly string[], opts: CommandOptions = {}): Promise<TmuxResult> {
   return new Promise((resolve) => {

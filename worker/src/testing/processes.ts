@@ -41,3 +41,12 @@ export function killMatching(pattern: string): void {
     }
   }
 }
+
+/**
+ * A directory name that is a tmux format running a command: `#(…)` in an argument tmux
+ * expands (`-c start-directory`) would create `path`. A name holds no `/`, so the command
+ * spells it in octal; backquotes, as `#(…)` ends at the first `)`.
+ */
+export function tmuxFormatRunning(path: string): string {
+  return `a#(touch "\`printf '${path.replaceAll('/', '\\057')}'\`")b`;
+}
