@@ -160,7 +160,7 @@ describe('takeover', () => {
     const cwd = join(base, tmuxFormatRunning(ran));
     await mkdir(cwd);
     try {
-      const { run, out, change, appliedSeq, type } = await startTakeover({ script: TICKS }, { cwd });
+      const { out, change, appliedSeq, type } = await startTakeover({ script: TICKS }, { cwd });
       await until(() => count(out.text, 'tick') >= 1, 'the agent running');
       change({ seq: 1, state: 'operator', mode: 'hard' });
       await appliedSeq(1);
@@ -250,7 +250,7 @@ describe('hand back', () => {
   it('a hand-back the worker never saw the takeover of still delivers a packet: the agent pane’s cwd, and no env (nobody changed it)', async () => {
     const cwd = await realpath(await mkdtemp(join(tmpdir(), 'handoff-agent-cwd-')));
     try {
-      const { run, out, change, appliedSeq } = await startTakeover(
+      const { run, change, appliedSeq } = await startTakeover(
         { script: TICKS },
         { cwd, env: { PATH: process.env.PATH, LANG: 'C.UTF-8', GITHUB_TOKEN: 'ghp_abcdefghijklmnopqrstuvwxyz0123456789' } },
       );
