@@ -13,6 +13,9 @@ import type { ObserversParams, ObserversResult } from '../clients/observers.js';
 /** Observer sockets per client process (the observers never share the hub's event loop). */
 const PER_PROCESS = 250;
 const LINE_INTERVAL_MS = 50;
+/** CPU groups of Handoff's pass that any terminal relay built on tmux pays (see `fmtFloorBound`). */
+const TMUX = 'tmux (and its pipe-pane cat)';
+const RUN = 'the run (its shell, head, base64)';
 
 interface Observers {
   pids: number[];
@@ -84,8 +87,8 @@ async function handoffPass(cluster: BenchCluster, mode: ObserversParams['mode'],
       if (pid === workerPid) return 'worker';
       if (pids.includes(pid)) return 'observers';
       if (comm === 'postgres') return 'PostgreSQL';
-      if (comm.startsWith('tmux') || (comm === 'cat' && ancestors[0]?.startsWith('tmux'))) return 'tmux (and its pipe-pane cat)';
-      if (ancestors.some((a) => a.startsWith('tmux'))) return 'the run (its shell, head, base64)';
+      if (comm.startsWith('tmux') || (comm === 'cat' && ancestors[0]?.startsWith('tmux'))) return TMUX;
+      if (ancestors.some((a) => a.startsWith('tmux'))) return RUN;
       return null;
     });
   } finally {
@@ -131,10 +134,21 @@ const totalCpu = (p: Pass) => [...p.cpu.values()].reduce((a, b) => a + b, 0);
 const cpuPerMiB = (p: Pass) => totalCpu(p) / (p.bytes / 2 ** 20);
 /** Per repeat, the throughput measured (median observer) and the one its CPU per MiB allows on the machine's cores: "9.9 of 10.4". */
 const fmtBounds = (ps: Pass[]) => ps.map((p) => `${median(p.values).toFixed(1)} of ${((cores * 1000) / cpuPerMiB(p)).toFixed(1)}`).join(', ');
+const perMiB = (p: Pass, group: string) => (p.cpu.get(group) ?? 0) / (p.bytes / 2 ** 20);
+/**
+ * Per repeat, what Handoff could reach if its hub, worker and PostgreSQL cost nothing: what
+ * must run whatever Handoff does (tmux with the run printing, and observers as cheap as the
+ * floor's) on the machine's cores, as a share of the floor measured: "0.81× (20.1 MiB/s)".
+ */
+const fmtFloorBound = (rs: { throughput: Pass; throughputFloor: Pass }[]) =>
+  rs.map(({ throughput, throughputFloor }) => {
+    const allowed = (cores * 1000) / (perMiB(throughput, TMUX) + perMiB(throughput, RUN) + perMiB(throughputFloor, 'observers'));
+    return `${(allowed / median(throughputFloor.values)).toFixed(2)}× (${allowed.toFixed(1)} MiB/s)`;
+  }).join(', ');
 /** "hub 27 ms, worker 20 ms, …": each group's median ms per MiB, largest first. */
 function cpuShares(ps: Pass[]): string {
   const groups = [...new Set(ps.flatMap((p) => [...p.cpu.keys()]))];
-  const per = groups.map((g) => [g, median(ps.map((p) => (p.cpu.get(g) ?? 0) / (p.bytes / 2 ** 20)))] as const).sort((a, b) => b[1] - a[1]);
+  const per = groups.map((g) => [g, median(ps.map((p) => perMiB(p, g)))] as const).sort((a, b) => b[1] - a[1]);
   return per.map(([g, ms]) => `${g} ${ms.toFixed(1)}`).join(', ');
 }
 
@@ -183,7 +197,7 @@ export const fanOut: Figure = {
         notes: [
           `Latency: the run prints ${lines} lines \`ts <date +%s%N> <i>\`, one every ${LINE_INTERVAL_MS} ms, once all ${n} observers (${Math.ceil(n / PER_PROCESS)} client process(es), ${PER_PROCESS} sockets at most each) have subscribed; each observer computes receipt − printed time for every line (the batching window of the worker included).`,
           `Throughput: the run prints ${(bytes / 2 ** 20).toFixed(0)} MiB of base64 (100-column lines) as fast as it can; each of 10 observers divides the bytes it received by the time from the sender's \`BULK-START <ns>\` stamp to the frame with \`BULK-END\`. An observer the hub's lag guard skipped (its socket's queue past the bound) resyncs the gap on \`term:resume\` as the dashboard does; the resynced bytes count, and so does the time they took.`,
-          `Where the throughput passes' CPU went, ms per MiB (median of repeats; /proc, whole passes): Handoff ${cpuShares(results.map((r) => r.throughput))}; floor ${cpuShares(results.map((r) => r.throughputFloor))}. At ${cores} cores, that CPU per MiB allows at most this throughput per observer even with every process overlapped perfectly — measured of allowed, MiB/s, per repeat: Handoff ${fmtBounds(results.map((r) => r.throughput))}; floor ${fmtBounds(results.map((r) => r.throughputFloor))}. A pass's CPU includes its start and its end, so the bound is a little under what the steady state allows.`,
+          `Where the throughput passes' CPU went, ms per MiB (median of repeats; /proc, whole passes): Handoff ${cpuShares(results.map((r) => r.throughput))}; floor ${cpuShares(results.map((r) => r.throughputFloor))}. At ${cores} cores, that CPU per MiB allows at most this throughput per observer even with every process overlapped perfectly — measured of allowed, MiB/s, per repeat: Handoff ${fmtBounds(results.map((r) => r.throughput))}; floor ${fmtBounds(results.map((r) => r.throughputFloor))}. A pass's CPU includes its start and its end, so the bound is a little under what the steady state allows. Even if the hub, the worker and PostgreSQL cost nothing, tmux carrying the run's output and the run printing it (Handoff's pass) plus observers as cheap as the floor's would allow at most, per repeat: ${fmtFloorBound(results)} of the floor measured.`,
           `Observers that did not see everything within 120 s (latency Handoff/floor, throughput Handoff/floor), per repeat: ${incomplete.join('; ')}.`,
         ],
       };
