@@ -42,4 +42,20 @@ describe('token lookup cache', () => {
     expect(await hub.auth.authenticate(tokens[1])).toMatchObject({ kind: 'worker', id: principals[1]!.id });
     expect(hub.auth.cachedLookups).toBe(2);
   });
+
+  it('never serves a token past its expiry from the cache, and refuses a token revoked here at once', async () => {
+    const name = `expiring-${randomBytes(3).toString('hex')}`;
+    const { token: expiring } = await hub.auth.addUser(name, 'operator', { ttlMs: 300 });
+    expect(await hub.auth.authenticate(expiring)).toMatchObject({ kind: 'user', name });
+    clock.advance(299);
+    expect(await hub.auth.authenticate(expiring)).toMatchObject({ kind: 'user', name }); // from the cache
+    clock.advance(1); // its expiry, 200 ms before the cached lookup would have run out
+    expect(await hub.auth.authenticate(expiring)).toBeNull();
+
+    const { token, user } = await hub.auth.addUser(`revoked-${randomBytes(3).toString('hex')}`, 'operator');
+    const principal = await hub.auth.authenticate(token);
+    expect(principal).toMatchObject({ kind: 'user', id: user.id });
+    await hub.auth.revokeToken({ type: 'system', id: 'test' }, principal!.tokenId);
+    expect(await hub.auth.authenticate(token)).toBeNull();
+  });
 });

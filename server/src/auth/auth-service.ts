@@ -64,7 +64,7 @@ export class AuthService {
     const now = this.clock.now();
     const hit = this.cache.get(hash);
     if (hit && hit.until > now) return hit.principal;
-    const principal = await this.lookup(hash, now);
+    const { principal, expiresAt } = await this.lookup(hash, now);
     // Every entry lives LOOKUP_CACHE_MS and goes in at the end, so the expired ones are at the
     // front: dropped here, a few at a time. A node holding 5,000 workers does not keep 5,000
     // lookups it will never reuse (they only come back at a reconnect).
@@ -74,27 +74,30 @@ export class AuthService {
     }
     if (this.cache.size >= 10_000) this.cache.clear();
     this.cache.delete(hash);
-    this.cache.set(hash, { principal, until: now + LOOKUP_CACHE_MS });
+    // Never past the token's own expiry.
+    this.cache.set(hash, { principal, until: Math.min(now + LOOKUP_CACHE_MS, expiresAt ?? Infinity) });
     return principal;
   }
 
-  private async lookup(hash: string, now: number): Promise<Principal | null> {
+  /** The token's principal (null: refused) and when the token expires (epoch ms; null: never). */
+  private async lookup(hash: string, now: number): Promise<{ principal: Principal | null; expiresAt: number | null }> {
     const tx = em(this.orm);
     const row = await tx.findOne(ApiTokenSchema, { tokenHash: hash, revokedAt: null });
-    if (!row || (row.expiresAt && row.expiresAt.getTime() <= now)) return null;
+    const expiresAt = row?.expiresAt ? row.expiresAt.getTime() : null;
+    if (!row || (expiresAt !== null && expiresAt <= now)) return { principal: null, expiresAt: null };
     if (!row.lastUsedAt || now - row.lastUsedAt.getTime() > LAST_USED_EVERY_MS) {
       // Throttled and off the request's path: a lost write only makes the value older.
       void em(this.orm).nativeUpdate(ApiTokenSchema, { id: row.id }, { lastUsedAt: new Date(now) }).catch(() => undefined);
     }
+    let principal: Principal | null = null;
     if (row.kind === 'user' && row.userId) {
       const user = await tx.findOne(UserSchema, { id: row.userId, disabledAt: null });
-      return user ? { kind: 'user', id: user.id, name: user.name, role: user.role as Role, tokenId: row.id } : null;
-    }
-    if (row.kind === 'worker' && row.workerId) {
+      principal = user ? { kind: 'user', id: user.id, name: user.name, role: user.role as Role, tokenId: row.id } : null;
+    } else if (row.kind === 'worker' && row.workerId) {
       const worker = await tx.findOne(WorkerSchema, { id: row.workerId });
-      return worker ? { kind: 'worker', id: worker.id, name: worker.name, tokenId: row.id } : null;
+      principal = worker ? { kind: 'worker', id: worker.id, name: worker.name, tokenId: row.id } : null;
     }
-    return null;
+    return { principal, expiresAt };
   }
 
   /** A user's tokens (newest first), for admins: never the secret. */
@@ -116,15 +119,18 @@ export class AuthService {
    * node; the caller disconnects its sockets. Revoking a revoked token is STATE_CONFLICT.
    */
   async revokeToken(actor: Actor, tokenId: string): Promise<ApiTokenView> {
-    return em(this.orm).transactional(async (tx) => {
+    const revoked = await em(this.orm).transactional(async (tx) => {
       const row = await tx.findOne(ApiTokenSchema, { id: tokenId });
       if (!row) throw new AppError({ code: ErrorCode.NOT_FOUND, message: `token ${tokenId} not found` });
       const n = await tx.nativeUpdate(ApiTokenSchema, { id: tokenId, revokedAt: null }, { revokedAt: new Date(this.clock.now()) });
       if (n !== 1) throw new AppError({ code: ErrorCode.STATE_CONFLICT, message: `token ${tokenId} is already revoked` });
       await appendAudit(tx, { runId: null, actor, action: 'token.revoke', metadata: { id: tokenId, kind: row.kind, userId: row.userId ?? null, workerId: row.workerId ?? null, label: row.label } }, this.clock.date());
-      this.cache.clear(); // this node refuses it at once; other nodes within LOOKUP_CACHE_MS
       return tokenView((await tx.findOneOrFail(ApiTokenSchema, { id: tokenId }, { refresh: true })));
     });
+    // After the commit: a lookup made before it (the token still valid) is not kept. This
+    // node refuses the token at once; the others within LOOKUP_CACHE_MS.
+    this.cache.clear();
+    return revoked;
   }
 
   /**
