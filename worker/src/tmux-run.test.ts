@@ -1,6 +1,6 @@
 import { execFileSync, spawnSync } from 'node:child_process';
 import { existsSync } from 'node:fs';
-import { mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import { mkdir, mkdtemp, readFile, realpath, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { randomUUID } from 'node:crypto';
@@ -176,7 +176,7 @@ describe('TmuxRun', () => {
   });
 
   it('starts the pane in cwd, before its command runs; a cwd that is a tmux format (`#(…)` runs a command) is taken literally', async () => {
-    const base = await mkdtemp(join(tmpdir(), 'handoff-cwd-'));
+    const base = await realpath(await mkdtemp(join(tmpdir(), 'handoff-cwd-'))); // as tmux reports it
     const ran = join(base, 'ran');
     try {
       for (const name of [tmuxFormatRunning(ran), 'a #{pane_id} ## b;']) {
