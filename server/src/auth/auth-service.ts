@@ -127,8 +127,9 @@ export class AuthService {
       await appendAudit(tx, { runId: null, actor, action: 'token.revoke', metadata: { id: tokenId, kind: row.kind, userId: row.userId ?? null, workerId: row.workerId ?? null, label: row.label } }, this.clock.date());
       return tokenView((await tx.findOneOrFail(ApiTokenSchema, { id: tokenId }, { refresh: true })));
     });
-    // After the commit: a lookup made before it (the token still valid) is not kept. This
-    // node refuses the token at once; the others within LOOKUP_CACHE_MS.
+    // After the commit, so a lookup that read the token before it is not kept: this node
+    // refuses the token from its next lookup on (one already under way may still answer with
+    // the old row), every node within LOOKUP_CACHE_MS.
     this.cache.clear();
     return revoked;
   }

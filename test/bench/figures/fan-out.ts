@@ -130,11 +130,13 @@ async function barePass(bare: BareServer, mode: ObserversParams['mode'], total: 
 
 const cores = availableParallelism();
 const totalCpu = (p: Pass) => [...p.cpu.values()].reduce((a, b) => a + b, 0);
+const mib = (p: Pass) => p.bytes / 2 ** 20;
 /** CPU of every process per MiB the run printed (each observer received all of it). */
-const cpuPerMiB = (p: Pass) => totalCpu(p) / (p.bytes / 2 ** 20);
+const cpuPerMiB = (p: Pass) => totalCpu(p) / mib(p);
+/** One group's CPU per MiB the run printed. */
+const perMiB = (p: Pass, group: string) => (p.cpu.get(group) ?? 0) / mib(p);
 /** Per repeat, the throughput measured (median observer) and the one its CPU per MiB allows on the machine's cores: "9.9 of 10.4". */
 const fmtBounds = (ps: Pass[]) => ps.map((p) => `${median(p.values).toFixed(1)} of ${((cores * 1000) / cpuPerMiB(p)).toFixed(1)}`).join(', ');
-const perMiB = (p: Pass, group: string) => (p.cpu.get(group) ?? 0) / (p.bytes / 2 ** 20);
 /**
  * Per repeat, what Handoff could reach if its hub, worker and PostgreSQL cost nothing: what
  * must run whatever Handoff does (tmux with the run printing, and observers as cheap as the
