@@ -90,14 +90,28 @@ describe('run controls in a real browser: control, messages, live sessions, appr
     const items = page.getByTestId('message-item');
     await expect.poll(() => items.count(), { timeout: 10_000 }).toBe(1);
     expect(await items.first().textContent()).toContain('please look at the flaky test');
-    expect(await input.inputValue()).toBe('');
+    // The push can list the message before the POST answers; the box clears on the answer.
+    await expect.poll(() => input.inputValue(), { timeout: 10_000 }).toBe('');
 
     await input.pressSequentially('line one');
     await input.press('Shift+Enter');
     await input.pressSequentially('line two');
     expect(await input.inputValue()).toBe('line one\nline two');
+    // Held in flight: what is typed meanwhile stays in the box once the message is accepted.
+    let release!: () => void;
+    const held = new Promise<void>((resolve) => (release = resolve));
+    await page.route('**/operator-messages', async (route) => {
+      if (route.request().method() === 'POST') await held;
+      await route.continue();
+    });
     await page.getByTestId('message-send').click();
+    await expect.poll(async () => (await page.getByTestId('message-send').textContent())?.trim()).toBe('Sending…');
+    await input.pressSequentially(' p.s.');
+    release();
     await expect.poll(() => items.count(), { timeout: 10_000 }).toBe(2);
+    await expect.poll(() => input.inputValue(), { timeout: 10_000 }).toBe('p.s.');
+    await page.unroute('**/operator-messages');
+    await input.fill('');
     expect(await items.nth(1).innerText()).toContain('line one\nline two');
 
     const listed = await api(hub.url, operator, 'GET', `/api/task-runs/${runId}/operator-messages`);
