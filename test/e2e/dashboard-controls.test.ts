@@ -155,7 +155,7 @@ describe('run controls in a real browser: control, messages, live sessions, appr
     await item.getByTestId('approval-reason').fill('short debugging session');
     await item.getByTestId('approve-button').click();
     await expect.poll(() => item.getAttribute('data-status'), { timeout: 15_000 }).toBe('approved');
-    expect(await adminPage.getByTestId('approvals-link').textContent()).toMatch(/\(0\)/);
+    await expect.poll(() => adminPage.getByTestId('approvals-link').textContent(), { timeout: 10_000 }).toMatch(/\(0\)/);
 
     // Back on the operator's run page, pushed: the count drops and the share comes up.
     await expect.poll(() => page.getByTestId('approvals-link').textContent(), { timeout: 10_000 }).toMatch(/\(0\)/);
@@ -220,7 +220,8 @@ describe('run controls in a real browser: control, messages, live sessions, appr
       await observerPage.goto(`${hub.url}/#/runs/${runId}`);
       await expect.poll(() => observerPage.getByTestId('control-state').textContent(), { timeout: 10_000 }).toBe('agent');
       await expect.poll(() => observerPage.getByTestId('message-item').count(), { timeout: 10_000 }).toBe(2);
-      expect(await observerPage.getByTestId('session-item').count()).toBe(2);
+      // Sessions load apart from messages.
+      await expect.poll(() => observerPage.getByTestId('session-item').count(), { timeout: 10_000 }).toBe(2);
       for (const control of ['pause-button', 'pause-hard-button', 'resume-button', 'message-input', 'share-web', 'share-tmate', 'extend-session', 'revoke-session', 'approvals-link']) {
         expect(await observerPage.getByTestId(control).count(), control).toBe(0);
       }
