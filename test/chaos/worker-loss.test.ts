@@ -4,7 +4,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { LiveSession } from '@handoff/shared';
 import { api, emitAck, Viewer } from '../support/clients.js';
 import { startTestHub, type TestHub } from '../support/hub.js';
-import { pidsMatching, untilNoProcess } from '../support/processes.js';
+import { untilNoProcess } from '../support/processes.js';
 import { startWorker } from '../support/worker.js';
 
 const LOST_AFTER_MS = 2000;
@@ -70,7 +70,7 @@ describe('chaos: a worker dies (SIGKILL), 5 times', () => {
       await emitAck(viewer.socket, 'run:subscribe', { runId: probe.body.id });
       await viewer.untilStatus(probe.body.id, ['succeeded'], 20_000);
       expect(await untilNoProcess(marker)).toEqual([]);
-      expect(pidsMatching(`${runDir}/${runId}/watchdog.sh`)).toEqual([]);
+      expect(await untilNoProcess(`${runDir}/${runId}/watchdog.sh`)).toEqual([]);
       expect(readdirSync(runDir)).not.toContain(runId);
       await restarted.kill('SIGTERM');
     }

@@ -95,7 +95,7 @@ describe('run lifecycle: real hub + real worker process + real tmux', () => {
     await viewer.until('exit code recorded', () => viewer.runs.get(runId)?.exitCode != null);
     // The run directory (tmux socket, output) is removed and its tmux server is gone.
     await viewer.until('run dir removed', () => !readdirSync(worker.runDir).includes(runId) || undefined, 10_000);
-    expect(pidsMatching(`${worker.runDir}/${runId}`)).toEqual([]);
+    expect(await untilNoProcess(`${worker.runDir}/${runId}`)).toEqual([]);
     expect((await api(hub.url, operator, 'GET', `/api/task-runs/${runId}`)).body.sessions[0].status).toBe('ENDED');
   });
 

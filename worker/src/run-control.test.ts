@@ -10,7 +10,7 @@ import type { PayloadOf } from './hub-link.js';
 import { procfs, runProcesses, type ProcReader } from './process-tree.js';
 import { RunControl, type RunControlOptions } from './run-control.js';
 import { TmuxRun } from './tmux-run.js';
-import { pgrep, tmuxServerAlive } from './testing/processes.js';
+import { haltedNow, pgrep, tmuxServerAlive } from './testing/processes.js';
 import { useRunHarness } from './testing/run-harness.js';
 import { TMUX, tmuxQuery, until } from './testing/shares.js';
 
@@ -33,13 +33,6 @@ function countingProcfs(): { reader: ProcReader; scans: () => number } {
     reader: { ...procfs, list: (opts) => ((scans += 1), procfs.list(opts)) },
     scans: () => scans,
   };
-}
-
-/** Whether a process is stopped or has SIGSTOP pending (it runs none of its code before stopping), read synchronously. */
-function haltedNow(pid: number): boolean {
-  const status = readFileSync(`/proc/${pid}/status`, 'utf8');
-  if (/^State:\s+[Tt]/m.test(status)) return true;
-  return [...status.matchAll(/^(?:SigPnd|ShdPnd):\s*([0-9a-f]+)$/gm)].some((m) => ((BigInt(`0x${m[1]}`) >> 18n) & 1n) === 1n);
 }
 
 async function startControlled(command: Command, opts: { killGraceMs?: number; procs?: ProcReader; perlBin?: string | null; onApplied?: (r: PayloadOf<'control:applied'>) => Promise<void> | void; clock?: Clock } = {}) {

@@ -1,4 +1,5 @@
 import { execFileSync } from 'node:child_process';
+import { readFileSync } from 'node:fs';
 import { randomInt } from 'node:crypto';
 
 /**
@@ -49,4 +50,15 @@ export function killMatching(pattern: string): void {
  */
 export function tmuxFormatRunning(path: string): string {
   return `a#(touch "\`printf '${path.replaceAll('/', '\\057')}'\`")b`;
+}
+
+/**
+ * Whether a process is stopped or has SIGSTOP pending, read synchronously: either way it
+ * runs none of its own code before it stops (a member of a stopped group that the
+ * scheduler has not run since the signal still shows its old state).
+ */
+export function haltedNow(pid: number): boolean {
+  const status = readFileSync(`/proc/${pid}/status`, 'utf8');
+  if (/^State:\s+[Tt]/m.test(status)) return true;
+  return [...status.matchAll(/^(?:SigPnd|ShdPnd):\s*([0-9a-f]+)$/gm)].some((m) => ((BigInt(`0x${m[1]}`) >> 18n) & 1n) === 1n);
 }
