@@ -5,6 +5,7 @@ import type { LiveSession, Run } from '@handoff/shared';
 import { em } from '../../server/src/infra/db/orm.js';
 import { api, connect, emitAck, eventually, Viewer } from '../support/clients.js';
 import { startTestHub, type TestHub } from '../support/hub.js';
+import { untilNoProcess } from '../support/processes.js';
 import { startWorker, type WorkerProcess } from '../support/worker.js';
 
 // STAND-INS: no tmate relay and no upterm server are reachable here, so the READY paths run
@@ -217,7 +218,16 @@ describe('the reference contract: stale sessions of a lost worker are resolved w
       const afterLastBeat = Date.parse(errored.endedAt!) - new Date(worker!.last).getTime();
       expect(afterLastBeat).toBeGreaterThan(8000); // not before three heartbeats were missed: no false positive
       expect(afterLastBeat).toBeLessThan(10_000);
-      await api(hub.url, operator, 'POST', `/api/task-runs/${runId}/cancel`, {});
+      expect((await api(hub.url, operator, 'POST', `/api/task-runs/${runId}/cancel`, {})).status).toBe(200);
+      // The crashed worker's run is still going: its watchdog waits out the abandon threshold,
+      // and would give up on it once the directory is removed below. The worker back on the
+      // host is told the run was cancelled and ends it: nothing is left behind the test.
+      const back = startWorker({ hubUrl: hub.url, token, runDir: w.runDir });
+      try {
+        expect(await untilNoProcess(w.runDir, 20_000)).toEqual([]);
+      } finally {
+        await back.stop();
+      }
     } finally {
       await w.stop();
       viewer.close();
