@@ -1,4 +1,5 @@
 import { randomUUID } from 'node:crypto';
+import { execFileSync } from 'node:child_process';
 import { existsSync, readFileSync } from 'node:fs';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
@@ -133,4 +134,43 @@ it('registers itself: a watchdog whose worker died before writing its pid file i
   expect(pgrep(join(run.dir, 'watchdog.sh'))).toEqual([orphanPid]);
   await stopWatchdog(run.dir);
   await until(() => pgrep(join(run.dir, 'watchdog.sh')).length === 0, 'the watchdog stopped');
+});
+
+/** Pid of the tmux server answering on the run's socket. */
+function serverPid(dir: string): number {
+  return Number(execFileSync(TMUX, ['-S', join(dir, 'tmux.sock'), 'display-message', '-p', '#{pid}'], { encoding: 'utf8' }).trim());
+}
+const alive = (pid: number) => {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch {
+    return false;
+  }
+};
+
+it('a run whose directory is removed while no worker holds it (nothing can adopt it) is stopped, its tmux server too, even with a fresh lease', async () => {
+  const marker = uniqueSleep();
+  const { run } = await setUp(marker, 60_000);
+  const server = serverPid(run.dir);
+  const watchdog = join(run.dir, 'watchdog.sh');
+  run.detach(); // the worker is gone; its lease stays fresh (another worker on the host keeps it)
+  await rm(run.dir, { recursive: true, force: true });
+  const removedAt = Date.now();
+  await until(() => pgrep(marker).length === 0, 'every process of the run to be gone', 8000);
+  expect(Date.now() - removedAt).toBeLessThan(1000 + 500 + 2000); // check period + kill grace + slack
+  await until(() => !alive(server), 'the tmux server to exit', 3000);
+  await until(() => pgrep(watchdog).length === 0, 'the watchdog to exit', 3000);
+});
+
+it('a run whose directory is removed under its worker ends, and the worker learns it ended without an exit status', async () => {
+  const marker = uniqueSleep();
+  const { run } = await setUp(marker, 60_000);
+  const server = serverPid(run.dir);
+  await rm(run.dir, { recursive: true, force: true });
+  const outcome = await run.result;
+  expect(outcome.exitCode).toBeNull();
+  expect(outcome.error).toMatch(/without reporting an exit status/);
+  expect(pgrep(marker)).toEqual([]);
+  expect(alive(server)).toBe(false);
 });

@@ -25,8 +25,12 @@ export interface WatchdogOptions {
  * older — the worker died, hangs or is frozen, and the hub has declared the run lost — it
  * writes the `abandoned` marker, stops every process of the run (SIGTERM + SIGCONT, SIGKILL
  * after the grace) and its tmux server, and exits. It exits by itself once the run's tmux
- * server is gone or the run directory removed. No lease file: nothing to judge (no worker
- * ever claimed the directory), it waits. It writes its own pid file first thing: a worker
+ * server is gone. The run directory removed under a live run (by hand, or a cleanup that
+ * did not stop the run first) leaves a run nothing can adopt any more — its journal, capture
+ * and socket are gone — so the watchdog stops it the same way (no marker: there is no
+ * directory to write it in), from the panes and the server pid it saw last; the worker's own
+ * removal of a run's directory stops the watchdog first. No lease file: nothing to judge (no
+ * worker ever claimed the directory), it waits. It writes its own pid file first thing: a worker
  * that dies between spawning it and writing that file (a run's start is reported meanwhile)
  * leaves a watchdog the next worker finds, instead of one nobody stops.
  *
@@ -48,24 +52,40 @@ signal() {
   for g in $groups; do kill -"$1" -"$g" 2>/dev/null; done
   for p in $(marked); do kill -"$1" "$p" 2>/dev/null; done
 }
+panes() { "$tmux" -S "$sock" list-panes -a -F '#{pid} #{pane_pid}' 2>/dev/null; }
+seen_panes=$(panes)
+orphaned=
 while :; do
   sleep "$every"
-  [ -d "$dir" ] || exit 0
-  "$tmux" -S "$sock" list-sessions >/dev/null 2>&1 || exit 0
+  [ -d "$dir" ] || { orphaned=1; break; }
+  seen_panes=$(panes) || exit 0
   [ -e "$lease" ] || continue
   limit=$(cat "$limitfile" 2>/dev/null)
   case $limit in ''|*[!0-9]*) limit=${DEFAULT_ABANDON_AFTER_MS} ;; esac
   seen=$(now_ms -r "$lease" 2>/dev/null) || continue
   [ $(( $(now_ms) - seen )) -gt "$limit" ] && break
 done
-date -u +%Y-%m-%dT%H:%M:%S.%3NZ > "$dir/${RunFiles.abandoned}.tmp" && mv -f "$dir/${RunFiles.abandoned}.tmp" "$dir/${RunFiles.abandoned}"
-groups=$("$tmux" -S "$sock" list-panes -a -F '#{pane_pid}' 2>/dev/null)
+if [ -z "$orphaned" ]; then
+  date -u +%Y-%m-%dT%H:%M:%S.%3NZ > "$dir/${RunFiles.abandoned}.tmp" && mv -f "$dir/${RunFiles.abandoned}.tmp" "$dir/${RunFiles.abandoned}"
+  now_panes=$(panes) && seen_panes=$now_panes
+fi
+server=\${seen_panes%% *}
+groups=$(printf '%s\\n' "$seen_panes" | cut -d' ' -f2)
+# Orphaned: the panes are only trusted while the server that listed them (started on this
+# run's socket, which is in its command line) still runs — a dead pane's pid may be reused.
+ours() { [ -n "$server" ] && tr '\\0' '\\n' < "/proc/$server/cmdline" 2>/dev/null | grep -qxF "$sock"; }
+[ -z "$orphaned" ] || ours || groups=
 signal TERM
 signal CONT
 waited=0
 while [ "$waited" -lt "$grace" ] && [ -n "$(marked)" ]; do sleep 0.1; waited=$((waited + 100)); done
 signal KILL
-"$tmux" -S "$sock" kill-server 2>/dev/null
+if [ -z "$orphaned" ]; then
+  "$tmux" -S "$sock" kill-server 2>/dev/null
+else
+  # Its socket went with the directory: the server is ended by the pid it gave.
+  ours && kill -TERM "$server" 2>/dev/null
+fi
 exit 0
 `;
 }
