@@ -1,4 +1,4 @@
-import { watch, type FSWatcher } from 'node:fs';
+import { readSync, watch, type FSWatcher } from 'node:fs';
 import { open, readFile, type FileHandle } from 'node:fs/promises';
 import { basename, dirname } from 'node:path';
 import type { Logger } from './logger.js';
@@ -62,7 +62,8 @@ export class OutputFollower {
    * `{offset, skip}`; positions between two checkpoints count on from the earlier one.
    */
   private checkpoints: Array<{ chars: number; offset: number; skip: number }>;
-  private reading: Promise<void> | null = null;
+  private reading = false;
+  private readBuf: Buffer | null = null;
   private readAgain = false;
   private closed = false;
   private wake: (() => void) | null = null;
@@ -133,7 +134,7 @@ export class OutputFollower {
     let ended = false;
     for (;;) {
       ended = await this.pipesEnded();
-      await this.readNow();
+      this.readNow();
       if (ended || this.closed || now() >= deadline) break;
       // Woken by the directory watch (the `c` line or more output); the timer only bounds the wait.
       await new Promise<void>((resolve) => {
@@ -146,7 +147,7 @@ export class OutputFollower {
       this.wake = null;
     }
     this.final = true;
-    await this.readNow();
+    this.readNow();
     return ended;
   }
 
@@ -157,7 +158,7 @@ export class OutputFollower {
     this.watcher = null;
     const file = this.file;
     this.file = null;
-    void this.readNow().finally(() => file?.close().catch(() => undefined));
+    void file?.close().catch(() => undefined);
   }
 
   private async pipesEnded(): Promise<boolean> {
@@ -168,29 +169,38 @@ export class OutputFollower {
 
   private read(): void {
     this.wake?.();
-    void this.readNow();
+    this.readNow();
   }
 
-  /** Reads to the end of the file; a read asked for meanwhile runs right after. Resolves when no read is left. */
-  private readNow(): Promise<void> {
+  /**
+   * Reads to the end of the file, synchronously; a read asked for meanwhile (by what the
+   * text's receiver does) runs right after, never inside another.
+   */
+  private readNow(): void {
     if (this.reading) {
       this.readAgain = true;
-      return this.reading;
+      return;
     }
-    this.reading = (async () => {
+    this.reading = true;
+    try {
       do {
         this.readAgain = false;
-        await this.drain().catch((err: unknown) => {
+        try {
+          this.drain();
+        } catch (err) {
           if (!this.closed) this.log.warn({ err }, 'cannot read the output capture');
-        });
+        }
       } while (this.readAgain && !this.closed);
-      this.reading = null;
-    })();
-    return this.reading;
+    } finally {
+      this.reading = false;
+    }
   }
 
-  private async drain(): Promise<void> {
+  private drain(): void {
     const size = this.opts.readBytes ?? 64 * 1024;
+    // One buffer for every read: what is read is copied out (decoded, or the tail) before the next.
+    this.readBuf ??= Buffer.allocUnsafe(size);
+    const buf = this.readBuf;
     for (;;) {
       const file = this.file;
       if (!file) return;
@@ -198,8 +208,9 @@ export class OutputFollower {
         this.held = true;
         return;
       }
-      const buf = Buffer.allocUnsafe(size);
-      const { bytesRead } = await file.read(buf, 0, size, this.fileOffset);
+      // Synchronous: the capture was just written, so it is read from the page cache in
+      // microseconds, where a read through the thread pool costs more than the copy.
+      const bytesRead = readSync(file.fd, buf, 0, size, this.fileOffset);
       if (bytesRead === 0) {
         if (this.final) this.endOfOutput();
         return;
@@ -209,6 +220,10 @@ export class OutputFollower {
       const complete = completeUtf8Length(bytes);
       this.tail = Buffer.from(bytes.subarray(complete));
       if (complete > 0) this.emit(bytes.subarray(0, complete).toString('utf8'), this.fileOffset - this.tail.length);
+      // A short read of a regular file is its end: an append after it wakes the watch, which
+      // reads again — no empty read to confirm it (one syscall per wake, not two). Once the
+      // capture has ended (`final`), the empty read is what says the output is complete.
+      if (bytesRead < size && !this.final) return;
     }
   }
 
