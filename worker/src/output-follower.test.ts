@@ -167,4 +167,22 @@ describe('OutputFollower', () => {
     expect(followed).toBe(Buffer.concat([bytes, Buffer.from([0xe2, 0x82])]).toString('utf8'));
     expect(followed.endsWith('\ufffd')).toBe(true);
   });
+
+  it('reads a backlog in slices of at most 1 MiB, the event loop running between them, and misses nothing', async () => {
+    const dir = await tempDir();
+    const path = join(dir, 'output.log');
+    const pipes = join(dir, 'output.pipes');
+    const backlog = Buffer.alloc(3 * 1024 * 1024 + 123, 'x'); // a re-adopted run's output, all there at start
+    await writeFile(path, backlog);
+    let followed = 0;
+    const follower = new OutputFollower({ path, pipesPath: pipes, onText: (t) => (followed += t.length), logger: silent });
+    followers.push(follower);
+    await follower.start();
+    // start() read the first slice; the rest waits for the event loop's next turns.
+    expect(followed).toBeGreaterThan(0);
+    expect(followed).toBeLessThanOrEqual(1024 * 1024);
+    await until(() => followed === backlog.length, 'the whole backlog', 5000);
+    await appendFile(path, 'tail');
+    await until(() => followed === backlog.length + 4, 'the append after it', 2000);
+  });
 });

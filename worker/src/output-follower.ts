@@ -43,6 +43,9 @@ export interface OutputFollowerOptions {
  * Reads only while the receiver has room (`canRead`): a burst larger than the worker's
  * memory bound, or output during a long hub outage, waits in the file, never dropped.
  */
+/** Bytes read in one go before the event loop gets a turn (see `drain`). */
+const SLICE_BYTES = 1024 * 1024;
+
 export class OutputFollower {
   private readonly opts: OutputFollowerOptions;
   private readonly log: Logger;
@@ -64,6 +67,7 @@ export class OutputFollower {
   private checkpoints: Array<{ chars: number; offset: number; skip: number }>;
   private reading = false;
   private readBuf: Buffer | null = null;
+  private soon: NodeJS.Immediate | null = null;
   private readAgain = false;
   private closed = false;
   private wake: (() => void) | null = null;
@@ -153,6 +157,8 @@ export class OutputFollower {
 
   close(): void {
     this.closed = true;
+    if (this.soon) clearImmediate(this.soon);
+    this.soon = null;
     this.markDelivered();
     this.watcher?.close();
     this.watcher = null;
@@ -201,7 +207,14 @@ export class OutputFollower {
     // One buffer for every read: what is read is copied out (decoded, or the tail) before the next.
     this.readBuf ??= Buffer.allocUnsafe(size);
     const buf = this.readBuf;
+    let budget = SLICE_BYTES;
     for (;;) {
+      if (budget <= 0) {
+        // A backlog (a re-adopted run, output that waited for room) is read in slices: the
+        // event loop runs between them, so a control push or an ack is never held back long.
+        this.readSoon();
+        return;
+      }
       const file = this.file;
       if (!file) return;
       if (this.opts.canRead && !this.opts.canRead()) {
@@ -216,6 +229,7 @@ export class OutputFollower {
         return;
       }
       this.fileOffset += bytesRead;
+      budget -= bytesRead;
       const bytes = this.tail.length > 0 ? Buffer.concat([this.tail, buf.subarray(0, bytesRead)]) : buf.subarray(0, bytesRead);
       const complete = completeUtf8Length(bytes);
       this.tail = Buffer.from(bytes.subarray(complete));
@@ -225,6 +239,15 @@ export class OutputFollower {
       // capture has ended (`final`), the empty read is what says the output is complete.
       if (bytesRead < size && !this.final) return;
     }
+  }
+
+  /** Reads on after the event loop had a turn (once, however often asked meanwhile). */
+  private readSoon(): void {
+    if (this.soon) return;
+    this.soon = setImmediate(() => {
+      this.soon = null;
+      if (!this.closed) this.readNow();
+    });
   }
 
   /** The whole capture was read: what is left of a character that never completed goes as U+FFFD. */
