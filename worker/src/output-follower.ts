@@ -34,6 +34,9 @@ export interface OutputFollowerOptions {
   now?: () => number;
 }
 
+/** Bytes read in one go before the event loop gets a turn (see `drain`). */
+const SLICE_BYTES = 1024 * 1024;
+
 /**
  * Follows a run's capture file (written by tmux `pipe-pane` through `cat >>`, so the
  * output never depends on the worker being alive to read it): inotify on the run
@@ -43,9 +46,6 @@ export interface OutputFollowerOptions {
  * Reads only while the receiver has room (`canRead`): a burst larger than the worker's
  * memory bound, or output during a long hub outage, waits in the file, never dropped.
  */
-/** Bytes read in one go before the event loop gets a turn (see `drain`). */
-const SLICE_BYTES = 1024 * 1024;
-
 export class OutputFollower {
   private readonly opts: OutputFollowerOptions;
   private readonly log: Logger;
