@@ -219,9 +219,9 @@ describe('the reference contract: stale sessions of a lost worker are resolved w
       expect(afterLastBeat).toBeGreaterThan(8000); // not before three heartbeats were missed: no false positive
       expect(afterLastBeat).toBeLessThan(10_000);
       expect((await api(hub.url, operator, 'POST', `/api/task-runs/${runId}/cancel`, {})).status).toBe(200);
-      // The crashed worker's run is still going: its watchdog waits out the abandon threshold,
-      // and would give up on it once the directory is removed below. The worker back on the
-      // host is told the run was cancelled and ends it: nothing is left behind the test.
+      // The crashed worker's run is still going: its watchdog waits out the abandon threshold.
+      // The worker back on the host is told the run was cancelled and ends it: nothing is left
+      // behind the test.
       const back = startWorker({ hubUrl: hub.url, token, runDir: w.runDir });
       try {
         expect(await untilNoProcess(w.runDir, 20_000)).toEqual([]);

@@ -25,8 +25,11 @@ const SIGSTOP_BIT = 1n << 18n;
 export async function isHalted(p: ProcInfo): Promise<boolean> {
   if (HALTED.has(p.state)) return true;
   if (p.state !== 'D') return false;
-  const status = await readFile(`/proc/${p.pid}/status`, 'utf8').catch(() => '');
-  // SigPnd: signals pending for the thread; ShdPnd: for the whole process (where kill() puts SIGSTOP).
+  return stopPending(await readFile(`/proc/${p.pid}/status`, 'utf8').catch(() => ''));
+}
+
+/** Whether a /proc/<pid>/status text shows a SIGSTOP pending (SigPnd: for the thread; ShdPnd: for the whole process, where kill() puts it). */
+export function stopPending(status: string): boolean {
   return [...status.matchAll(/^(?:SigPnd|ShdPnd):\s*([0-9a-f]+)$/gm)].some((m) => (BigInt(`0x${m[1]}`) & SIGSTOP_BIT) !== 0n);
 }
 

@@ -1,5 +1,4 @@
 import { randomUUID } from 'node:crypto';
-import { execFileSync } from 'node:child_process';
 import { existsSync, readFileSync } from 'node:fs';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
@@ -10,7 +9,7 @@ import { afterEach, expect, it } from 'vitest';
 import { LeaseKeeper, writeAbandonAfter } from './run-dir.js';
 import { ensureWatchdog, spawnWatchdog, stopWatchdog, watchdogPid } from './run-watchdog.js';
 import { TmuxRun } from './tmux-run.js';
-import { killMatching, pgrep, tmuxServerAlive, uniqueSleep } from './testing/processes.js';
+import { killMatching, pgrep, serverPid, tmuxServerAlive, uniqueSleep } from './testing/processes.js';
 import { TMUX, until } from './testing/shares.js';
 
 const silent = pino({ level: 'silent' });
@@ -136,10 +135,6 @@ it('registers itself: a watchdog whose worker died before writing its pid file i
   await until(() => pgrep(join(run.dir, 'watchdog.sh')).length === 0, 'the watchdog stopped');
 });
 
-/** Pid of the tmux server answering on the run's socket. */
-function serverPid(dir: string): number {
-  return Number(execFileSync(TMUX, ['-S', join(dir, 'tmux.sock'), 'display-message', '-p', '#{pid}'], { encoding: 'utf8' }).trim());
-}
 const alive = (pid: number) => {
   try {
     process.kill(pid, 0);
@@ -152,7 +147,7 @@ const alive = (pid: number) => {
 it('a run whose directory is removed while no worker holds it (nothing can adopt it) is stopped, its tmux server too, even with a fresh lease', async () => {
   const marker = uniqueSleep();
   const { run } = await setUp(marker, 60_000);
-  const server = serverPid(run.dir);
+  const server = serverPid(join(run.dir, 'tmux.sock'), TMUX);
   const watchdog = join(run.dir, 'watchdog.sh');
   run.detach(); // the worker is gone; its lease stays fresh (another worker on the host keeps it)
   await rm(run.dir, { recursive: true, force: true });
@@ -164,7 +159,7 @@ it('a run whose directory is removed while no worker holds it (nothing can adopt
 it('a run whose directory is removed under its worker ends, and the worker learns it ended without an exit status', async () => {
   const marker = uniqueSleep();
   const { run } = await setUp(marker, 60_000);
-  const server = serverPid(run.dir);
+  const server = serverPid(join(run.dir, 'tmux.sock'), TMUX);
   await rm(run.dir, { recursive: true, force: true });
   const outcome = await run.result;
   expect(outcome.exitCode).toBeNull();

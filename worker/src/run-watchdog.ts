@@ -28,7 +28,8 @@ export interface WatchdogOptions {
  * server is gone. The run directory removed under a live run (by hand, or a cleanup that
  * did not stop the run first) leaves a run nothing can adopt any more — its journal, capture
  * and socket are gone — so the watchdog stops it the same way (no marker: there is no
- * directory to write it in), from the panes and the server pid it saw last; the worker's own
+ * directory to write it in), from the panes and the server pid its last check saw (none in
+ * its first second: then by the run's markers, and the panes closing end the server); the worker's own
  * removal of a run's directory stops the watchdog first. No lease file: nothing to judge (no
  * worker ever claimed the directory), it waits. It writes its own pid file first thing: a worker
  * that dies between spawning it and writing that file (a run's start is reported meanwhile)
@@ -53,7 +54,7 @@ signal() {
   for p in $(marked); do kill -"$1" "$p" 2>/dev/null; done
 }
 panes() { "$tmux" -S "$sock" list-panes -a -F '#{pid} #{pane_pid}' 2>/dev/null; }
-seen_panes=$(panes)
+seen_panes=
 orphaned=
 while :; do
   sleep "$every"

@@ -11,7 +11,7 @@ import { processesWithEnv } from './process-tree.js';
 import { ShareManager } from './share-manager.js';
 import { SHARE_DIR_ENV, runSocketOf, shareDirOf, sharesDirOf } from './share-provider.js';
 import type { TmuxRun } from './tmux-run.js';
-import { killMatching, pgrep, tmuxServerAlive, uniqueSleep } from './testing/processes.js';
+import { killMatching, pgrep, serverPid, tmuxServerAlive, uniqueSleep } from './testing/processes.js';
 import { FAKE_TMATE, FAKE_UPTERM, ManualLink, TMUX, capturedLogger, closedPort, startRun, tmuxQuery, until } from './testing/shares.js';
 
 // No tmate relay is reachable and upterm is not installed here, so shares run against
@@ -74,8 +74,7 @@ const shareProcesses = async (sessionId: string) => [
   ...(await processesWithEnv(SHARE_DIR_ENV, dirOf(sessionId))).map((p) => p.pid),
 ];
 const gone = async (sessionId: string) => !existsSync(dirOf(sessionId)) && (await shareProcesses(sessionId)).length === 0;
-const serverPid = (sessionId: string) =>
-  Number(execFileSync(FAKE_TMATE, ['-S', join(dirOf(sessionId), 'tmate.sock'), 'display', '-p', '#{pid}'], { encoding: 'utf8' }).trim());
+const shareServerPid = (sessionId: string) => serverPid(join(dirOf(sessionId), 'tmate.sock'), FAKE_TMATE);
 const logLines = (text: string) => text.split('\n').filter(Boolean).map((l) => JSON.parse(l) as Record<string, unknown>);
 
 describe('ShareManager', () => {
@@ -166,7 +165,7 @@ describe('ShareManager', () => {
     for (const r of link.take()) r.ack(ok);
 
     const killedAt = Date.now();
-    process.kill(serverPid(a.sessionId), 'SIGKILL');
+    process.kill(shareServerPid(a.sessionId), 'SIGKILL');
     await until(() => link.sent.length > 0, 'share:failed', 2000);
     expect(Date.now() - killedAt).toBeLessThan(2000);
     const [failed] = link.take();
@@ -192,7 +191,7 @@ describe('ShareManager', () => {
     // The run ends: its tmux server goes first, and a share's client dies with it.
     runActive = false;
     await run.cancel();
-    process.kill(serverPid(a.sessionId), 'SIGKILL');
+    process.kill(shareServerPid(a.sessionId), 'SIGKILL');
     await until(() => logLines(text()).some((l) => l.msg === 'share ended with its run' && l.sessionId === a.sessionId), 'the share to end with its run');
     await m.stopRun(run.runId); // what the worker does once the run's outcome is known
     expect(await gone(a.sessionId)).toBe(true);

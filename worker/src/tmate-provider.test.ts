@@ -11,7 +11,7 @@ import { SHARE_DIR_ENV, runSocketOf, shareDirOf } from './share-provider.js';
 import { processesWithEnv } from './process-tree.js';
 import { TmateProvider, tmateConfig } from './tmate-provider.js';
 import type { TmuxRun } from './tmux-run.js';
-import { killMatching, pgrep, tmuxServerAlive, uniqueSleep } from './testing/processes.js';
+import { killMatching, pgrep, serverPid, tmuxServerAlive, uniqueSleep } from './testing/processes.js';
 import { FAKE_TMATE, TMUX, closedPort, startRun, tmuxQuery, until } from './testing/shares.js';
 
 // tmate needs a relay to become READY, and none is reachable from here: the success,
@@ -56,7 +56,7 @@ function share(opts: { bin?: string; env?: Record<string, string | undefined> } 
 
 const relay = (port: number, fingerprints: { rsa?: string; ed25519?: string } = {}): ShareStart['relay'] => ({ host: '127.0.0.1', port, fingerprints });
 const runSocket = () => runSocketOf(runsDir, run.runId);
-const serverPid = (dir: string) => Number(execFileSync(FAKE_TMATE, ['-S', join(dir, 'tmate.sock'), 'display', '-p', '#{pid}'], { encoding: 'utf8' }).trim());
+const shareServerPid = (dir: string) => serverPid(join(dir, 'tmate.sock'), FAKE_TMATE);
 /** Every process of a share: by command line, and by the marker the worker puts in their environment. */
 const shareProcesses = async (dir: string) => [...pgrep(dir), ...(await processesWithEnv(SHARE_DIR_ENV, dir)).map((p) => p.pid)];
 
@@ -108,7 +108,7 @@ describe('TmateProvider (against the fake-tmate stand-in)', () => {
     expect(orphan).toHaveLength(1); // the pane: in a session of its own, it survives its server
 
     const killedAt = Date.now();
-    process.kill(serverPid(dir), 'SIGKILL');
+    process.kill(shareServerPid(dir), 'SIGKILL');
     await until(() => noticedAt > 0, 'the share death to be noticed', 2000);
     expect(noticedAt - killedAt).toBeLessThan(2000);
     expect(await shareProcesses(dir)).toEqual([]);
@@ -123,8 +123,8 @@ describe('TmateProvider (against the fake-tmate stand-in)', () => {
     const exited = three.map(() => false);
     three.forEach((s, i) => s.provider.onExit(() => (exited[i] = true)));
 
-    process.kill(serverPid(three[0]!.dir), 'SIGKILL');
-    process.kill(serverPid(three[1]!.dir), 'SIGKILL');
+    process.kill(shareServerPid(three[0]!.dir), 'SIGKILL');
+    process.kill(shareServerPid(three[1]!.dir), 'SIGKILL');
     await until(() => exited[0]! && exited[1]!, 'both deaths to be noticed', 2000);
     expect(await shareProcesses(three[0]!.dir)).toEqual([]);
     expect(await shareProcesses(three[1]!.dir)).toEqual([]);
@@ -143,7 +143,7 @@ describe('TmateProvider (against the fake-tmate stand-in)', () => {
     const started = provider.start({ relay: relay(7022), allowWeb: false, timeoutMs: 10_000 });
     await until(() => existsSync(join(dir, 'tmate.sock')), 'the share server');
     const t0 = Date.now();
-    process.kill(serverPid(dir), 'SIGKILL');
+    process.kill(shareServerPid(dir), 'SIGKILL');
     await expect(started).rejects.toThrow('tmate exited before connecting to its relay (relay 127.0.0.1:7022)');
     expect(Date.now() - t0).toBeLessThan(2000);
     expect(await shareProcesses(dir)).toEqual([]);

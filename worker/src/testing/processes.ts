@@ -1,6 +1,7 @@
 import { execFileSync } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import { randomInt } from 'node:crypto';
+import { stopPending } from '../process-tree.js';
 
 /**
  * A `sleep` duration unique to one test (e.g. `1000.48213`), so `pgrep -f` finds exactly
@@ -59,6 +60,10 @@ export function tmuxFormatRunning(path: string): string {
  */
 export function haltedNow(pid: number): boolean {
   const status = readFileSync(`/proc/${pid}/status`, 'utf8');
-  if (/^State:\s+[Tt]/m.test(status)) return true;
-  return [...status.matchAll(/^(?:SigPnd|ShdPnd):\s*([0-9a-f]+)$/gm)].some((m) => ((BigInt(`0x${m[1]}`) >> 18n) & 1n) === 1n);
+  return /^State:\s+[Tt]/m.test(status) || stopPending(status);
+}
+
+/** Pid of the tmux (or tmate) server answering on `socket`. */
+export function serverPid(socket: string, bin = 'tmux'): number {
+  return Number(execFileSync(bin, ['-S', socket, 'display', '-p', '#{pid}'], { encoding: 'utf8' }).trim());
 }
